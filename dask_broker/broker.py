@@ -1,0 +1,173 @@
+"""Broker: the entry point -- open a catalog, insert, look up and search runs."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+import weakref
+from typing import Any, Iterator, Mapping
+
+from .errors import AmbiguousKeyError, RunNotFoundError
+from .event_source import EventSource
+from .header import Header
+from .query import validate_query
+from .stores import Store
+from .stores.sqlite import SQLiteStore
+
+__all__ = ["Broker"]
+
+
+class Broker:
+    """A catalog of runs.
+
+    Parameters
+    ----------
+    store
+        The store holding the documents.
+
+    Examples
+    --------
+    >>> db = Broker.from_uri("sqlite:///catalog.db")   # doctest: +SKIP
+    >>> RE.subscribe(db.insert)                        # doctest: +SKIP
+    >>> h = db[-1]                                     # doctest: +SKIP
+    >>> h.table().compute()                            # doctest: +SKIP
+    """
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.event_source = EventSource(store)
+
+    @classmethod
+    def from_uri(cls, uri: str, **kwargs: Any) -> "Broker":
+        """Open (or create) the catalog at ``uri``.
+
+        Parameters
+        ----------
+        uri
+            ``sqlite:///relative/catalog.db``, ``sqlite:////absolute/catalog.db``,
+            or a store of another registered scheme.
+        **kwargs
+            Passed to the store.
+
+        Examples
+        --------
+        >>> db = Broker.from_uri("sqlite:////tmp/catalog.db")  # doctest: +SKIP
+        """
+        from .stores import store_class
+
+        return cls(store_class(uri).from_uri(uri, **kwargs))
+
+    @classmethod
+    def temp(cls) -> "Broker":
+        """A throwaway embedded catalog in a temporary folder, removed at exit.
+
+        Examples
+        --------
+        >>> db = Broker.temp()
+        >>> len(db)
+        0
+        """
+        folder = tempfile.mkdtemp(prefix="dask-broker-")
+        store = SQLiteStore(os.path.join(folder, "catalog.db"))
+        weakref.finalize(store, shutil.rmtree, folder, ignore_errors=True)
+        return cls(store)
+
+    def __repr__(self) -> str:
+        return f"Broker({self.store.uri!r})"
+
+    def __reduce__(self):
+        return (type(self), (self.store,))
+
+    @property
+    def uri(self) -> str:
+        """The catalog's URI."""
+        return self.store.uri
+
+    # ------------------------------------------------------------ insert
+    def insert(self, name: str, doc: Mapping) -> None:
+        """Validate and store one document; a valid RunEngine subscriber.
+
+        Examples
+        --------
+        >>> RE.subscribe(db.insert)  # doctest: +SKIP
+        """
+        self.event_source.insert(name, doc)
+
+    # ------------------------------------------------------------ lookup
+    def _header(self, start: dict) -> Header:
+        return Header(self.event_source, start)
+
+    def __getitem__(self, key: str | int) -> Header:
+        """A run by uid (or unique uid prefix), by recency (-1 is the latest) or by scan_id.
+
+        Examples
+        --------
+        >>> db["a1b2c3"]  # doctest: +SKIP
+        >>> db[-1]        # doctest: +SKIP
+        >>> db[42]        # the most recent run with scan_id 42  # doctest: +SKIP
+        """
+        if isinstance(key, str):
+            return self._header(self._by_uid(key))
+        if isinstance(key, bool) or not isinstance(key, int):
+            raise TypeError(f"look runs up by uid (str) or int, not {type(key).__name__}")
+        if key < 0:
+            start = next(itertools.islice(self.store.iter_starts(), -key - 1, None), None)
+            if start is None:
+                raise RunNotFoundError(
+                    f"db[{key}]: the catalog holds fewer than {-key} runs ({self.store.uri})")
+            return self._header(start)
+        if key == 0:
+            raise RunNotFoundError("db[0] is not a run: use db[-1] for the latest, db[scan_id] "
+                                   "with a positive scan_id, or db[uid]")
+        start = next(iter(self.store.search({"scan_id": key})), None)
+        if start is None:
+            raise RunNotFoundError(f"no run with scan_id {key} in {self.store.uri}")
+        return self._header(start)
+
+    def _by_uid(self, key: str) -> dict:
+        start = self.store.get_start(key)
+        if start is not None:
+            return start
+        matches = self.store.start_uids_with_prefix(key, limit=3) if key else []
+        if not matches:
+            raise RunNotFoundError(f"no run with uid or uid prefix {key!r} in {self.store.uri}")
+        if len(matches) > 1:
+            raise AmbiguousKeyError(
+                f"uid prefix {key!r} matches several runs ({', '.join(matches[:2])}, ...); "
+                "give more characters of the uid"
+            )
+        return self.store.get_start(matches[0])
+
+    def __contains__(self, key: str | int) -> bool:
+        try:
+            self[key]
+        except (KeyError, ValueError):
+            return False
+        return True
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.store.iter_starts())
+
+    def __iter__(self) -> Iterator[Header]:
+        """Every run, newest first."""
+        return (self._header(s) for s in self.store.iter_starts())
+
+    def search(self, query: Mapping | None = None) -> list[Header]:
+        """Runs whose start document matches a Mongo-style query, newest first.
+
+        Supported: equality, ``$in``, ``$nin``, ``$ne``, ``$gt``, ``$gte``,
+        ``$lt``, ``$lte``, ``$exists``, ``$and``, ``$or``, ``$nor``, dotted keys.
+
+        Examples
+        --------
+        >>> db.search({"plan_name": "scan", "scan_id": {"$gte": 10}})  # doctest: +SKIP
+        """
+        query = dict(query or {})
+        validate_query(query)
+        return [self._header(s) for s in self.store.search(query)]
+
+    def __call__(self, **query: Any) -> list[Header]:
+        """``db(plan_name="scan")`` is ``db.search({"plan_name": "scan"})``."""
+        return self.search(query)

@@ -1,0 +1,134 @@
+"""Encoding of event columns (one field of a page of events) to bytes and back.
+
+A column is the list of one field's values across consecutive events.  Numeric
+and boolean columns are stored as raw little-endian numpy buffers (decoding is a
+zero-copy ``np.frombuffer``); regular numeric arrays as one stacked buffer plus
+shape; anything else (strings, ragged lists, None, mixed types) as JSON.
+
+The codec is chosen from the values themselves, not from the descriptor, so a
+document read back has the same Python types that went in.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["encode_column", "decode_column", "column_to_list", "to_jsonable", "dumps"]
+
+_SCALAR_CODECS = {"f8": np.dtype("<f8"), "i8": np.dtype("<i8"), "b1": np.dtype("?")}
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert numpy scalars and arrays (recursively) to plain Python for JSON."""
+    if isinstance(obj, dict):
+        return {k: to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def dumps(obj: Any) -> str:
+    """JSON-encode a document, accepting numpy values (NaN is kept as ``NaN``)."""
+    return json.dumps(obj, default=_json_default, separators=(",", ":"))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.ndarray, np.generic)):
+        return obj.tolist()
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def _scalar_kind(values: Sequence[Any]) -> str | None:
+    kinds = set()
+    for v in values:
+        if isinstance(v, (bool, np.bool_)):
+            kinds.add("b1")
+        elif isinstance(v, (numbers.Integral,)):
+            kinds.add("i8")
+        elif isinstance(v, (float, np.floating)):
+            kinds.add("f8")
+        else:
+            return None
+        if len(kinds) > 1 and "b1" in kinds:
+            return None
+    if kinds == {"b1"}:
+        return "b1"
+    if kinds == {"i8"}:
+        return "i8"
+    if kinds <= {"i8", "f8"} and kinds:
+        return "f8"
+    return None
+
+
+def encode_column(values: Sequence[Any]) -> tuple[str, bytes]:
+    """Encode one column of values.
+
+    Returns
+    -------
+    codec : str
+        ``"f8"``, ``"i8"``, ``"b1"``, ``"nd:<dtype>:<shape>"`` or ``"json"``.
+    blob : bytes
+    """
+    if isinstance(values, np.ndarray) and values.ndim == 1 and values.dtype.kind in "fiub":
+        kind = {"f": "f8", "i": "i8", "u": "i8", "b": "b1"}[values.dtype.kind]
+        return kind, np.ascontiguousarray(values, dtype=_SCALAR_CODECS[kind]).tobytes()
+    values = list(values)
+    kind = _scalar_kind(values)
+    if kind == "i8":
+        try:
+            return kind, np.asarray(values, dtype="<i8").tobytes()
+        except OverflowError:
+            kind = None
+    if kind is not None:
+        return kind, np.asarray(values, dtype=_SCALAR_CODECS[kind]).tobytes()
+    stacked = _try_stack(values)
+    if stacked is not None:
+        shape = ",".join(str(s) for s in stacked.shape[1:])
+        return f"nd:{stacked.dtype.str}:{shape}", stacked.tobytes()
+    return "json", dumps(to_jsonable(values)).encode()
+
+
+def _try_stack(values: list[Any]) -> np.ndarray | None:
+    """Stack a column of equal-shape numeric arrays (ndarrays only, not lists).
+
+    Lists stay JSON so that a document read back holds lists again.
+    """
+    if not values or not all(isinstance(v, np.ndarray) for v in values):
+        return None
+    first = values[0]
+    if first.dtype.kind not in "fiub" or any(
+        v.shape != first.shape or v.dtype != first.dtype for v in values
+    ):
+        return None
+    return np.stack(values).astype(first.dtype.newbyteorder("<"), copy=False)
+
+
+def decode_column(codec: str, blob: bytes) -> np.ndarray | list:
+    """Decode a column; numeric codecs give a read-only numpy array (zero copy)."""
+    if codec in _SCALAR_CODECS:
+        return np.frombuffer(blob, dtype=_SCALAR_CODECS[codec])
+    if codec.startswith("nd:"):
+        _, dtype, shape = codec.split(":")
+        inner = tuple(int(s) for s in shape.split(",") if s)
+        arr = np.frombuffer(blob, dtype=np.dtype(dtype))
+        return arr.reshape((-1, *inner))
+    if codec == "json":
+        return json.loads(blob)
+    raise ValueError(f"unknown column codec {codec!r}")
+
+
+def column_to_list(column: np.ndarray | list) -> list:
+    """Plain-Python list of a decoded column (for rebuilding documents)."""
+    if isinstance(column, np.ndarray):
+        if column.ndim > 1:
+            return [np.array(row) for row in column]
+        return column.tolist()
+    return list(column)

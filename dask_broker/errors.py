@@ -1,0 +1,94 @@
+"""The dask_broker exception hierarchy.
+
+Every error raised on purpose by dask_broker derives from :class:`DaskBrokerError`
+and, where it fits, from the matching builtin (``ValueError``, ``KeyError``,
+``NotImplementedError``), so callers can catch either.  Messages name the
+document type, the uid or path involved, and how to fix the problem.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DaskBrokerError",
+    "DocumentValidationError",
+    "DuplicateUidError",
+    "UnknownReferenceError",
+    "RunAlreadyStoppedError",
+    "DataKeysMismatchError",
+    "PageLengthError",
+    "UnknownDocumentNameError",
+    "RunNotFoundError",
+    "AmbiguousKeyError",
+    "UnsupportedQueryError",
+    "NoEventDescriptors",
+    "UnknownFieldError",
+    "FillNotAvailableError",
+    "StoreURIError",
+]
+
+
+class DaskBrokerError(Exception):
+    """Base class of every error dask_broker raises on purpose."""
+
+
+class _KeyErrorMessage:
+    """Mixin: show a KeyError's message as plain text instead of its repr."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class DocumentValidationError(DaskBrokerError, ValueError):
+    """A document does not satisfy its event-model JSON schema."""
+
+
+class DuplicateUidError(DaskBrokerError, ValueError):
+    """A document reuses a uid (or datum_id) that is already stored."""
+
+
+class UnknownReferenceError(_KeyErrorMessage, DaskBrokerError, KeyError):
+    """A document refers to a start, descriptor or resource that is not stored."""
+
+
+class RunAlreadyStoppedError(DaskBrokerError, ValueError):
+    """A second stop document was inserted for a run."""
+
+
+class DataKeysMismatchError(DaskBrokerError, ValueError):
+    """An event's data keys differ from its descriptor's data_keys."""
+
+
+class PageLengthError(DaskBrokerError, ValueError):
+    """The columns of an event_page or datum_page have unequal lengths."""
+
+
+class UnknownDocumentNameError(DaskBrokerError, ValueError):
+    """``insert`` was given a document name it does not know."""
+
+
+class RunNotFoundError(_KeyErrorMessage, DaskBrokerError, KeyError):
+    """No run matches a uid, uid prefix, scan_id or recency index."""
+
+
+class AmbiguousKeyError(DaskBrokerError, ValueError):
+    """A uid prefix matches more than one run."""
+
+
+class UnsupportedQueryError(DaskBrokerError, ValueError):
+    """A search query uses an operator dask_broker does not implement."""
+
+
+class NoEventDescriptors(_KeyErrorMessage, DaskBrokerError, KeyError):
+    """A run has no descriptor for the requested stream."""
+
+
+class UnknownFieldError(_KeyErrorMessage, DaskBrokerError, KeyError):
+    """A requested field is not in any descriptor of the stream."""
+
+
+class FillNotAvailableError(DaskBrokerError, NotImplementedError):
+    """Filling external data was requested where it is not available yet."""
+
+
+class StoreURIError(DaskBrokerError, ValueError):
+    """A catalog URI cannot be parsed or opened."""

@@ -1,0 +1,287 @@
+"""The DBEP's EventSource: metadata and documents of runs, header first.
+
+One EventSource holds every document of a run -- descriptors, events, resources
+and datum -- over one :class:`~dask_broker.stores.Store`.  ``insert`` (the
+DBEP's InsertEV) lives here too.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
+
+from .codec import column_to_list
+from .errors import FillNotAvailableError, NoEventDescriptors, UnknownFieldError
+from .insert import Inserter
+from .stores.base import EventPageColumns, Store
+
+if TYPE_CHECKING:
+    from .header import Header
+
+__all__ = ["EventSource"]
+
+
+def _run_uid(header: "Header | Mapping | str") -> str:
+    if isinstance(header, str):
+        return header
+    if isinstance(header, Mapping):
+        return header["uid"]
+    return header.uid
+
+
+class EventSource:
+    """Documents and metadata of runs, over one store.
+
+    Parameters
+    ----------
+    store
+        Where the documents live.
+
+    Examples
+    --------
+    >>> es = db.event_source                         # doctest: +SKIP
+    >>> es.stream_names(db[-1])                      # doctest: +SKIP
+    ['baseline', 'primary']
+    """
+
+    #: Raised when a run has no descriptor for a requested stream.
+    NoEventDescriptors = NoEventDescriptors
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._inserter = Inserter(store)
+
+    def __repr__(self) -> str:
+        return f"EventSource({self.store!r})"
+
+    def __reduce__(self):
+        return (type(self), (self.store,))
+
+    # ------------------------------------------------------------ insert
+    def insert(self, name: str, doc: Mapping) -> None:
+        """Validate and store one document (the DBEP's InsertEV).
+
+        Parameters
+        ----------
+        name
+            ``start``, ``descriptor``, ``event``, ``event_page``, ``resource``,
+            ``datum``, ``datum_page``, ``stop``, ``bulk_events`` / ``bulkevent``,
+            ``bulk_datum`` / ``bulkdatum``.
+        doc
+            The document.
+
+        Examples
+        --------
+        >>> es.insert("start", {"uid": "abc", "time": 0.0})  # doctest: +SKIP
+        """
+        self._inserter(name, doc)
+
+    # ------------------------------------------------------------ metadata
+    def descriptors(self, header: "Header", stream_name: str | None = None) -> list[dict]:
+        """The run's descriptors (of one stream, if given), in insertion order.
+
+        Examples
+        --------
+        >>> [d["name"] for d in es.descriptors(h)]  # doctest: +SKIP
+        ['primary', 'baseline']
+        """
+        descs = self.store.descriptors(_run_uid(header))
+        if stream_name is not None:
+            descs = [d for d in descs if d.get("name", "primary") == stream_name]
+        return descs
+
+    def _stream_descriptors(self, header: "Header", stream_name: str | None) -> list[dict]:
+        descs = self.descriptors(header, stream_name)
+        if not descs:
+            raise NoEventDescriptors(
+                f"run {_run_uid(header)!r} has no descriptor"
+                + (f" for stream {stream_name!r}" if stream_name is not None else "")
+                + f"; its streams are {self.stream_names(header)}"
+            )
+        return descs
+
+    def stream_names(self, header: "Header") -> list[str]:
+        """Names of the run's streams, in order of first appearance.
+
+        Examples
+        --------
+        >>> es.stream_names(h)  # doctest: +SKIP
+        ['primary', 'baseline']
+        """
+        return list(dict.fromkeys(d.get("name", "primary") for d in self.descriptors(header)))
+
+    def fields(self, header: "Header", stream_name: str | None = None) -> list[str]:
+        """Data keys of a stream (or of every stream), in descriptor order.
+
+        Examples
+        --------
+        >>> es.fields(h, "primary")  # doctest: +SKIP
+        ['motor', 'det']
+        """
+        descs = self._stream_descriptors(header, stream_name)
+        return list(dict.fromkeys(k for d in descs for k in d["data_keys"]))
+
+    def resources(self, header: "Header") -> list[dict]:
+        """The run's resource documents, in insertion order.
+
+        Examples
+        --------
+        >>> [r["spec"] for r in es.resources(h)]  # doctest: +SKIP
+        ['AD_HDF5']
+        """
+        return self.store.resources(_run_uid(header))
+
+    # ------------------------------------------------------------ documents
+    def docs(
+        self,
+        header: "Header",
+        stream_name: str | None = None,
+        fields: Sequence[str] | None = None,
+        fill: bool = False,
+    ) -> Iterator[tuple[str, dict]]:
+        """Yield the run's documents as ``(name, doc)`` in a valid order.
+
+        Start first; each descriptor before its events; each resource before its
+        datum; each datum before the first event that references it; stop last.
+        Events of different descriptors are merged in time order.
+
+        Parameters
+        ----------
+        header
+            The run.
+        stream_name
+            Only this stream's descriptors and events (and the resources and
+            datum those events reference).
+        fields
+            Only these data keys in descriptors and events.
+        fill
+            Replace datum ids with the data they point to (not available yet).
+
+        Examples
+        --------
+        >>> for name, doc in es.docs(h):  # doctest: +SKIP
+        ...     print(name)
+        """
+        if fill:
+            raise FillNotAvailableError(
+                "docs(fill=True) needs the handler registry, which is not implemented yet; "
+                "use fill=False to get events whose external fields hold datum ids"
+            )
+        run_uid = _run_uid(header)
+        start = self.store.get_start(run_uid)
+        if start is None:
+            from .errors import RunNotFoundError
+
+            raise RunNotFoundError(f"no run with uid {run_uid!r} in {self.store.uri}")
+        descs = self.descriptors(run_uid, stream_name)
+        if stream_name is not None and not descs:
+            self._stream_descriptors(run_uid, stream_name)  # raises NoEventDescriptors
+        wanted = None if fields is None else list(fields)
+        if wanted is not None:
+            known = {k for d in descs for k in d["data_keys"]}
+            unknown = [f for f in wanted if f not in known]
+            if unknown:
+                raise UnknownFieldError(
+                    f"field(s) {unknown} are not in run {run_uid!r}"
+                    + (f" stream {stream_name!r}" if stream_name else "")
+                    + f"; available: {sorted(known)}"
+                )
+        yield "start", start
+        emitter = _AssetEmitter(self.store, self.store.resources(run_uid))
+        if stream_name is None:
+            # Everything the run holds, referenced or not, up front.
+            yield from emitter.all()
+        streams = [
+            _EventStream(self.store, d, wanted) for d in descs
+        ]
+        for stream in streams:
+            if not stream.has_events():
+                yield "descriptor", stream.descriptor
+        for *_, stream, event in heapq.merge(*(s.keyed() for s in streams if s.has_events())):
+            if not stream.emitted_descriptor:
+                stream.emitted_descriptor = True
+                yield "descriptor", stream.descriptor
+            yield from emitter.for_event(event, stream.external)
+            yield "event", event
+        stop = self.store.get_stop(run_uid)
+        if stop is not None:
+            yield "stop", stop
+
+
+class _EventStream:
+    """Events of one descriptor, rebuilt from pages, keyed for a time-ordered merge."""
+
+    _counter = itertools.count()
+
+    def __init__(self, store: Store, descriptor: dict, fields: list[str] | None):
+        self.store = store
+        keys = descriptor["data_keys"]
+        self.fields = [f for f in keys if fields is None or f in fields]
+        self.descriptor = descriptor if fields is None else {
+            **descriptor, "data_keys": {k: v for k, v in keys.items() if k in self.fields}}
+        self.external = [f for f in self.fields if keys[f].get("external")]
+        self.emitted_descriptor = False
+        self._order = next(self._counter)
+        self._count = store.event_counts([descriptor["uid"]]).get(descriptor["uid"], (0,))[0]
+
+    def has_events(self) -> bool:
+        return self._count > 0
+
+    def keyed(self) -> Iterator[tuple[float, int, int, "_EventStream", dict]]:
+        pages = self.store.iter_event_pages([self.descriptor["uid"]], fields=self.fields,
+                                            timestamps=True, uids=True)
+        events = itertools.chain.from_iterable(
+            _page_to_events(page, self.fields, self.external) for page in pages)
+        for i, event in enumerate(events):
+            yield event["time"], self._order, i, self, event
+
+
+def _page_to_events(page: EventPageColumns, fields: list[str], external: list[str]) -> Iterator[dict]:
+    data = {f: column_to_list(page.data[f]) for f in fields}
+    ts = {f: column_to_list(page.timestamps[f]) for f in fields}
+    times = page.time.tolist()
+    seqs = page.seq_num.tolist()
+    filled = {f: False for f in external}
+    for i, uid in enumerate(page.uid):
+        yield {
+            "uid": uid, "descriptor": page.descriptor, "seq_num": seqs[i], "time": times[i],
+            "data": {f: data[f][i] for f in fields},
+            "timestamps": {f: ts[f][i] for f in fields},
+            "filled": dict(filled),
+        }
+
+
+class _AssetEmitter:
+    """Emits resources and datum, each once, before the first document needing them."""
+
+    def __init__(self, store: Store, resources: Iterable[dict]):
+        self.store = store
+        self.resources = {r["uid"]: r for r in resources}
+        self.sent_resources: set[str] = set()
+        self.sent_datum: set[str] = set()
+
+    def all(self) -> Iterator[tuple[str, dict]]:
+        for uid, resource in self.resources.items():
+            self.sent_resources.add(uid)
+            yield "resource", resource
+            for datum in self.store.datum_of_resource(uid):
+                self.sent_datum.add(datum["datum_id"])
+                yield "datum", datum
+
+    def for_event(self, event: dict, external: list[str]) -> Iterator[tuple[str, dict]]:
+        if not external:
+            return
+        needed = [event["data"][f] for f in external]
+        needed = [d for d in needed if isinstance(d, str) and d not in self.sent_datum]
+        if not needed:
+            return
+        for datum_id, datum in self.store.datum(needed).items():
+            res_uid = datum["resource"]
+            if res_uid not in self.sent_resources:
+                resource = self.resources.get(res_uid) or self.store.get_resource(res_uid)
+                if resource is not None:
+                    self.sent_resources.add(res_uid)
+                    yield "resource", resource
+            self.sent_datum.add(datum_id)
+            yield "datum", datum

@@ -1,0 +1,104 @@
+"""Header: one run, with convenience methods that forward to the EventSource."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+if TYPE_CHECKING:
+    from .event_source import EventSource
+
+__all__ = ["Header"]
+
+
+class Header:
+    """One run: its start document, and access to the rest through its EventSource.
+
+    ``stop`` and ``descriptors`` are read from the store on each access, so a
+    Header of a run in progress sees what has been stored since.
+
+    Parameters
+    ----------
+    event_source
+        The EventSource that holds the run.
+    start
+        The run's start document.
+
+    Examples
+    --------
+    >>> h = db[-1]            # doctest: +SKIP
+    >>> h.start["scan_id"]    # doctest: +SKIP
+    42
+    >>> h.fields("primary")   # doctest: +SKIP
+    ['motor', 'det']
+    """
+
+    def __init__(self, event_source: "EventSource", start: dict):
+        self.event_source = event_source
+        self._start = start
+        self._stop: dict | None = None
+
+    def __repr__(self) -> str:
+        state = "stopped" if self.stop is not None else "in progress"
+        return (f"<Header uid={self.uid!r} scan_id={self._start.get('scan_id')!r} "
+                f"plan_name={self._start.get('plan_name')!r} ({state})>")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Header) and other.uid == self.uid and (
+            other.event_source.store == self.event_source.store)
+
+    def __hash__(self) -> int:
+        return hash(self.uid)
+
+    def __reduce__(self):
+        return (type(self), (self.event_source, self._start))
+
+    @property
+    def uid(self) -> str:
+        """The run's uid (its start document's uid)."""
+        return self._start["uid"]
+
+    @property
+    def start(self) -> dict:
+        """The start document."""
+        return self._start
+
+    @property
+    def stop(self) -> dict | None:
+        """The stop document, or None while the run is in progress."""
+        if self._stop is None:
+            self._stop = self.event_source.store.get_stop(self.uid)
+        return self._stop
+
+    @property
+    def descriptors(self) -> list[dict]:
+        """Every descriptor of the run, in insertion order."""
+        return self.event_source.descriptors(self)
+
+    @property
+    def stream_names(self) -> list[str]:
+        """Names of the run's streams."""
+        return self.event_source.stream_names(self)
+
+    def fields(self, stream_name: str | None = None) -> list[str]:
+        """Data keys of a stream; see :meth:`EventSource.fields`."""
+        return self.event_source.fields(self, stream_name)
+
+    def resources(self) -> list[dict]:
+        """Resource documents; see :meth:`EventSource.resources`."""
+        return self.event_source.resources(self)
+
+    def docs(self, stream_name: str | None = None, fields: Sequence[str] | None = None,
+             fill: bool = False) -> Iterator[tuple[str, dict]]:
+        """``(name, doc)`` pairs; see :meth:`EventSource.docs`."""
+        return self.event_source.docs(self, stream_name=stream_name, fields=fields, fill=fill)
+
+    def __getattr__(self, name: str) -> Any:
+        # Later table-like methods of the EventSource (table, table_chunks, ...)
+        # are forwarded with this header as the first argument.
+        if name.startswith("_") or name not in _FORWARDED:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        method = getattr(self.event_source, name)
+        return lambda *args, **kwargs: method(self, *args, **kwargs)
+
+
+_FORWARDED = {"table", "table_chunks", "table_chunk", "to_xarray", "fill_context"}

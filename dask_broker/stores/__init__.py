@@ -1,0 +1,66 @@
+"""Document stores: the backends behind a Broker.
+
+:func:`open_store` turns a URI into a store.  Built-in backends are imported
+lazily by scheme; others register in the ``dask_broker.stores`` entry-point
+group (name = URI scheme).  Within one process, :func:`open_store` returns the
+same store object for the same URI, so a Dask worker that computes many
+partitions opens its database once.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from importlib.metadata import entry_points
+from typing import Any
+
+from ..errors import StoreURIError
+from .base import EventPageColumns, Store
+
+__all__ = ["Store", "EventPageColumns", "open_store", "store_class"]
+
+_BUILTIN = {
+    "sqlite": "dask_broker.stores.sqlite:SQLiteStore",
+    "mongodb": "dask_broker.stores.mongo:MongoStore",
+    "mongodb+srv": "dask_broker.stores.mongo:MongoStore",
+}
+_cache: dict[tuple, Store] = {}
+_lock = threading.Lock()
+
+
+def _load(target: str):
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def store_class(uri: str) -> type[Store]:
+    """The Store subclass that opens ``uri`` (by its scheme)."""
+    scheme = uri.partition(":")[0].lower() if isinstance(uri, str) and ":" in uri else ""
+    if scheme in _BUILTIN:
+        try:
+            return _load(_BUILTIN[scheme])
+        except ImportError as err:
+            raise StoreURIError(f"the {scheme!r} store could not be imported: {err}") from err
+    for ep in entry_points(group="dask_broker.stores"):
+        if ep.name == scheme:
+            return ep.load()
+    known = sorted(set(_BUILTIN) | {ep.name for ep in entry_points(group="dask_broker.stores")})
+    raise StoreURIError(
+        f"no store for the URI {uri!r}; known schemes: {', '.join(known)} "
+        "(for example 'sqlite:////absolute/catalog.db' or 'mongodb://host:27017/dbname')"
+    )
+
+
+def open_store(uri: str, **kwargs: Any) -> Store:
+    """Open the store named by ``uri``, reusing this process's store for that URI.
+
+    Examples
+    --------
+    >>> store = open_store("sqlite:////tmp/example.db")  # doctest: +SKIP
+    """
+    key = (uri, tuple(sorted(kwargs.items())))
+    with _lock:
+        store = _cache.get(key)
+        if store is None:
+            store = _cache[key] = store_class(uri).from_uri(uri, **kwargs)
+        return store

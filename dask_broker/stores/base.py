@@ -1,0 +1,186 @@
+"""The store interface every dask_broker backend implements.
+
+A store holds every document of every run (start, descriptor, event, resource,
+datum, stop) and answers the few queries the Broker and EventSource need.  It
+does no validation of documents (that is :mod:`dask_broker.insert`), except for
+uniqueness, which only the database can enforce atomically.
+
+Writes are atomic per call: a rejected call leaves nothing behind.  Stores are
+picklable by URI: an unpickled store re-opens its database in the new process.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from ..query import match_query, validate_query
+
+__all__ = ["Store", "EventPageColumns"]
+
+
+@dataclass
+class EventPageColumns:
+    """One page of events of one descriptor, as columns.
+
+    ``data`` and ``timestamps`` map field names to numpy arrays (numeric fields)
+    or lists (anything else).  ``uid`` and ``filled`` are only present when asked.
+    """
+
+    descriptor: str
+    seq_num: np.ndarray
+    time: np.ndarray
+    data: dict[str, Any]
+    timestamps: dict[str, Any] = field(default_factory=dict)
+    uid: list[str] | None = None
+    filled: dict[str, list] | None = None
+
+    def __len__(self) -> int:
+        return len(self.seq_num)
+
+
+class Store(abc.ABC):
+    """Base class of a document store.
+
+    Subclasses implement the abstract methods; :meth:`search` has a portable
+    default (a query matched in Python) that a backend with a query language
+    overrides.
+    """
+
+    #: URI scheme(s) this backend opens.
+    schemes: tuple[str, ...] = ()
+
+    @property
+    @abc.abstractmethod
+    def uri(self) -> str:
+        """A URI from which any process can open the same store."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_uri(cls, uri: str, **kwargs: Any) -> "Store":
+        """Open (creating if needed) the store named by ``uri``."""
+
+    def __reduce__(self):
+        return (type(self).from_uri, (self.uri,))
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.uri == self.uri  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.uri))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.uri!r})"
+
+    def close(self) -> None:
+        """Release connections.  The store may be used again (it re-opens)."""
+
+    # ------------------------------------------------------------------ writes
+    @abc.abstractmethod
+    def insert_start(self, doc: Mapping) -> None:
+        """Store a start document.  Raises DuplicateUidError."""
+
+    @abc.abstractmethod
+    def insert_stop(self, doc: Mapping) -> None:
+        """Store a stop document.  Raises DuplicateUidError, RunAlreadyStoppedError."""
+
+    @abc.abstractmethod
+    def insert_descriptor(self, doc: Mapping) -> None:
+        """Store a descriptor.  Raises DuplicateUidError."""
+
+    @abc.abstractmethod
+    def insert_resource(self, doc: Mapping) -> None:
+        """Store a resource.  Raises DuplicateUidError."""
+
+    @abc.abstractmethod
+    def insert_datum_page(self, page: Mapping) -> None:
+        """Store a datum_page atomically.  Raises DuplicateUidError naming the datum_id."""
+
+    @abc.abstractmethod
+    def insert_event_page(self, page: Mapping) -> None:
+        """Store an event_page atomically.  Raises DuplicateUidError naming the event uid."""
+
+    # ------------------------------------------------------------------ reads
+    @abc.abstractmethod
+    def get_start(self, uid: str) -> dict | None:
+        """The start document with this uid, or None."""
+
+    @abc.abstractmethod
+    def start_uids_with_prefix(self, prefix: str, limit: int = 2) -> list[str]:
+        """Up to ``limit`` run uids starting with ``prefix``."""
+
+    @abc.abstractmethod
+    def iter_starts(self) -> Iterator[dict]:
+        """Every start document, newest first (start time, then insertion order)."""
+
+    def search(self, query: Mapping | None = None) -> Iterator[dict]:
+        """Start documents matching a Mongo-style ``query``, newest first."""
+        query = dict(query or {})
+        validate_query(query)
+        for doc in self.iter_starts():
+            if match_query(doc, query):
+                yield doc
+
+    @abc.abstractmethod
+    def get_stop(self, run_uid: str) -> dict | None:
+        """The stop document of a run, or None while it is in progress."""
+
+    @abc.abstractmethod
+    def get_descriptor(self, uid: str) -> dict | None:
+        """The descriptor with this uid, or None."""
+
+    @abc.abstractmethod
+    def descriptors(self, run_uid: str) -> list[dict]:
+        """A run's descriptors in insertion order."""
+
+    @abc.abstractmethod
+    def get_resource(self, uid: str) -> dict | None:
+        """The resource with this uid, or None."""
+
+    @abc.abstractmethod
+    def resources(self, run_uid: str) -> list[dict]:
+        """A run's resources in insertion order."""
+
+    @abc.abstractmethod
+    def datum(self, datum_ids: Sequence[str]) -> dict[str, dict]:
+        """The datum documents with these ids (missing ids are absent)."""
+
+    @abc.abstractmethod
+    def datum_of_resource(self, resource_uid: str) -> Iterator[dict]:
+        """Every datum of a resource, in insertion order."""
+
+    @abc.abstractmethod
+    def event_counts(self, descriptor_uids: Sequence[str]) -> dict[str, tuple[int, int, int]]:
+        """``{descriptor_uid: (count, min_seq_num, max_seq_num)}`` of stored events.
+
+        Descriptors without events are absent.
+        """
+
+    @abc.abstractmethod
+    def iter_event_pages(
+        self,
+        descriptor_uids: Sequence[str],
+        *,
+        seq_range: tuple[int, int] | None = None,
+        fields: Iterable[str] | None = None,
+        timestamps: bool = True,
+        uids: bool = False,
+    ) -> Iterator[EventPageColumns]:
+        """Pages of events, each of one descriptor, in insertion order.
+
+        Parameters
+        ----------
+        descriptor_uids
+            Descriptors to read.
+        seq_range
+            ``(lo, hi)``: only events with ``lo <= seq_num < hi``.
+        fields
+            Only these fields are read from storage (None: all).
+        timestamps
+            Read the per-field timestamps too.
+        uids
+            Read event uids and ``filled`` (needed to rebuild documents).
+        """

@@ -1,0 +1,547 @@
+"""The embedded default store: one SQLite file per catalog, no server.
+
+Events are stored columnar, in pages: a row of ``event_page`` holds, for one
+descriptor, a run of events' seq_num, time and uid arrays; a row of
+``page_column`` holds one field of that page (data and timestamps) as an
+encoded buffer (see :mod:`dask_broker.codec`).  Reading a chunk of events is
+one indexed range query over pages plus one query for the wanted fields'
+columns, whatever the number of events.
+
+Single events (what a RunEngine emits) are each committed as a one-event
+"open" page; when a descriptor has accumulated ``SEAL_EVENTS`` events in open
+pages they are merged, in the same transaction as the insert that fills them,
+into one sealed page.  Incoming pages larger than ``MAX_PAGE_EVENTS`` are split.
+
+The database runs in WAL mode, so worker processes can read while one process
+writes.  Every write is one ``BEGIN IMMEDIATE`` transaction: a call that raises
+leaves nothing behind, a call that has returned is committed (with the default
+``synchronous=FULL`` it survives a crash of the process and of the machine; the
+URI may ask for ``?synchronous=normal``, which survives a crash of the process).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sqlite3
+import tempfile
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+from urllib.parse import parse_qs
+
+import numpy as np
+
+from ..codec import decode_column, dumps, encode_column, column_to_list
+from ..errors import DuplicateUidError, RunAlreadyStoppedError, StoreURIError
+from .base import EventPageColumns, Store
+
+__all__ = ["SQLiteStore", "parse_sqlite_uri"]
+
+SCHEMA_VERSION = "1"
+SEAL_EVENTS = 1024
+MAX_PAGE_EVENTS = 8192
+_SQL_VARS = 900  # stay below SQLite's bound-parameter limit
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS run_start (
+    id INTEGER PRIMARY KEY, uid TEXT NOT NULL UNIQUE, time REAL, scan_id INTEGER,
+    doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS run_start_time ON run_start (time DESC, id DESC);
+CREATE INDEX IF NOT EXISTS run_start_scan_id ON run_start (scan_id);
+CREATE TABLE IF NOT EXISTS run_stop (
+    id INTEGER PRIMARY KEY, uid TEXT NOT NULL UNIQUE, run_start TEXT NOT NULL UNIQUE,
+    doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS descriptor (
+    id INTEGER PRIMARY KEY, uid TEXT NOT NULL UNIQUE, run_start TEXT NOT NULL, name TEXT,
+    doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS descriptor_run ON descriptor (run_start, id);
+CREATE TABLE IF NOT EXISTS resource (
+    id INTEGER PRIMARY KEY, uid TEXT NOT NULL UNIQUE, run_start TEXT, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS resource_run ON resource (run_start, id);
+CREATE TABLE IF NOT EXISTS datum (
+    id INTEGER PRIMARY KEY, datum_id TEXT NOT NULL UNIQUE, resource TEXT NOT NULL,
+    datum_kwargs TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS datum_resource ON datum (resource, id);
+CREATE TABLE IF NOT EXISTS event_page (
+    id INTEGER PRIMARY KEY, descriptor TEXT NOT NULL, n INTEGER NOT NULL,
+    seq_min INTEGER NOT NULL, seq_max INTEGER NOT NULL, sealed INTEGER NOT NULL,
+    seq_num BLOB NOT NULL, time BLOB NOT NULL, uid TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS event_page_range ON event_page (descriptor, seq_min);
+CREATE INDEX IF NOT EXISTS event_page_open ON event_page (descriptor, sealed);
+CREATE TABLE IF NOT EXISTS page_column (
+    page_id INTEGER NOT NULL, field TEXT NOT NULL, codec TEXT NOT NULL, data BLOB NOT NULL,
+    ts_codec TEXT NOT NULL, ts BLOB NOT NULL, PRIMARY KEY (page_id, field));
+CREATE TABLE IF NOT EXISTS event_uid (uid TEXT PRIMARY KEY) WITHOUT ROWID;
+"""
+
+
+def parse_sqlite_uri(uri: str) -> tuple[Path, dict[str, str]]:
+    """Split a SQLAlchemy-style SQLite URI into an absolute path and options.
+
+    ``sqlite:///relative/catalog.db`` is relative to the current directory,
+    ``sqlite:////absolute/catalog.db`` is absolute.
+
+    Examples
+    --------
+    >>> parse_sqlite_uri("sqlite:////data/cat.db?synchronous=normal")
+    (PosixPath('/data/cat.db'), {'synchronous': 'normal'})
+    """
+    prefix = "sqlite:///"
+    if not isinstance(uri, str) or not uri.startswith(prefix):
+        raise StoreURIError(
+            f"{uri!r} is not a SQLite catalog URI; write 'sqlite:///relative/catalog.db' "
+            "or 'sqlite:////absolute/catalog.db'"
+        )
+    rest, _, query = uri[len(prefix):].partition("?")
+    if not rest or rest == ":memory:":
+        raise StoreURIError(
+            f"{uri!r} names no file; the embedded store is a file on disk so that "
+            "worker processes can open it (use Broker.temp() for a throwaway catalog)"
+        )
+    options = {k: v[-1] for k, v in parse_qs(query).items()}
+    unknown = set(options) - {"synchronous"}
+    if unknown:
+        raise StoreURIError(f"unknown option(s) {sorted(unknown)} in {uri!r}; known: synchronous")
+    sync = options.get("synchronous", "full").lower()
+    if sync not in ("full", "normal", "extra"):
+        raise StoreURIError(f"synchronous={sync!r} in {uri!r}; use full, normal or extra")
+    options["synchronous"] = sync
+    return Path(os.path.abspath(rest)), options
+
+
+def _chunks(seq: Sequence, size: int = _SQL_VARS) -> Iterator[Sequence]:
+    for i in range(0, len(seq), size):
+        yield seq[i:i + size]
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+class SQLiteStore(Store):
+    """The embedded store: a SQLite database file in WAL mode.
+
+    Parameters
+    ----------
+    path
+        The database file; created (with its folder) if missing.
+    synchronous
+        SQLite's ``synchronous`` setting: ``"full"`` (default), ``"normal"``, ``"extra"``.
+
+    Examples
+    --------
+    >>> store = SQLiteStore.from_uri("sqlite:////tmp/example-catalog.db")  # doctest: +SKIP
+    """
+
+    schemes = ("sqlite",)
+
+    def __init__(self, path: str | os.PathLike, *, synchronous: str = "full"):
+        self._path = Path(path).absolute()
+        self._synchronous = synchronous
+        self._local = threading.local()
+        self._pid = os.getpid()
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self._connect()
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (SCHEMA_VERSION,),
+            )
+        except sqlite3.DatabaseError as err:
+            raise StoreURIError(f"{self._path} is not a dask_broker SQLite catalog: {err}") from err
+        finally:
+            conn.close()
+
+    @classmethod
+    def from_uri(cls, uri: str, **kwargs: Any) -> "SQLiteStore":
+        path, options = parse_sqlite_uri(uri)
+        options.update(kwargs)
+        return cls(path, **options)
+
+    @classmethod
+    def temp(cls) -> "SQLiteStore":
+        """A store in a new temporary folder."""
+        folder = tempfile.mkdtemp(prefix="dask-broker-")
+        return cls(os.path.join(folder, "catalog.db"))
+
+    @property
+    def uri(self) -> str:
+        query = "" if self._synchronous == "full" else f"?synchronous={self._synchronous}"
+        return f"sqlite:///{self._path}{query}"
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._path
+
+    # ------------------------------------------------------------ connections
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, timeout=60, isolation_level=None,
+                               check_same_thread=False)
+        conn.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
+        conn.execute("PRAGMA foreign_keys=OFF")
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        """This thread's connection (re-created after a fork)."""
+        if self._pid != os.getpid():
+            self._local = threading.local()
+            self._pid = os.getpid()
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A private connection holding one read transaction (a consistent view)."""
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN")
+            yield conn
+        finally:
+            conn.close()
+
+    # ------------------------------------------------------------------ writes
+    def _insert_unique(self, sql: str, params: tuple, doc_type: str, uid: str) -> None:
+        try:
+            with self._write() as conn:
+                conn.execute(sql, params)
+        except sqlite3.IntegrityError as err:
+            raise DuplicateUidError(
+                f"{doc_type} {uid!r} is already stored; documents are immutable, "
+                "so give the new document a new uid"
+            ) from err
+
+    def insert_start(self, doc: Mapping) -> None:
+        scan_id = doc.get("scan_id")
+        self._insert_unique(
+            "INSERT INTO run_start (uid, time, scan_id, doc) VALUES (?, ?, ?, ?)",
+            (doc["uid"], doc["time"], scan_id if isinstance(scan_id, int) else None, dumps(doc)),
+            "start", doc["uid"],
+        )
+
+    def insert_stop(self, doc: Mapping) -> None:
+        try:
+            with self._write() as conn:
+                conn.execute("INSERT INTO run_stop (uid, run_start, doc) VALUES (?, ?, ?)",
+                             (doc["uid"], doc["run_start"], dumps(doc)))
+        except sqlite3.IntegrityError as err:
+            if "run_stop.run_start" in str(err):
+                raise RunAlreadyStoppedError(
+                    f"stop {doc['uid']!r}: run {doc['run_start']!r} already has a stop "
+                    "document; a run is stopped once"
+                ) from err
+            raise DuplicateUidError(f"stop {doc['uid']!r} is already stored") from err
+
+    def insert_descriptor(self, doc: Mapping) -> None:
+        self._insert_unique(
+            "INSERT INTO descriptor (uid, run_start, name, doc) VALUES (?, ?, ?, ?)",
+            (doc["uid"], doc["run_start"], doc.get("name", "primary"), dumps(doc)),
+            "descriptor", doc["uid"],
+        )
+
+    def insert_resource(self, doc: Mapping) -> None:
+        self._insert_unique(
+            "INSERT INTO resource (uid, run_start, doc) VALUES (?, ?, ?)",
+            (doc["uid"], doc.get("run_start"), dumps(doc)),
+            "resource", doc["uid"],
+        )
+
+    def insert_datum_page(self, page: Mapping) -> None:
+        ids = list(page["datum_id"])
+        kwargs = page["datum_kwargs"]
+        keys = list(kwargs)
+        rows = [
+            (datum_id, page["resource"], dumps({k: kwargs[k][i] for k in keys}))
+            for i, datum_id in enumerate(ids)
+        ]
+        try:
+            with self._write() as conn:
+                conn.executemany(
+                    "INSERT INTO datum (datum_id, resource, datum_kwargs) VALUES (?, ?, ?)", rows)
+        except sqlite3.IntegrityError as err:
+            dup = self._first_duplicate("datum", "datum_id", ids)
+            raise DuplicateUidError(
+                f"datum {dup!r} (resource {page['resource']!r}) is already stored; "
+                "nothing of this datum_page was written"
+            ) from err
+
+    def _first_duplicate(self, table: str, column: str, ids: Sequence[str]) -> str:
+        seen: set[str] = set()
+        for i in ids:
+            if i in seen:
+                return i
+            seen.add(i)
+        conn = self._conn()
+        for chunk in _chunks(ids):
+            row = conn.execute(
+                f"SELECT {column} FROM {table} WHERE {column} IN ({_marks(len(chunk))}) LIMIT 1",
+                chunk).fetchone()
+            if row:
+                return row[0]
+        return ids[0]
+
+    def insert_event_page(self, page: Mapping) -> None:
+        n = len(page["seq_num"])
+        if n == 0:
+            return
+        encoded = [
+            self._encode_page(page, start, min(start + MAX_PAGE_EVENTS, n))
+            for start in range(0, n, MAX_PAGE_EVENTS)
+        ]
+        uids = list(page["uid"])
+        try:
+            with self._write() as conn:
+                conn.executemany("INSERT INTO event_uid (uid) VALUES (?)", ((u,) for u in uids))
+                for row, columns in encoded:
+                    self._write_page(conn, row, columns)
+                if n < SEAL_EVENTS:
+                    self._maybe_seal(conn, page["descriptor"])
+        except sqlite3.IntegrityError as err:
+            dup = self._first_duplicate("event_uid", "uid", uids)
+            raise DuplicateUidError(
+                f"event {dup!r} (descriptor {page['descriptor']!r}) is already stored; "
+                "nothing of this event page was written"
+            ) from err
+
+    @staticmethod
+    def _encode_page(page: Mapping, lo: int, hi: int) -> tuple[tuple, list[tuple]]:
+        seq = np.asarray(page["seq_num"][lo:hi], dtype="<i8")
+        time = np.asarray(page["time"][lo:hi], dtype="<f8")
+        n = hi - lo
+        row = (page["descriptor"], n, int(seq.min()), int(seq.max()),
+               int(n >= SEAL_EVENTS), seq.tobytes(), time.tobytes(),
+               dumps(list(page["uid"][lo:hi])))
+        columns = []
+        for field, values in page["data"].items():
+            codec, blob = encode_column(values[lo:hi])
+            ts_codec, ts_blob = encode_column(page["timestamps"][field][lo:hi])
+            columns.append((field, codec, blob, ts_codec, ts_blob))
+        return row, columns
+
+    @staticmethod
+    def _write_page(conn: sqlite3.Connection, row: tuple, columns: list[tuple],
+                    page_id: int | None = None) -> None:
+        cur = conn.execute(
+            "INSERT INTO event_page (id, descriptor, n, seq_min, seq_max, sealed, seq_num, time, uid)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (page_id, *row))
+        pid = cur.lastrowid
+        conn.executemany(
+            "INSERT INTO page_column (page_id, field, codec, data, ts_codec, ts) "
+            "VALUES (?, ?, ?, ?, ?, ?)", ((pid, *col) for col in columns))
+
+    def _maybe_seal(self, conn: sqlite3.Connection, descriptor: str) -> None:
+        """Merge a descriptor's open pages into one once they hold SEAL_EVENTS events."""
+        (total,) = conn.execute(
+            "SELECT COALESCE(SUM(n), 0) FROM event_page WHERE descriptor = ? AND sealed = 0",
+            (descriptor,)).fetchone()
+        if total < SEAL_EVENTS:
+            return
+        pages = list(self._read_pages(conn, descriptor_uids=[descriptor], fields=None,
+                                      timestamps=True, uids=True, open_only=True))
+        ids = [p.page_id for p in pages]
+        merged = {
+            "descriptor": descriptor,
+            "seq_num": np.concatenate([p.seq_num for p in pages]),
+            "time": np.concatenate([p.time for p in pages]),
+            "uid": list(itertools.chain.from_iterable(p.uid for p in pages)),
+            "data": {f: list(itertools.chain.from_iterable(column_to_list(p.data[f]) for p in pages))
+                     for f in pages[0].data},
+            "timestamps": {
+                f: list(itertools.chain.from_iterable(column_to_list(p.timestamps[f]) for p in pages))
+                for f in pages[0].timestamps},
+        }
+        for chunk in _chunks(ids):
+            conn.execute(f"DELETE FROM page_column WHERE page_id IN ({_marks(len(chunk))})", chunk)
+            conn.execute(f"DELETE FROM event_page WHERE id IN ({_marks(len(chunk))})", chunk)
+        n = len(merged["uid"])
+        for start in range(0, n, MAX_PAGE_EVENTS):
+            row, columns = self._encode_page(merged, start, min(start + MAX_PAGE_EVENTS, n))
+            row = (*row[:4], 1, *row[5:])  # sealed
+            self._write_page(conn, row, columns, page_id=ids[0] if start == 0 else None)
+
+    # ------------------------------------------------------------------ reads
+    def _one_doc(self, sql: str, params: tuple) -> dict | None:
+        row = self._conn().execute(sql, params).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def _docs(self, sql: str, params: tuple) -> list[dict]:
+        return [json.loads(r[0]) for r in self._conn().execute(sql, params).fetchall()]
+
+    def get_start(self, uid: str) -> dict | None:
+        return self._one_doc("SELECT doc FROM run_start WHERE uid = ?", (uid,))
+
+    def start_uids_with_prefix(self, prefix: str, limit: int = 2) -> list[str]:
+        rows = self._conn().execute(
+            "SELECT uid FROM run_start WHERE uid >= ? AND uid < ? ORDER BY uid LIMIT ?",
+            (prefix, prefix + "\U0010ffff", limit)).fetchall()
+        return [r[0] for r in rows]
+
+    def iter_starts(self) -> Iterator[dict]:
+        with self._snapshot() as conn:
+            cur = conn.execute("SELECT doc FROM run_start ORDER BY time DESC, id DESC")
+            while rows := cur.fetchmany(256):
+                for (doc,) in rows:
+                    yield json.loads(doc)
+
+    def get_stop(self, run_uid: str) -> dict | None:
+        return self._one_doc("SELECT doc FROM run_stop WHERE run_start = ?", (run_uid,))
+
+    def get_descriptor(self, uid: str) -> dict | None:
+        return self._one_doc("SELECT doc FROM descriptor WHERE uid = ?", (uid,))
+
+    def descriptors(self, run_uid: str) -> list[dict]:
+        return self._docs("SELECT doc FROM descriptor WHERE run_start = ? ORDER BY id", (run_uid,))
+
+    def get_resource(self, uid: str) -> dict | None:
+        return self._one_doc("SELECT doc FROM resource WHERE uid = ?", (uid,))
+
+    def resources(self, run_uid: str) -> list[dict]:
+        return self._docs("SELECT doc FROM resource WHERE run_start = ? ORDER BY id", (run_uid,))
+
+    def datum(self, datum_ids: Sequence[str]) -> dict[str, dict]:
+        out: dict[str, dict] = {}
+        conn = self._conn()
+        ids = list(dict.fromkeys(datum_ids))
+        for chunk in _chunks(ids):
+            rows = conn.execute(
+                "SELECT datum_id, resource, datum_kwargs FROM datum "
+                f"WHERE datum_id IN ({_marks(len(chunk))})", chunk).fetchall()
+            for datum_id, resource, kwargs in rows:
+                out[datum_id] = {"datum_id": datum_id, "resource": resource,
+                                 "datum_kwargs": json.loads(kwargs)}
+        return out
+
+    def datum_of_resource(self, resource_uid: str) -> Iterator[dict]:
+        with self._snapshot() as conn:
+            cur = conn.execute(
+                "SELECT datum_id, datum_kwargs FROM datum WHERE resource = ? ORDER BY id",
+                (resource_uid,))
+            while rows := cur.fetchmany(1024):
+                for datum_id, kwargs in rows:
+                    yield {"datum_id": datum_id, "resource": resource_uid,
+                           "datum_kwargs": json.loads(kwargs)}
+
+    def event_counts(self, descriptor_uids: Sequence[str]) -> dict[str, tuple[int, int, int]]:
+        out = {}
+        conn = self._conn()
+        for chunk in _chunks(list(descriptor_uids)):
+            rows = conn.execute(
+                "SELECT descriptor, SUM(n), MIN(seq_min), MAX(seq_max) FROM event_page "
+                f"WHERE descriptor IN ({_marks(len(chunk))}) GROUP BY descriptor", chunk)
+            for desc, n, lo, hi in rows:
+                out[desc] = (int(n), int(lo), int(hi))
+        return out
+
+    def iter_event_pages(
+        self,
+        descriptor_uids: Sequence[str],
+        *,
+        seq_range: tuple[int, int] | None = None,
+        fields: Iterable[str] | None = None,
+        timestamps: bool = True,
+        uids: bool = False,
+    ) -> Iterator[EventPageColumns]:
+        with self._snapshot() as conn:
+            yield from self._read_pages(conn, descriptor_uids=list(descriptor_uids),
+                                        seq_range=seq_range,
+                                        fields=None if fields is None else list(fields),
+                                        timestamps=timestamps, uids=uids)
+
+    def _read_pages(self, conn, *, descriptor_uids, fields, timestamps, uids,
+                    seq_range=None, open_only=False, batch: int = 64) -> Iterator[EventPageColumns]:
+        where = [f"descriptor IN ({_marks(len(descriptor_uids))})"]
+        params: list[Any] = list(descriptor_uids)
+        if seq_range is not None:
+            lo, hi = seq_range
+            where.append("seq_min < ? AND seq_max >= ?")
+            params += [hi, lo]
+        if open_only:
+            where.append("sealed = 0")
+        cols = "id, descriptor, seq_num, time" + (", uid" if uids else "")
+        pages = conn.execute(
+            f"SELECT {cols} FROM event_page WHERE {' AND '.join(where)} ORDER BY seq_min, id",
+            params).fetchall()
+        col_sql = "page_id, field, codec, data" + (", ts_codec, ts" if timestamps else "")
+        for batch_rows in _chunks(pages, batch):
+            ids = [r[0] for r in batch_rows]
+            q = f"SELECT {col_sql} FROM page_column WHERE page_id IN ({_marks(len(ids))})"
+            qparams: list[Any] = list(ids)
+            if fields is not None:
+                if not fields:
+                    rows = []
+                else:
+                    q += f" AND field IN ({_marks(len(fields))})"
+                    qparams += fields
+            rows = conn.execute(q, qparams).fetchall() if fields is None or fields else []
+            by_page: dict[int, list] = {}
+            for r in rows:
+                by_page.setdefault(r[0], []).append(r)
+            for prow in batch_rows:
+                page = _PageColumns(
+                    descriptor=prow[1],
+                    seq_num=np.frombuffer(prow[2], dtype="<i8"),
+                    time=np.frombuffer(prow[3], dtype="<f8"),
+                    data={}, timestamps={},
+                    uid=json.loads(prow[4]) if uids else None,
+                )
+                page.page_id = prow[0]
+                for r in by_page.get(prow[0], ()):
+                    page.data[r[1]] = decode_column(r[2], r[3])
+                    if timestamps:
+                        page.timestamps[r[1]] = decode_column(r[4], r[5])
+                if seq_range is not None:
+                    page = _clip(page, *seq_range)
+                    if not len(page):
+                        continue
+                yield page
+
+
+class _PageColumns(EventPageColumns):
+    page_id: int = -1
+
+
+def _clip(page: EventPageColumns, lo: int, hi: int) -> EventPageColumns:
+    """Keep only events with lo <= seq_num < hi (a no-op when all are inside)."""
+    seq = page.seq_num
+    if len(seq) and seq.min() >= lo and seq.max() < hi:
+        return page
+    mask = (seq >= lo) & (seq < hi)
+    idx = np.flatnonzero(mask)
+
+    def take(col):
+        if isinstance(col, np.ndarray):
+            return col[mask]
+        return [col[i] for i in idx]
+
+    return EventPageColumns(
+        descriptor=page.descriptor, seq_num=seq[mask], time=page.time[mask],
+        data={k: take(v) for k, v in page.data.items()},
+        timestamps={k: take(v) for k, v in page.timestamps.items()},
+        uid=None if page.uid is None else take(page.uid),
+    )
