@@ -24,6 +24,11 @@ __all__ = [
     "UnknownFieldError",
     "FillNotAvailableError",
     "StoreURIError",
+    "HandlerNotFoundError",
+    "DuplicateHandlerError",
+    "MissingFileError",
+    "UnknownDatumError",
+    "HandlerError",
 ]
 
 
@@ -92,3 +97,24 @@ class FillNotAvailableError(DaskBrokerError, NotImplementedError):
 
 class StoreURIError(DaskBrokerError, ValueError):
     """A catalog URI cannot be parsed or opened."""
+
+
+# ---------------------------------------------------------------- filling
+class HandlerNotFoundError(_KeyErrorMessage, DaskBrokerError, KeyError):
+    """No handler is registered for a resource's spec."""
+
+
+class DuplicateHandlerError(DaskBrokerError, ValueError):
+    """A handler is already registered for the spec (pass overwrite=True)."""
+
+
+class MissingFileError(DaskBrokerError, FileNotFoundError):
+    """A resource's file is missing (names the resource, the path and the root_map)."""
+
+
+class UnknownDatumError(_KeyErrorMessage, DaskBrokerError, KeyError):
+    """An event refers to a datum_id that is not stored."""
+
+
+class HandlerError(DaskBrokerError, RuntimeError):
+    """A handler raised while reading a datum (wraps the original with ``from``)."""
