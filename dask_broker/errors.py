@@ -29,6 +29,7 @@ __all__ = [
     "MissingFileError",
     "UnknownDatumError",
     "HandlerError",
+    "InvalidArgumentError",
 ]
 
 
@@ -118,3 +119,7 @@ class UnknownDatumError(_KeyErrorMessage, DaskBrokerError, KeyError):
 
 class HandlerError(DaskBrokerError, RuntimeError):
     """A handler raised while reading a datum (wraps the original with ``from``)."""
+
+
+class InvalidArgumentError(DaskBrokerError, ValueError):
+    """An argument has a value dask_broker cannot use (the message says which)."""

@@ -11,10 +11,16 @@ import heapq
 import itertools
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
+import dask
+import dask.dataframe as dd
+import pandas as pd
+
 from .codec import column_to_list
 from .errors import FillNotAvailableError, NoEventDescriptors, UnknownFieldError
 from .insert import Inserter
 from .stores.base import EventPageColumns, Store
+from .table import plan_table
+from .timestruct import TimeStruct
 
 if TYPE_CHECKING:
     from .header import Header
@@ -132,6 +138,117 @@ class EventSource:
         """
         return self.store.resources(_run_uid(header))
 
+    # ------------------------------------------------------------ tables
+    def table(
+        self,
+        header: "Header",
+        stream_name: str = "primary",
+        fields: Sequence[str] | None = None,
+        time_struct: TimeStruct | None = None,
+        timestamps: bool = False,
+        fill: bool = False,
+        chunk_size: int | None = None,
+    ) -> dd.DataFrame:
+        """A stream as a lazy Dask DataFrame, one partition per chunk of events.
+
+        Parameters
+        ----------
+        header
+            The run.
+        stream_name
+            The stream (``"primary"`` by default).
+        fields
+            Only these fields (the store reads no others).  Selecting columns
+            on the result (``df[["det"]]``) has the same effect.
+        time_struct
+            How times are shown; default ``TimeStruct()`` (local datetimes).
+        timestamps
+            Add a ``ts_<field>`` column per field.
+        fill
+            Replace datum ids in external fields with the data.
+        chunk_size
+            Events per partition; by default partitions of a few tens of MB.
+
+        Returns
+        -------
+        dask.dataframe.DataFrame
+            Indexed by ``seq_num`` with known divisions; columns ``time``, the
+            fields, then ``ts_<field>`` columns.
+
+        Examples
+        --------
+        >>> df = es.table(h, "primary", fields=["det"])   # doctest: +SKIP
+        >>> df.det.mean().compute()                        # doctest: +SKIP
+        """
+        self._refuse_fill(fill, "table")
+        plan = plan_table(self, header, stream_name, fields, time_struct, timestamps, chunk_size)
+        with dask.config.set({"dataframe.convert-string": False}):
+            # Array columns hold numpy arrays; dask must not turn object columns into strings.
+            return dd.from_map(plan.reader(), list(plan.specs), meta=plan.meta(),
+                               divisions=plan.divisions, label=f"table-{stream_name}",
+                               enforce_metadata=False)
+
+    def table_chunks(
+        self,
+        header: "Header",
+        stream_name: str = "primary",
+        fields: Sequence[str] | None = None,
+        time_struct: TimeStruct | None = None,
+        chunk_size: int | None = None,
+        timestamps: bool = False,
+    ) -> Iterator[pd.DataFrame]:
+        """Yield the stream as pandas DataFrames, one chunk of events at a time.
+
+        Memory stays bounded by one chunk whatever the length of the run.
+
+        Examples
+        --------
+        >>> for chunk in es.table_chunks(h, "primary", chunk_size=10_000):  # doctest: +SKIP
+        ...     total += chunk.det.sum()
+        """
+        plan = plan_table(self, header, stream_name, fields, time_struct, timestamps, chunk_size)
+        reader = plan.reader()
+        for spec in plan.specs:
+            yield reader(spec)
+
+    def table_chunk(
+        self,
+        header: "Header",
+        stream_name: str,
+        chunk_number: int,
+        chunk_size: int | None = None,
+        fields: Sequence[str] | None = None,
+        time_struct: TimeStruct | None = None,
+        timestamps: bool = False,
+    ) -> pd.DataFrame:
+        """One chunk of the stream as a pandas DataFrame.
+
+        Raises
+        ------
+        IndexError
+            If ``chunk_number`` is past the end (the message says how many chunks there are).
+
+        Examples
+        --------
+        >>> es.table_chunk(h, "primary", 0, chunk_size=1000)  # doctest: +SKIP
+        """
+        plan = plan_table(self, header, stream_name, fields, time_struct, timestamps, chunk_size)
+        n = plan.npartitions if plan.divisions[0] is not None else 0
+        if not isinstance(chunk_number, int) or not -n <= chunk_number < n:
+            raise IndexError(
+                f"chunk {chunk_number!r} of stream {stream_name!r} of run {plan.run_uid!r} does "
+                f"not exist: with chunk_size={plan.chunk_size} there are {n} chunks "
+                f"(0 to {n - 1})")
+        return plan.reader()(plan.specs[chunk_number])
+
+    @staticmethod
+    def _refuse_fill(fill: bool, where: str) -> None:
+        if fill:
+            raise FillNotAvailableError(
+                f"{where}(fill=True) needs the handler registry, which is not implemented yet; "
+                "use fill=False to get the datum ids of external fields"
+            )
+
     # ------------------------------------------------------------ documents
     def docs(
         self,
@@ -163,11 +280,7 @@ class EventSource:
         >>> for name, doc in es.docs(h):  # doctest: +SKIP
         ...     print(name)
         """
-        if fill:
-            raise FillNotAvailableError(
-                "docs(fill=True) needs the handler registry, which is not implemented yet; "
-                "use fill=False to get events whose external fields hold datum ids"
-            )
+        self._refuse_fill(fill, "docs")
         run_uid = _run_uid(header)
         start = self.store.get_start(run_uid)
         if start is None:

@@ -92,13 +92,30 @@ class Header:
         """``(name, doc)`` pairs; see :meth:`EventSource.docs`."""
         return self.event_source.docs(self, stream_name=stream_name, fields=fields, fill=fill)
 
-    def __getattr__(self, name: str) -> Any:
-        # Later table-like methods of the EventSource (table, table_chunks, ...)
-        # are forwarded with this header as the first argument.
-        if name.startswith("_") or name not in _FORWARDED:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        method = getattr(self.event_source, name)
-        return lambda *args, **kwargs: method(self, *args, **kwargs)
+    def table(self, stream_name: str = "primary", fields: Sequence[str] | None = None,
+              time_struct: Any = None, timestamps: bool = False, fill: bool = False,
+              chunk_size: int | None = None):
+        """A lazy Dask DataFrame of a stream; see :meth:`EventSource.table`.
 
+        Examples
+        --------
+        >>> h.table(fields=["det"]).compute()  # doctest: +SKIP
+        """
+        return self.event_source.table(self, stream_name, fields=fields, time_struct=time_struct,
+                                       timestamps=timestamps, fill=fill, chunk_size=chunk_size)
 
-_FORWARDED = {"table", "table_chunks", "table_chunk", "to_xarray", "fill_context"}
+    def table_chunks(self, stream_name: str = "primary", fields: Sequence[str] | None = None,
+                     time_struct: Any = None, chunk_size: int | None = None,
+                     timestamps: bool = False):
+        """pandas DataFrames one chunk at a time; see :meth:`EventSource.table_chunks`."""
+        return self.event_source.table_chunks(self, stream_name, fields=fields,
+                                              time_struct=time_struct, chunk_size=chunk_size,
+                                              timestamps=timestamps)
+
+    def table_chunk(self, stream_name: str, chunk_number: int, chunk_size: int | None = None,
+                    fields: Sequence[str] | None = None, time_struct: Any = None,
+                    timestamps: bool = False):
+        """One chunk as a pandas DataFrame; see :meth:`EventSource.table_chunk`."""
+        return self.event_source.table_chunk(self, stream_name, chunk_number,
+                                             chunk_size=chunk_size, fields=fields,
+                                             time_struct=time_struct, timestamps=timestamps)

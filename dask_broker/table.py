@@ -1,0 +1,289 @@
+"""Lazy tables: a stream of a run as a Dask DataFrame partitioned by chunks of events.
+
+Plan on the client, read in tasks (the model is dask's ``from_map`` readers):
+
+1. :func:`plan_table` validates the arguments, reads the stream's descriptors
+   and event counts, and builds ``meta`` (zero rows, dtypes from the
+   descriptors' ``data_keys``) and a list of small frozen
+   :class:`PartitionSpec` -- the catalog URI, descriptor uids, a seq_num range
+   -- with known divisions.
+2. ``dd.from_map(TableReader(...), specs, ...)`` makes the collection.  The
+   reader accepts ``columns=``, so ``df[["det"]]`` reaches the store: fields
+   that are not selected are never read.
+3. On a worker, :class:`TableReader` opens the store from the URI (once per
+   process, :func:`~dask_broker.stores.open_store`), reads the pages that
+   overlap the range, and copies them into preallocated columns.
+
+Nothing in the graph is a connection or a cursor: ``pickle.dumps`` of the graph
+works, and the same table has the same task names (a run that grew gets new ones).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping, Sequence
+
+import dask
+import numpy as np
+import pandas as pd
+
+from .errors import InvalidArgumentError, UnknownFieldError
+from .stores import open_store
+from .timestruct import TimeStruct
+
+__all__ = ["PartitionSpec", "ColumnSpec", "TablePlan", "TableReader", "plan_table",
+           "DEFAULT_PARTITION_BYTES"]
+
+#: Target in-memory size of one partition.
+DEFAULT_PARTITION_BYTES = 32 * 2**20
+_ARRAY_GUESS_BYTES = 64  # per-event size assumed for array / object fields of unknown size
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One output column: ``time``, a field's data, or a field's timestamps (``ts_<field>``)."""
+
+    name: str
+    field: str | None  # None for "time"
+    kind: str  # "time", "data" or "ts"
+    dtype: str  # "f8", "i8", "bool", "string" or "object"
+
+    @property
+    def missing(self) -> Any:
+        return {"f8": np.nan, "string": None, "object": None}.get(self.dtype)
+
+
+@dataclass(frozen=True)
+class PartitionSpec:
+    """What one partition reads: a seq_num range ``[lo, hi)`` of some descriptors.
+
+    ``state`` summarizes what was stored when the table was planned (event
+    counts, stop uid), so a run that grew tokenizes differently.
+    """
+
+    uri: str
+    descriptors: tuple[str, ...]
+    seq_range: tuple[int, int]
+    state: tuple = ()
+
+    def __dask_tokenize__(self):
+        return ("dask_broker.PartitionSpec", self.uri, self.descriptors, self.seq_range, self.state)
+
+
+def _column_dtype(data_keys: list[Mapping], present_everywhere: bool) -> str:
+    """The pandas dtype of a field from its data_keys in the stream's descriptors."""
+    kinds = set()
+    for dk in data_keys:
+        if dk.get("external") or dk.get("shape"):
+            kinds.add("object")
+        else:
+            kinds.add(dk.get("dtype", "object"))
+    if len(kinds) != 1:
+        return "f8" if kinds <= {"number", "integer"} else "object"
+    kind = kinds.pop()
+    if kind == "number":
+        return "f8"
+    if kind == "integer":
+        return "i8" if present_everywhere else "f8"
+    if kind == "boolean":
+        return "bool" if present_everywhere else "object"
+    if kind == "string":
+        return "string"
+    return "object"
+
+
+def _itemsize(column: ColumnSpec, data_keys: list[Mapping]) -> int:
+    if column.dtype in ("f8", "i8"):
+        return 8
+    if column.dtype == "bool":
+        return 1
+    shape = next((dk.get("shape") for dk in data_keys if dk.get("shape")), None)
+    if shape and not any(dk.get("external") for dk in data_keys):
+        return 8 * math.prod(int(s) for s in shape if s) or _ARRAY_GUESS_BYTES
+    return _ARRAY_GUESS_BYTES
+
+
+@dataclass(frozen=True)
+class TablePlan:
+    """Everything needed to build a table of one stream, computed on the client."""
+
+    columns: tuple[ColumnSpec, ...]
+    specs: tuple[PartitionSpec, ...]
+    divisions: tuple
+    time_struct: TimeStruct
+    chunk_size: int
+    stream_name: str
+    run_uid: str
+
+    @property
+    def npartitions(self) -> int:
+        return len(self.specs)
+
+    def reader(self) -> "TableReader":
+        return TableReader(self.columns, self.time_struct)
+
+    def meta(self) -> pd.DataFrame:
+        return self.reader().empty()
+
+
+def plan_table(event_source, header, stream_name: str = "primary",
+               fields: Sequence[str] | None = None, time_struct: TimeStruct | None = None,
+               timestamps: bool = False, chunk_size: int | None = None) -> TablePlan:
+    """Plan a table of one stream: columns, partition specs and divisions.
+
+    Reads only descriptors and event counts, never event data.
+    """
+    if time_struct is None:
+        time_struct = TimeStruct()
+    elif not isinstance(time_struct, TimeStruct):
+        raise InvalidArgumentError(
+            f"time_struct must be a dask_broker.TimeStruct, not {type(time_struct).__name__}")
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise InvalidArgumentError(f"chunk_size must be a positive int, not {chunk_size!r}")
+    descs = event_source._stream_descriptors(header, stream_name)
+    all_fields = list(dict.fromkeys(k for d in descs for k in d["data_keys"]))
+    if fields is None:
+        fields = all_fields
+    else:
+        if isinstance(fields, str):
+            fields = [fields]
+        fields = list(dict.fromkeys(fields))
+        unknown = [f for f in fields if f not in all_fields]
+        if unknown:
+            raise UnknownFieldError(
+                f"field(s) {unknown} are not in stream {stream_name!r} of run "
+                f"{descs[0]['run_start']!r}; available: {all_fields}")
+    columns = [ColumnSpec("time", None, "time", "time")]
+    sizes = 16  # seq_num and time
+    for f in fields:
+        keys = [d["data_keys"][f] for d in descs if f in d["data_keys"]]
+        col = ColumnSpec(f, f, "data", _column_dtype(keys, len(keys) == len(descs)))
+        columns.append(col)
+        sizes += _itemsize(col, keys)
+    if timestamps:
+        for f in fields:
+            columns.append(ColumnSpec(f"ts_{f}", f, "ts", "f8"))
+            sizes += 8
+    uids = tuple(d["uid"] for d in descs)
+    counts = event_source.store.event_counts(uids)
+    if chunk_size is None:
+        chunk_size = max(1024, DEFAULT_PARTITION_BYTES // sizes // 1024 * 1024)
+    stop = event_source.store.get_stop(descs[0]["run_start"])
+    state = (tuple(sorted(counts.items())), stop["uid"] if stop else None)
+    uri = event_source.store.uri
+    if counts:
+        lo = min(c[1] for c in counts.values())
+        hi = max(c[2] for c in counts.values())
+        bounds = list(range(lo, hi + 1, chunk_size))
+        specs = tuple(PartitionSpec(uri, uids, (b, min(b + chunk_size, hi + 1)), state)
+                      for b in bounds)
+        divisions = (*bounds, hi)
+    else:
+        specs = (PartitionSpec(uri, uids, (0, 0), state),)
+        divisions = (None, None)
+    return TablePlan(tuple(columns), specs, divisions, time_struct, chunk_size,
+                     stream_name, descs[0]["run_start"])
+
+
+class TableReader:
+    """Reads one partition into a pandas DataFrame (runs on the worker).
+
+    Accepts ``columns=`` so that dask's column projection reaches the store.
+    """
+
+    def __init__(self, columns: Sequence[ColumnSpec], time_struct: TimeStruct):
+        self.columns = tuple(columns)
+        self.time_struct = time_struct
+        self._by_name = {c.name: c for c in self.columns}
+
+    def __dask_tokenize__(self):
+        return ("dask_broker.TableReader", self.columns, self.time_struct)
+
+    def __repr__(self) -> str:
+        return f"TableReader({[c.name for c in self.columns]})"
+
+    def _select(self, columns: Sequence[str] | None) -> list[ColumnSpec]:
+        if columns is None:
+            return list(self.columns)
+        if isinstance(columns, str):
+            columns = [columns]
+        return [self._by_name[c] for c in columns]
+
+    def _pandas_dtype(self, col: ColumnSpec):
+        if col.kind == "time" or col.kind == "ts":
+            return self.time_struct.dtype
+        return {"f8": "f8", "i8": "i8", "bool": "bool", "string": pd.StringDtype(),
+                "object": "object"}[col.dtype]
+
+    def empty(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        cols = self._select(columns)
+        index = pd.Index(np.empty(0, dtype="i8"), name="seq_num")
+        return pd.DataFrame({c.name: pd.Series(np.empty(0), dtype=self._pandas_dtype(c), index=index)
+                             for c in cols}, index=index)
+
+    def __call__(self, spec: PartitionSpec, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        cols = self._select(columns)
+        if spec.seq_range[0] >= spec.seq_range[1]:
+            return self.empty(columns)
+        store = open_store(spec.uri)
+        fields = list(dict.fromkeys(c.field for c in cols if c.field is not None))
+        need_ts = any(c.kind == "ts" for c in cols)
+        pages = list(store.iter_event_pages(spec.descriptors, seq_range=spec.seq_range,
+                                            fields=fields, timestamps=need_ts))
+        return self.assemble(pages, cols)
+
+    def assemble(self, pages: list, cols: list[ColumnSpec]) -> pd.DataFrame:
+        """Copy pages into preallocated columns, in seq_num order."""
+        n = sum(len(p) for p in pages)
+        seq = np.empty(n, dtype="i8")
+        out: dict[str, np.ndarray] = {}
+        for c in cols:
+            dtype = "f8" if c.kind in ("time", "ts") else (
+                "object" if c.dtype == "string" else c.dtype)
+            out[c.name] = np.empty(n, dtype=dtype)
+        pos = 0
+        for page in pages:
+            k = len(page)
+            sl = slice(pos, pos + k)
+            seq[sl] = page.seq_num
+            for c in cols:
+                if c.kind == "time":
+                    out[c.name][sl] = page.time
+                    continue
+                source = (page.data if c.kind == "data" else page.timestamps).get(c.field)
+                _copy_into(out[c.name], sl, source, c)
+            pos += k
+        if n and np.any(seq[1:] < seq[:-1]):
+            order = np.argsort(seq, kind="stable")
+            seq = seq[order]
+            out = {k: v[order] for k, v in out.items()}
+        index = pd.Index(seq, name="seq_num")
+        data = {}
+        for c in cols:
+            values = out[c.name]
+            if c.kind in ("time", "ts"):
+                values = self.time_struct.apply(values)
+            elif c.dtype == "string":
+                values = pd.array(values, dtype=pd.StringDtype())
+            data[c.name] = pd.Series(values, index=index, name=c.name, copy=False)
+        return pd.DataFrame(data, index=index, copy=False)
+
+
+def _copy_into(target: np.ndarray, sl: slice, source: Any, col: ColumnSpec) -> None:
+    """Copy one page's column into a slice of the output column."""
+    if source is None:  # field absent from this page's descriptor
+        target[sl] = col.missing if col.dtype != "bool" else False
+        return
+    if target.dtype != object:
+        if isinstance(source, np.ndarray) and source.ndim == 1:
+            target[sl] = source
+        else:
+            target[sl] = np.asarray([np.nan if v is None else v for v in source], dtype=target.dtype)
+        return
+    start = sl.start
+    if isinstance(source, np.ndarray) and source.ndim == 1:
+        target[sl] = source.astype(object) if col.dtype != "string" else source.astype(str)
+        return
+    for i, v in enumerate(source):
+        target[start + i] = np.asarray(v) if col.dtype == "object" and isinstance(v, list) else v

@@ -1,0 +1,96 @@
+"""TimeStruct: how event times appear in tables (databroker v0 ``get_table`` semantics)."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+import pandas as pd
+
+from .errors import InvalidArgumentError
+
+__all__ = ["TimeStruct", "local_timezone"]
+
+
+@dataclass(frozen=True)
+class TimeStruct:
+    """How ``time`` and ``ts_*`` columns are presented.
+
+    Parameters
+    ----------
+    convert_times
+        Turn epoch seconds into ``datetime64`` values.  With False, times stay
+        float seconds since the epoch and the other options are ignored.
+    timezone
+        An IANA zone name (``"America/New_York"``); None means the system's
+        local zone.
+    localize_times
+        Convert from UTC to ``timezone`` and drop the zone (naive local
+        times, as databroker v0 did).  With False, naive UTC times.
+
+    Examples
+    --------
+    >>> TimeStruct(convert_times=False)
+    TimeStruct(convert_times=False, timezone=None, localize_times=True)
+    >>> df = h.table(time_struct=TimeStruct(timezone="UTC"))  # doctest: +SKIP
+    """
+
+    convert_times: bool = True
+    timezone: str | None = None
+    localize_times: bool = True
+
+    def __post_init__(self) -> None:
+        if self.timezone is not None:
+            try:
+                ZoneInfo(self.timezone)
+            except (ZoneInfoNotFoundError, ValueError) as err:
+                raise InvalidArgumentError(
+                    f"unknown time zone {self.timezone!r}; use an IANA name such as "
+                    "'UTC' or 'America/New_York'"
+                ) from err
+
+    def apply(self, seconds: np.ndarray | pd.Series) -> np.ndarray | pd.Series:
+        """Convert an array of epoch seconds as configured."""
+        if not self.convert_times:
+            return seconds
+        values = pd.to_datetime(np.asarray(seconds, dtype="f8"), unit="s")
+        if self.localize_times:
+            zone = self.timezone or local_timezone()
+            values = values.tz_localize("UTC").tz_convert(zone).tz_localize(None)
+        return np.asarray(values, dtype="datetime64[ns]")
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The dtype of converted time columns."""
+        return np.dtype("datetime64[ns]") if self.convert_times else np.dtype("f8")
+
+
+@lru_cache(maxsize=1)
+def local_timezone() -> str | datetime.tzinfo:
+    """The system's local time zone as an IANA name when it can be found.
+
+    Looks at ``$TZ``, then ``/etc/localtime`` (a link into the zoneinfo
+    database), then ``/etc/timezone``; falls back to the current UTC offset.
+    """
+    candidates = [os.environ.get("TZ", "").lstrip(":")]
+    localtime = Path("/etc/localtime")
+    if localtime.is_symlink():
+        target = str(localtime.resolve())
+        if "zoneinfo/" in target:
+            candidates.append(target.split("zoneinfo/", 1)[1])
+    tzfile = Path("/etc/timezone")
+    if tzfile.exists():
+        candidates.append(tzfile.read_text().strip())
+    for name in candidates:
+        if name:
+            try:
+                ZoneInfo(name)
+                return name
+            except (ZoneInfoNotFoundError, ValueError):
+                continue
+    return datetime.datetime.now().astimezone().tzinfo or datetime.timezone.utc
