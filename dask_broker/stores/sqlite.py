@@ -149,10 +149,13 @@ class SQLiteStore(Store):
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
-            conn.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-                (SCHEMA_VERSION,),
-            )
+            # Write only when missing: an INSERT (even one ignored) takes the write
+            # lock, so a reader opening the catalog would wait for any writer.
+            if conn.execute("SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone() is None:
+                conn.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                    (SCHEMA_VERSION,),
+                )
         except sqlite3.DatabaseError as err:
             raise StoreURIError(f"{self._path} is not a dask_broker SQLite catalog: {err}") from err
         finally:
