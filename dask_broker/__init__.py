@@ -18,6 +18,7 @@ from .errors import (
     DocumentValidationError,
     DuplicateUidError,
     FillNotAvailableError,
+    InvalidArgumentError,
     NoEventDescriptors,
     PageLengthError,
     RunAlreadyStoppedError,
@@ -31,6 +32,7 @@ from .errors import (
 from .event_source import EventSource
 from .header import Header
 from .stores import Store, open_store
+from .timestruct import TimeStruct
 
 __version__ = "0.1.0"
 
@@ -40,6 +42,8 @@ __all__ = [
     "Header",
     "Store",
     "open_store",
+    "TimeStruct",
+    "InvalidArgumentError",
     "DaskBrokerError",
     "AmbiguousKeyError",
     "DataKeysMismatchError",

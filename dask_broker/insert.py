@@ -83,7 +83,7 @@ def _validate_page(name: str, doc: Any) -> None:
         _validate(name, doc)
         return
     try:
-        head = {k: (v[:1] if isinstance(v, list) else
+        head = {k: (v[:1] if isinstance(v, (list, np.ndarray)) else
                     {f: c[:1] for f, c in v.items()} if isinstance(v, Mapping) else v)
                 for k, v in doc.items()}
     except (TypeError, AttributeError):
@@ -94,10 +94,10 @@ def _validate_page(name: str, doc: Any) -> None:
         ok = (_is_kind(doc["seq_num"], "iu") and _is_kind(doc["time"], "fiu")
               and all(isinstance(u, str) for u in doc["uid"])
               and all(_is_kind(c, "fiu") for c in doc["timestamps"].values())
-              and all(isinstance(c, list) for c in doc["data"].values()))
+              and all(isinstance(c, (list, np.ndarray)) for c in doc["data"].values()))
     else:  # datum_page
         ok = (all(isinstance(d, str) for d in doc["datum_id"])
-              and all(isinstance(c, list) for c in doc["datum_kwargs"].values()))
+              and all(isinstance(c, (list, np.ndarray)) for c in doc["datum_kwargs"].values()))
     if not ok:
         _validate(name, doc)
 
@@ -223,9 +223,10 @@ class Inserter:
 
     def bulk_events(self, doc: Mapping) -> None:
         _validate("bulk_events", doc)
+        for events in doc.values():  # check every event (not just each page's first) first
+            for event in events:
+                self._check_keys("event", event, self._data_keys("event", event, event["descriptor"]))
         pages = event_model.bulk_events_to_event_pages(doc)
-        for page in pages:  # validate every page before writing any
-            self._check_keys("event_page", page, self._data_keys("event_page", page, page["descriptor"]))
         for page in pages:
             self.store.insert_event_page(page)
 

@@ -57,14 +57,16 @@ def scalar_scan_documents(
         n = min(page_size, num_events - start)
         seq = np.arange(start + 1, start + n + 1)
         times = t0 + seq * 0.01
-        data = {"motor": (seq * 0.1).tolist()}
+        data = {"motor": seq * 0.1}
         for f in float_fields[1:]:
-            data[f] = rng.normal(100.0, 10.0, n).tolist()
+            data[f] = rng.normal(100.0, 10.0, n)
         for f in int_fields:
-            data[f] = rng.integers(0, 10_000, n).tolist()
-        ts = {f: times.tolist() for f in data}
+            data[f] = rng.integers(0, 10_000, n)
+        ts = {f: times for f in data}
+        # Columns as numpy arrays: dask_broker validates and stores them without a
+        # round trip through Python lists.
         yield "event_page", primary.compose_event_page(
-            data=data, timestamps=ts, seq_num=seq.tolist(), time=times.tolist(), validate=False)
+            data=data, timestamps=ts, seq_num=seq, time=times, validate=False)
     if base is not None:
         t1 = t0 + (num_events + 1) * 0.01
         yield "event_page", base.compose_event_page(

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import dask
 import numpy as np
@@ -30,6 +30,7 @@ import pandas as pd
 
 from .errors import InvalidArgumentError, UnknownFieldError
 from .stores import open_store
+from .stores.base import EventPageColumns
 from .timestruct import TimeStruct
 
 __all__ = ["PartitionSpec", "ColumnSpec", "TablePlan", "TableReader", "plan_table",
@@ -229,22 +230,33 @@ class TableReader:
         store = open_store(spec.uri)
         fields = list(dict.fromkeys(c.field for c in cols if c.field is not None))
         need_ts = any(c.kind == "ts" for c in cols)
-        pages = list(store.iter_event_pages(spec.descriptors, seq_range=spec.seq_range,
-                                            fields=fields, timestamps=need_ts))
-        return self.assemble(pages, cols)
+        pages = store.iter_event_pages(spec.descriptors, seq_range=spec.seq_range,
+                                       fields=fields, timestamps=need_ts)
+        lo, hi = spec.seq_range
+        return self.assemble(pages, cols, capacity=hi - lo)
 
-    def assemble(self, pages: list, cols: list[ColumnSpec]) -> pd.DataFrame:
-        """Copy pages into preallocated columns, in seq_num order."""
-        n = sum(len(p) for p in pages)
-        seq = np.empty(n, dtype="i8")
-        out: dict[str, np.ndarray] = {}
-        for c in cols:
-            dtype = "f8" if c.kind in ("time", "ts") else (
-                "object" if c.dtype == "string" else c.dtype)
-            out[c.name] = np.empty(n, dtype=dtype)
+    def assemble(self, pages: Iterable[EventPageColumns], cols: list[ColumnSpec],
+                 capacity: int | None = None) -> pd.DataFrame:
+        """Copy pages, as they stream in, into preallocated columns; sort by seq_num.
+
+        ``capacity`` is the expected number of events (the seq_num range width);
+        the columns grow if there are more (duplicate seq_num across descriptors).
+        Each page is released once copied, so memory is one chunk plus one page.
+        """
+        if capacity is None:
+            pages = list(pages)
+            capacity = sum(len(p) for p in pages)
+        dtypes = {c.name: "f8" if c.kind in ("time", "ts") else
+                  "object" if c.dtype == "string" else c.dtype for c in cols}
+        seq = np.empty(capacity, dtype="i8")
+        out = {name: np.empty(capacity, dtype=dt) for name, dt in dtypes.items()}
         pos = 0
         for page in pages:
             k = len(page)
+            if pos + k > len(seq):
+                size = max(2 * len(seq), pos + k)
+                seq = _grown(seq, size, pos)
+                out = {name: _grown(v, size, pos) for name, v in out.items()}
             sl = slice(pos, pos + k)
             seq[sl] = page.seq_num
             for c in cols:
@@ -254,6 +266,9 @@ class TableReader:
                 source = (page.data if c.kind == "data" else page.timestamps).get(c.field)
                 _copy_into(out[c.name], sl, source, c)
             pos += k
+        n = pos
+        seq = seq[:n]
+        out = {name: v[:n] for name, v in out.items()}
         if n and np.any(seq[1:] < seq[:-1]):
             order = np.argsort(seq, kind="stable")
             seq = seq[order]
@@ -268,6 +283,12 @@ class TableReader:
                 values = pd.array(values, dtype=pd.StringDtype())
             data[c.name] = pd.Series(values, index=index, name=c.name, copy=False)
         return pd.DataFrame(data, index=index, copy=False)
+
+
+def _grown(arr: np.ndarray, size: int, used: int) -> np.ndarray:
+    new = np.empty(size, dtype=arr.dtype)
+    new[:used] = arr[:used]
+    return new
 
 
 def _copy_into(target: np.ndarray, sl: slice, source: Any, col: ColumnSpec) -> None:

@@ -145,7 +145,10 @@ class SQLiteStore(Store):
         self._local = threading.local()
         self._pid = os.getpid()
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        conn = self._connect()
+        try:
+            conn = self._connect()
+        except sqlite3.DatabaseError as err:
+            raise StoreURIError(f"{self._path} is not a dask_broker SQLite catalog: {err}") from err
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
@@ -321,6 +324,9 @@ class SQLiteStore(Store):
         try:
             with self._write() as conn:
                 conn.executemany("INSERT INTO event_uid (uid) VALUES (?)", ((u,) for u in uids))
+                if n >= SEAL_EVENTS:
+                    # Seal the open pages first: merged later, they would span this page.
+                    self._maybe_seal(conn, page["descriptor"], force=True)
                 for row, columns in encoded:
                     self._write_page(conn, row, columns)
                 if n < SEAL_EVENTS:
@@ -358,12 +364,12 @@ class SQLiteStore(Store):
             "INSERT INTO page_column (page_id, field, codec, data, ts_codec, ts) "
             "VALUES (?, ?, ?, ?, ?, ?)", ((pid, *col) for col in columns))
 
-    def _maybe_seal(self, conn: sqlite3.Connection, descriptor: str) -> None:
+    def _maybe_seal(self, conn: sqlite3.Connection, descriptor: str, force: bool = False) -> None:
         """Merge a descriptor's open pages into one once they hold SEAL_EVENTS events."""
         (total,) = conn.execute(
             "SELECT COALESCE(SUM(n), 0) FROM event_page WHERE descriptor = ? AND sealed = 0",
             (descriptor,)).fetchone()
-        if total < SEAL_EVENTS:
+        if total == 0 or (total < SEAL_EVENTS and not force):
             return
         pages = list(self._read_pages(conn, descriptor_uids=[descriptor], fields=None,
                                       timestamps=True, uids=True, open_only=True))
@@ -477,7 +483,9 @@ class SQLiteStore(Store):
                                         timestamps=timestamps, uids=uids)
 
     def _read_pages(self, conn, *, descriptor_uids, fields, timestamps, uids,
-                    seq_range=None, open_only=False, batch: int = 64) -> Iterator[EventPageColumns]:
+                    seq_range=None, open_only=False,
+                    batch_events: int = 2 * SEAL_EVENTS * 8) -> Iterator[EventPageColumns]:
+        """Pages in (seq_min, id) order, fetched a bounded batch of events at a time."""
         where = [f"descriptor IN ({_marks(len(descriptor_uids))})"]
         params: list[Any] = list(descriptor_uids)
         if seq_range is not None:
@@ -486,26 +494,26 @@ class SQLiteStore(Store):
             params += [hi, lo]
         if open_only:
             where.append("sealed = 0")
-        cols = "id, descriptor, seq_num, time" + (", uid" if uids else "")
         pages = conn.execute(
-            f"SELECT {cols} FROM event_page WHERE {' AND '.join(where)} ORDER BY seq_min, id",
+            f"SELECT id, n FROM event_page WHERE {' AND '.join(where)} ORDER BY seq_min, id",
             params).fetchall()
+        meta_sql = "id, descriptor, seq_num, time" + (", uid" if uids else "")
         col_sql = "page_id, field, codec, data" + (", ts_codec, ts" if timestamps else "")
-        for batch_rows in _chunks(pages, batch):
-            ids = [r[0] for r in batch_rows]
-            q = f"SELECT {col_sql} FROM page_column WHERE page_id IN ({_marks(len(ids))})"
-            qparams: list[Any] = list(ids)
-            if fields is not None:
-                if not fields:
-                    rows = []
-                else:
+        for ids in _batches(pages, batch_events):
+            marks = _marks(len(ids))
+            metas = {r[0]: r for r in conn.execute(
+                f"SELECT {meta_sql} FROM event_page WHERE id IN ({marks})", ids)}
+            by_page: dict[int, list] = {}
+            if fields is None or fields:
+                q = f"SELECT {col_sql} FROM page_column WHERE page_id IN ({marks})"
+                qparams: list[Any] = list(ids)
+                if fields is not None:
                     q += f" AND field IN ({_marks(len(fields))})"
                     qparams += fields
-            rows = conn.execute(q, qparams).fetchall() if fields is None or fields else []
-            by_page: dict[int, list] = {}
-            for r in rows:
-                by_page.setdefault(r[0], []).append(r)
-            for prow in batch_rows:
+                for r in conn.execute(q, qparams):
+                    by_page.setdefault(r[0], []).append(r)
+            for pid in ids:
+                prow = metas[pid]
                 page = _PageColumns(
                     descriptor=prow[1],
                     seq_num=np.frombuffer(prow[2], dtype="<i8"),
@@ -513,8 +521,8 @@ class SQLiteStore(Store):
                     data={}, timestamps={},
                     uid=json.loads(prow[4]) if uids else None,
                 )
-                page.page_id = prow[0]
-                for r in by_page.get(prow[0], ()):
+                page.page_id = pid
+                for r in by_page.pop(pid, ()):
                     page.data[r[1]] = decode_column(r[2], r[3])
                     if timestamps:
                         page.timestamps[r[1]] = decode_column(r[4], r[5])
@@ -523,6 +531,20 @@ class SQLiteStore(Store):
                     if not len(page):
                         continue
                 yield page
+
+
+def _batches(pages: list[tuple[int, int]], max_events: int) -> Iterator[list[int]]:
+    """Group (page_id, n) rows into id lists of at most max_events events (at least one page)."""
+    batch: list[int] = []
+    events = 0
+    for pid, n in pages:
+        if batch and (events + n > max_events or len(batch) >= _SQL_VARS):
+            yield batch
+            batch, events = [], 0
+        batch.append(pid)
+        events += n
+    if batch:
+        yield batch
 
 
 class _PageColumns(EventPageColumns):

@@ -1,0 +1,139 @@
+"""Scalar tables from the embedded store, against Parquet and a dict-per-event baseline.
+
+Scenarios
+- ``table 1M``: a 1,000,000-event scan (10 float + 1 int fields):
+  ``h.table().compute()`` vs ``pandas.read_parquet`` of the same data (pyarrow)
+  vs a databroker-style path that builds the DataFrame from one dict per event.
+- ``table_chunks``: streaming a long run chunk by chunk in a child process, with
+  its peak RSS against the interpreter's baseline and the size of one chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from dask_broker import Broker, TimeStruct
+from dask_broker.synthetic import scalar_scan_documents
+
+from .common import Result, measure
+
+RAW = TimeStruct(convert_times=False)
+
+
+def write_scan(db: Broker, num_events: int) -> str:
+    for name, doc in scalar_scan_documents(num_events, baseline=False, page_size=50_000):
+        db.insert(name, doc)
+    return db[-1].uid
+
+
+def dict_per_event(h) -> pd.DataFrame:
+    """What databroker v0/v1 did: one Python dict per event, then a DataFrame."""
+    rows, index, times = [], [], []
+    for name, doc in h.docs(stream_name="primary"):
+        if name == "event":
+            rows.append(doc["data"])
+            index.append(doc["seq_num"])
+            times.append(doc["time"])
+    df = pd.DataFrame(rows, index=pd.Index(index, name="seq_num"))
+    df.insert(0, "time", times)
+    return df
+
+
+def bench_table(folder: Path, num_events: int, repeat: int) -> list[Result]:
+    db = Broker.from_uri(f"sqlite:///{folder / 'tables.db'}")
+    t0 = time.perf_counter()
+    write_scan(db, num_events)
+    write_s = time.perf_counter() - t0
+    h = db[-1]
+    results = [Result("insert (event_page)", "db.insert pages", num_events, write_s, [write_s])]
+    frame = h.table(time_struct=RAW).compute()
+    parquet = folder / "scan.parquet"
+    frame.to_parquet(parquet, engine="pyarrow")
+    scenario = f"table {num_events:,}"
+    results.append(measure(scenario, "pandas.read_parquet", num_events,
+                           lambda: pd.read_parquet(parquet, engine="pyarrow"), repeat=repeat))
+    results.append(measure(scenario, "h.table().compute() threads", num_events,
+                           lambda: h.table(time_struct=RAW).compute(scheduler="threads"),
+                           repeat=repeat))
+    results.append(measure(scenario, "h.table().compute() sync", num_events,
+                           lambda: h.table(time_struct=RAW).compute(scheduler="sync"),
+                           repeat=repeat))
+    results.append(measure(scenario, "h.table(datetimes).compute()", num_events,
+                           lambda: h.table().compute(), repeat=repeat))
+    results.append(measure(scenario, "table_chunk concat (no dask)", num_events,
+                           lambda: pd.concat(list(h.table_chunks(time_struct=RAW))),
+                           repeat=repeat))
+    # The dict-per-event path is slow; time it once on a tenth of the events.
+    small = max(1, num_events // 10)
+    db_small = Broker.from_uri(f"sqlite:///{folder / 'small.db'}")
+    write_scan(db_small, small)
+    hs = db_small[-1]
+    per_event = measure(f"table {small:,}", "dict per event (databroker-style)", small,
+                        lambda: dict_per_event(hs), repeat=1, warmup=0)
+    results.append(measure(f"table {small:,}", "h.table().compute() threads", small,
+                           lambda: hs.table(time_struct=RAW).compute(), repeat=repeat))
+    results.append(per_event)
+    return results
+
+
+_CHILD = r"""
+import json, sys, time
+from dask_broker import Broker, TimeStruct
+from benchmarks.common import current_rss_mb, peak_rss_mb, reset_peak_rss
+uri, chunk_size = sys.argv[1], (int(sys.argv[2]) or None)
+db = Broker.from_uri(uri)
+h = db[-1]
+chunks = h.table_chunks(time_struct=TimeStruct(convert_times=False), chunk_size=chunk_size)
+reset_peak_rss()
+base = current_rss_mb()
+n = 0; chunk_mb = 0.0; total = 0.0
+t0 = time.perf_counter()
+for df in chunks:
+    n += len(df)
+    chunk_mb = max(chunk_mb, df.memory_usage(deep=True).sum() / 2**20)
+    total += float(df["det0"].sum())
+elapsed = time.perf_counter() - t0
+print(json.dumps({"events": n, "seconds": elapsed, "baseline_mb": base,
+                  "peak_mb": peak_rss_mb(), "chunk_mb": chunk_mb}))
+"""
+
+
+def bench_stream(folder: Path, num_events: int, chunk_size: int | None) -> list[Result]:
+    """Stream a long run with table_chunks in a child process; record its peak RSS."""
+    db = Broker.from_uri(f"sqlite:///{folder / 'stream.db'}")
+    write_scan(db, num_events)
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", _CHILD, db.uri, str(chunk_size or 0)],
+                         capture_output=True, text=True, check=True, cwd=root)
+    stats = json.loads(out.stdout.strip().splitlines()[-1])
+    assert stats["events"] == num_events, stats
+    limit = stats["baseline_mb"] + 2 * stats["chunk_mb"]
+    label = f"chunk_size={chunk_size:,}" if chunk_size else "default chunk_size"
+    r = Result(f"table_chunks {num_events:,}", label, num_events,
+               stats["seconds"], [stats["seconds"]], peak_rss_mb=stats["peak_mb"],
+               extra={**stats, "target_mb": limit, "within_target": stats["peak_mb"] <= limit})
+    return [r]
+
+
+def run(quick: bool = True) -> tuple[list[Result], dict[str, str], list[str]]:
+    num = 200_000 if quick else 1_000_000
+    stream = 1_000_000 if quick else 10_000_000
+    notes = []
+    with tempfile.TemporaryDirectory(prefix="dask-broker-bench-") as tmp:
+        folder = Path(tmp)
+        results = bench_table(folder, num, repeat=3 if quick else 5)
+        results += bench_stream(folder, stream, chunk_size=None)
+    s = results[-1].extra
+    notes.append(f"table_chunks peak RSS {s['peak_mb']:.0f} MB vs target "
+                 f"{s['target_mb']:.0f} MB (interpreter {s['baseline_mb']:.0f} MB + 2 chunks of "
+                 f"{s['chunk_mb']:.1f} MB): {'met' if s['within_target'] else 'NOT met'}")
+    baselines = {f"table {num:,}": "pandas.read_parquet",
+                 f"table {max(1, num // 10):,}": "h.table().compute() threads"}
+    return results, baselines, notes

@@ -1,0 +1,114 @@
+"""Timing, memory and reporting helpers shared by the benchmark scenarios."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class Result:
+    scenario: str
+    method: str
+    size: int  # events (or frames)
+    median_s: float
+    runs: list[float]
+    unit: str = "events"
+    peak_rss_mb: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def throughput(self) -> float:
+        return self.size / self.median_s if self.median_s else float("inf")
+
+
+def timeit(fn: Callable[[], object], repeat: int = 3, warmup: int = 1) -> list[float]:
+    """Wall-clock seconds of ``repeat`` calls, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    runs = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - t0)
+    return runs
+
+
+def measure(scenario: str, method: str, size: int, fn: Callable[[], object], *,
+            repeat: int = 3, warmup: int = 1, unit: str = "events", **extra) -> Result:
+    runs = timeit(fn, repeat=repeat, warmup=warmup)
+    return Result(scenario, method, size, statistics.median(runs), runs, unit, extra=extra)
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size since the last :func:`reset_peak_rss` (Linux VmHWM)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark to the current RSS (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def report(results: list[Result], baselines: dict[str, str], title: str) -> str:
+    """A text table with ratios of each method to each scenario's baseline method."""
+    lines = [f"\n## {title}", ""]
+    header = f"{'scenario':<28}{'method':<34}{'size':>11}{'median s':>10}{'per s':>13}{'peak MB':>9}  ratio"
+    lines += [header, "-" * len(header)]
+    by_scenario: dict[str, list[Result]] = {}
+    for r in results:
+        by_scenario.setdefault(r.scenario, []).append(r)
+    for scenario, rows in by_scenario.items():
+        base = next((r for r in rows if r.method == baselines.get(scenario)), None)
+        for r in rows:
+            ratio = ""
+            if base is not None:
+                ratio = f"{r.median_s / base.median_s:5.2f}x time of {base.method}"
+            peak = f"{r.peak_rss_mb:9.0f}" if r.peak_rss_mb is not None else f"{'':9}"
+            lines.append(f"{scenario:<28}{r.method:<34}{r.size:>11,}{r.median_s:>10.3f}"
+                         f"{r.throughput:>13,.0f}{peak}  {ratio}")
+    return "\n".join(lines)
+
+
+def save(results: list[Result], name: str) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    payload = {
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                    "platform": platform.platform()},
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "results": [{**asdict(r), "throughput": r.throughput} for r in results],
+    }
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2))
+    csv = RESULTS / f"{name}.csv"
+    keys = ["scenario", "method", "size", "unit", "median_s", "throughput", "peak_rss_mb"]
+    rows = [",".join(keys)] + [",".join(str(r[k]) for k in keys) for r in payload["results"]]
+    csv.write_text("\n".join(rows) + "\n")
+    return path
