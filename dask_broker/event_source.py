@@ -19,6 +19,7 @@ from .codec import column_to_list
 from .errors import FillNotAvailableError, NoEventDescriptors, UnknownFieldError
 from .insert import Inserter
 from .stores.base import EventPageColumns, Store
+from .dataset import build_dataset
 from .table import plan_table
 from .timestruct import TimeStruct
 
@@ -240,6 +241,27 @@ class EventSource:
                 f"not exist: with chunk_size={plan.chunk_size} there are {n} chunks "
                 f"(0 to {n - 1})")
         return plan.reader()(plan.specs[chunk_number])
+
+    def to_xarray(self, header: "Header", stream_name: str = "primary",
+                  fields: Sequence[str] | None = None, chunk_size: int | None = None):
+        """A lazy :class:`xarray.Dataset` of a stream.
+
+        Dimension ``time`` (event times, float seconds since the epoch) with
+        ``seq_num`` as a coordinate; every field is a dask array chunked along
+        events (array fields get dims from the data_keys' ``dims``, else
+        ``<field>_dim_0``, ...).  Slicing reads only the events sliced.
+        Variable attrs carry the data_keys' units and source.
+
+        Examples
+        --------
+        >>> ds = es.to_xarray(h)                  # doctest: +SKIP
+        >>> ds["det"].mean().compute()            # doctest: +SKIP
+        """
+        return build_dataset(self, header, stream_name, fields, chunk_size=chunk_size,
+                             filler_factory=self._filler_factory())
+
+    def _filler_factory(self):
+        return None
 
     @staticmethod
     def _refuse_fill(fill: bool, where: str) -> None:

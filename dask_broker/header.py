@@ -104,6 +104,16 @@ class Header:
         return self.event_source.table(self, stream_name, fields=fields, time_struct=time_struct,
                                        timestamps=timestamps, fill=fill, chunk_size=chunk_size)
 
+    def to_xarray(self, stream_name: str = "primary", fields: Sequence[str] | None = None,
+                  chunk_size: int | None = None):
+        """A lazy xarray Dataset of a stream; see :meth:`EventSource.to_xarray`.
+
+        Examples
+        --------
+        >>> ds = h.to_xarray()  # doctest: +SKIP
+        """
+        return self.event_source.to_xarray(self, stream_name, fields=fields, chunk_size=chunk_size)
+
     def table_chunks(self, stream_name: str = "primary", fields: Sequence[str] | None = None,
                      time_struct: Any = None, chunk_size: int | None = None,
                      timestamps: bool = False):

@@ -1,0 +1,85 @@
+"""Lazy xarray Datasets: structure, values, and that slicing reads only what is sliced."""
+
+from __future__ import annotations
+
+import event_model
+import numpy as np
+import pytest
+import xarray as xr
+
+from dask_broker import Broker
+from dask_broker.stores.sqlite import SQLiteStore
+
+DATA_KEYS = {
+    "x": {"source": "PV:x", "dtype": "number", "shape": [], "units": "mm"},
+    "n": {"source": "PV:n", "dtype": "integer", "shape": []},
+    "label": {"source": "PV:l", "dtype": "string", "shape": []},
+    "spectrum": {"source": "PV:s", "dtype": "array", "shape": [3, 2], "dims": ["row", "col"]},
+    "trace": {"source": "PV:t", "dtype": "array", "shape": [4]},
+}
+
+
+@pytest.fixture
+def run():
+    db = Broker.temp()
+    bundle = event_model.compose_run(metadata={"scan_id": 11})
+    db.insert("start", bundle.start_doc)
+    desc = bundle.compose_descriptor(name="primary", data_keys=DATA_KEYS)
+    db.insert("descriptor", desc.descriptor_doc)
+    rng = np.random.default_rng(0)
+    events = []
+    for i in range(30):
+        data = {"x": float(rng.normal()), "n": i * 2, "label": f"p{i}",
+                "spectrum": rng.random((3, 2)).tolist(), "trace": rng.random(4).tolist()}
+        ev = desc.compose_event(data=data, timestamps={k: 5.0 for k in data}, time=1.7e9 + i)
+        db.insert("event", ev)
+        events.append(ev)
+    db.insert("stop", bundle.compose_stop())
+    return db[-1], events
+
+
+def test_dataset_structure_and_values(run):
+    h, events = run
+    ds = h.to_xarray(chunk_size=8)
+    assert isinstance(ds, xr.Dataset)
+    assert ds.sizes["time"] == 30
+    np.testing.assert_array_equal(ds["time"].values, [e["time"] for e in events])
+    np.testing.assert_array_equal(ds["seq_num"].values, [e["seq_num"] for e in events])
+    assert ds["spectrum"].dims == ("time", "row", "col")
+    assert ds["trace"].dims == ("time", "trace_dim_0")
+    for name in DATA_KEYS:
+        assert hasattr(ds[name].data, "dask"), name
+    assert ds["spectrum"].data.chunks[0] == (8, 8, 8, 6)
+    assert ds["x"].attrs["units"] == "mm" and ds["x"].attrs["source"] == "PV:x"
+    np.testing.assert_array_equal(ds["x"].values, [e["data"]["x"] for e in events])
+    np.testing.assert_array_equal(ds["n"].values, [e["data"]["n"] for e in events])
+    assert ds["n"].dtype == np.dtype("i8")
+    assert list(ds["label"].values) == [e["data"]["label"] for e in events]
+    np.testing.assert_array_equal(ds["spectrum"].values,
+                                  np.array([e["data"]["spectrum"] for e in events]))
+    assert float(ds["trace"].sum().compute()) == pytest.approx(
+        sum(sum(e["data"]["trace"]) for e in events))
+    assert ds.attrs["uid"] == h.uid and ds.attrs["scan_id"] == 11
+
+
+def test_slice_reads_only_the_sliced_events(run, monkeypatch):
+    h, events = run
+    ds = h.to_xarray(chunk_size=10)
+    ranges = []
+    original = SQLiteStore.iter_event_pages
+
+    def recording(store, descriptor_uids, **kwargs):
+        ranges.append(kwargs.get("seq_range"))
+        return original(store, descriptor_uids, **kwargs)
+
+    monkeypatch.setattr(SQLiteStore, "iter_event_pages", recording)
+    got = ds["spectrum"][12:14].values
+    np.testing.assert_array_equal(got, np.array([e["data"]["spectrum"] for e in events[12:14]]))
+    # seq_num is position + 1: positions 12..13 are seq_nums 13..14
+    assert ranges == [(13, 15)]
+
+
+def test_fields_selection(run):
+    h, _ = run
+    ds = h.to_xarray(fields=["x"])
+    assert list(ds.data_vars) == ["x"]
