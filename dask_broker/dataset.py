@@ -165,8 +165,10 @@ def build_dataset(event_source: "EventSource", header, stream_name: str = "prima
         everywhere = len(keys) == len(descs)
         array = _column_array(uri, uids, col.field, seq, dk, external, filler, everywhere)
         rows = max(1, min(n, plan.chunk_size)) if n else 1
+        # fancy=True: dask fuses later slices into this getter only for the plain getter
+        # (EventColumnArray handles integer arrays on the event axis).
         data = da.from_array(array, chunks=(rows, *array.frame_shape), asarray=False,
-                             fancy=False, lock=False,
+                             fancy=True, lock=False,
                              name=f"{col.field}-{_token(array)}")
         dims = tuple(dk.get("dims") or ()) if array.frame_shape else ()
         if len(dims) != len(array.frame_shape):

@@ -1,0 +1,285 @@
+"""Bounded lifetime of live handlers: an LRU that closes what it evicts.
+
+Modelled on xarray's ``CachingFileManager`` + ``LRUCache``: a handler is keyed by
+its recipe ``(resource uid, full path, spec, handler class)``; at most
+``maxsize`` handlers are kept alive; the least recently used one is closed when
+a new one would exceed the bound.  A handler being read from (acquired) is
+never closed under its user: if it is evicted meanwhile, it is closed when
+released.  Errors from a handler's ``close()`` become warnings.
+
+:func:`shared_handler_cache` is one such cache per process, for Dask workers;
+:func:`close_shared_handlers` closes it (a worker plugin calls it at teardown).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable, Iterator
+
+from .base import close_handler
+
+__all__ = [
+    "HandlerCache",
+    "DEFAULT_SHARED_MAX_OPEN",
+    "shared_handler_cache",
+    "close_shared_handlers",
+]
+
+
+@dataclass
+class _Entry:
+    handler: Any
+    refs: int = 0
+    evicted: bool = False
+
+
+def _validate_maxsize(maxsize: int | None) -> int | None:
+    if maxsize is None:
+        return None
+    if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
+        raise ValueError(f"the handler cache size must be an int >= 1 or None, got {maxsize!r}")
+    return maxsize
+
+
+def _describe(key: Hashable) -> str:
+    if isinstance(key, tuple) and key:
+        return f"resource {key[0]!r}"
+    return repr(key)
+
+
+class HandlerCache:
+    """A thread-safe LRU of live handlers that closes each handler it evicts.
+
+    Parameters
+    ----------
+    maxsize
+        Most handlers kept alive at once (``None``: unbounded, closed only by
+        :meth:`close_all`).  Handlers in use when evicted are closed on release,
+        so the bound can be exceeded by the number of concurrent readers.
+
+    Examples
+    --------
+    >>> from dask_broker.handlers import NpyHandler
+    >>> cache = HandlerCache(maxsize=2)
+    >>> with cache.acquire(("uid", "/tmp/a.npy", "NPY", NpyHandler),
+    ...                    lambda: NpyHandler("/tmp/a.npy")) as (handler, created):
+    ...     created
+    True
+    >>> len(cache)
+    1
+    >>> cache.close_all()
+    1
+    """
+
+    def __init__(self, maxsize: int | None = 64):
+        self._maxsize = _validate_maxsize(maxsize)
+        self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"HandlerCache(maxsize={self._maxsize}, live={len(self)})"
+
+    def __reduce__(self):
+        raise TypeError("a HandlerCache holds live handlers (open files) and cannot be "
+                        "pickled; create one in each process (see shared_handler_cache())")
+
+    @property
+    def maxsize(self) -> int | None:
+        """Most handlers kept alive; setting a smaller value evicts (and closes) at once."""
+        return self._maxsize
+
+    @maxsize.setter
+    def maxsize(self, value: int | None) -> None:
+        with self._lock:
+            self._maxsize = _validate_maxsize(value)
+            evicted = self._evict_locked()
+        self._close(evicted)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._entries
+
+    def keys(self) -> list[Hashable]:
+        """Keys of the live handlers, least recently used first.
+
+        Examples
+        --------
+        >>> cache = HandlerCache(2)
+        >>> for key in "abc":
+        ...     with cache.acquire(key, dict):
+        ...         pass
+        >>> cache.keys()
+        ['b', 'c']
+        """
+        with self._lock:
+            return list(self._entries)
+
+    @contextlib.contextmanager
+    def acquire(self, key: Hashable, opener: Callable[[], Any]) -> Iterator[tuple[Any, bool]]:
+        """Use the handler cached under ``key``, creating it with ``opener()`` if absent.
+
+        Yields ``(handler, created)``; the handler is not closed while acquired.
+        To stay within the bound, the least recently used handler is closed
+        *before* ``opener`` runs.  ``opener`` runs under the cache's lock, so a
+        key is opened at most once even when threads race.
+
+        Examples
+        --------
+        >>> cache = HandlerCache(1)
+        >>> with cache.acquire("k", dict) as (h, created):
+        ...     created
+        True
+        >>> with cache.acquire("k", dict) as (h, created):
+        ...     created
+        False
+        """
+        with self._lock:
+            entry = self._entries.get(key)
+            created = entry is None
+            if created:
+                # Make room first, so that never more than maxsize handlers are alive.
+                self._close(self._evict_locked(room=1))
+                entry = _Entry(opener())
+                self._entries[key] = entry
+            else:
+                self._entries.move_to_end(key)
+            entry.refs += 1
+        try:
+            yield entry.handler, created
+        finally:
+            with self._lock:
+                entry.refs -= 1
+                close_now = entry.evicted and entry.refs == 0
+            if close_now:
+                self._close([(key, entry)])
+
+    def discard(self, key: Hashable) -> None:
+        """Drop ``key`` and close its handler (when released, if in use); ignore absent keys.
+
+        Examples
+        --------
+        >>> cache = HandlerCache(2)
+        >>> with cache.acquire("a", dict):
+        ...     pass
+        >>> cache.discard("a")
+        >>> "a" in cache
+        False
+        """
+        with self._lock:
+            entry = self._entries.pop(key, None)
+            if entry is None:
+                return
+            entry.evicted = True
+            evicted = [(key, entry)] if entry.refs == 0 else []
+        self._close(evicted)
+
+    def close_all(self) -> int:
+        """Close every live handler (those in use: when released); return how many were dropped.
+
+        Errors from ``close()`` are warned, never raised.  The cache stays usable.
+
+        Examples
+        --------
+        >>> cache = HandlerCache(None)
+        >>> with cache.acquire("a", dict):
+        ...     pass
+        >>> cache.close_all()
+        1
+        >>> len(cache)
+        0
+        """
+        with self._lock:
+            entries = list(self._entries.items())
+            self._entries.clear()
+            to_close = []
+            for key, entry in entries:
+                entry.evicted = True
+                if entry.refs == 0:
+                    to_close.append((key, entry))
+        self._close(to_close)
+        return len(entries)
+
+    def _evict_locked(self, room: int = 0) -> list[tuple[Hashable, _Entry]]:
+        evicted = []
+        while self._maxsize is not None and self._entries and (
+                len(self._entries) + room > self._maxsize):
+            key, entry = self._entries.popitem(last=False)
+            entry.evicted = True
+            if entry.refs == 0:
+                evicted.append((key, entry))
+        return evicted
+
+    @staticmethod
+    def _close(entries: list[tuple[Hashable, _Entry]]) -> None:
+        for key, entry in entries:
+            handler, entry.handler = entry.handler, None
+            if handler is not None:
+                close_handler(handler, what=_describe(key))
+
+
+#: Size of the per-process shared cache unless configured otherwise.
+DEFAULT_SHARED_MAX_OPEN = 128
+
+_shared: HandlerCache | None = None
+_shared_pid: int | None = None
+_shared_guard = threading.Lock()
+
+
+def shared_handler_cache(maxsize: int | None = None) -> HandlerCache:
+    """The handler cache shared by everything in this process (e.g. a Dask worker's tasks).
+
+    Created on first use with :data:`DEFAULT_SHARED_MAX_OPEN` entries.  A forked
+    child gets its own, empty cache (the parent's handlers are not reused).
+
+    Parameters
+    ----------
+    maxsize
+        If given, resize the cache (evicting and closing as needed).
+
+    Examples
+    --------
+    >>> cache = shared_handler_cache()
+    >>> cache is shared_handler_cache()
+    True
+    >>> shared_handler_cache(maxsize=256).maxsize
+    256
+    >>> shared_handler_cache(maxsize=DEFAULT_SHARED_MAX_OPEN).maxsize
+    128
+    """
+    global _shared, _shared_pid
+    with _shared_guard:
+        if _shared is None or _shared_pid != os.getpid():
+            _shared = HandlerCache(DEFAULT_SHARED_MAX_OPEN)
+            _shared_pid = os.getpid()
+        cache = _shared
+    if maxsize is not None:
+        cache.maxsize = maxsize
+    return cache
+
+
+def close_shared_handlers() -> int:
+    """Close every handler of this process's shared cache; return how many.
+
+    Registered with :mod:`atexit`, and called by
+    :class:`~dask_broker.handlers.plugin.HandlerCachePlugin` at worker teardown.
+
+    Examples
+    --------
+    >>> close_shared_handlers()
+    0
+    """
+    with _shared_guard:
+        cache = _shared if _shared_pid == os.getpid() else None
+    return 0 if cache is None else cache.close_all()
+
+
+atexit.register(close_shared_handlers)

@@ -1,0 +1,142 @@
+"""The built-in ``AD_HDF5`` handler: area-detector frames in one HDF5 dataset.
+
+The file is opened on the first read and stays open until :meth:`close`; every
+h5py call holds :data:`~dask_broker.handlers.locks.HDF5_LOCK`.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+from typing import Any, Mapping, Sequence
+
+import h5py
+import numpy as np
+
+from .locks import HDF5_LOCK
+
+__all__ = ["AreaDetectorHDF5Handler"]
+
+
+def _point_number(point_number: int) -> int:
+    point = operator.index(point_number)
+    if point < 0:
+        raise IndexError(f"point_number must be >= 0, got {point}")
+    return point
+
+
+def _runs(points: Sequence[int]) -> list[tuple[int, int]]:
+    """Sorted unique points grouped into contiguous runs ``(first, last)``."""
+    runs: list[tuple[int, int]] = []
+    for p in sorted(set(points)):
+        if runs and p == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], p)
+        else:
+            runs.append((p, p))
+    return runs
+
+
+class AreaDetectorHDF5Handler:
+    """Frames written by an area detector's HDF5 plugin (spec ``AD_HDF5``).
+
+    Datum ``point_number=n`` is frames ``[n * fpp, (n + 1) * fpp)`` of the dataset
+    ``/entry/data/data``: an array of shape ``(fpp, *frame)``, or one frame of
+    shape ``frame`` when ``frame_per_point`` is 1.
+
+    Parameters
+    ----------
+    filename
+        Path of the HDF5 file.
+    frame_per_point
+        Frames per datum (``resource_kwargs['frame_per_point']``).
+
+    Examples
+    --------
+    >>> h = AreaDetectorHDF5Handler("/data/det_000.h5", frame_per_point=1)  # doctest: +SKIP
+    >>> h(point_number=3).shape                                            # doctest: +SKIP
+    (256, 256)
+    >>> [a.shape for a in h.read_many([{"point_number": 0}, {"point_number": 1}])]  # doctest: +SKIP
+    [(256, 256), (256, 256)]
+    >>> h.close()                                                          # doctest: +SKIP
+    """
+
+    specs = {"AD_HDF5"}
+    dataset_path = "/entry/data/data"
+
+    def __init__(self, filename: str | os.PathLike, frame_per_point: int = 1):
+        fpp = operator.index(frame_per_point)
+        if fpp < 1:
+            raise ValueError(f"frame_per_point must be >= 1, got {frame_per_point!r}")
+        self.filename = os.fspath(filename)
+        self.frame_per_point = fpp
+        self._file: h5py.File | None = None
+
+    def __repr__(self) -> str:
+        state = "open" if self._file is not None else "closed"
+        return (f"{type(self).__name__}({self.filename!r}, "
+                f"frame_per_point={self.frame_per_point}) <{state}>")
+
+    def _dataset(self) -> h5py.Dataset:
+        # Caller holds HDF5_LOCK.
+        if self._file is None:
+            self._file = h5py.File(self.filename, "r")
+        try:
+            return self._file[self.dataset_path]
+        except KeyError as err:
+            raise KeyError(f"{self.filename!r} has no dataset {self.dataset_path!r}") from err
+
+    def __call__(self, point_number: int) -> np.ndarray:
+        """The frame(s) of one point."""
+        return self.read_many([{"point_number": point_number}])[0]
+
+    def read_many(self, datum_kwargs_list: Sequence[Mapping[str, Any]]) -> list[np.ndarray]:
+        """The frames of several points, read as one slice per contiguous run of points.
+
+        The arrays returned for distinct points are views into the block read
+        for their run (no copy); a repeated point gets its own copy.
+        """
+        points = [_point_number(**kwargs) for kwargs in datum_kwargs_list]
+        if not points:
+            return []
+        fpp = self.frame_per_point
+        located: dict[int, tuple[np.ndarray, int]] = {}  # point -> (its run's block, offset)
+        with HDF5_LOCK:
+            dataset = self._dataset()
+            n_frames = dataset.shape[0] if dataset.shape else 0
+            for first, last in _runs(points):
+                stop = (last + 1) * fpp
+                if stop > n_frames:
+                    bad = min(p for p in points if (p + 1) * fpp > n_frames)
+                    raise IndexError(
+                        f"point_number {bad} (frame_per_point {fpp}) needs frames "
+                        f"[{bad * fpp}:{(bad + 1) * fpp}] but {self.dataset_path} of "
+                        f"{self.filename!r} holds {n_frames} frames"
+                    )
+                block = dataset[first * fpp:stop]
+                for p in range(first, last + 1):
+                    located[p] = (block, p - first)
+        out: list[np.ndarray] = []
+        seen: set[int] = set()
+        for p in points:
+            block, i = located[p]
+            value = block[i] if fpp == 1 else block[i * fpp:(i + 1) * fpp]
+            out.append(value.copy() if p in seen else value)
+            seen.add(p)
+        return out
+
+    def get_file_list(self, datum_kwargs_list: Sequence[Mapping[str, Any]]) -> list[str]:
+        """The one file this resource covers."""
+        return [self.filename]
+
+    def close(self) -> None:
+        """Close the HDF5 file (idempotent; a later read re-opens it)."""
+        with HDF5_LOCK:
+            file, self._file = self._file, None
+            if file is not None:
+                file.close()
+
+    def __enter__(self) -> "AreaDetectorHDF5Handler":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
