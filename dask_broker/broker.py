@@ -11,6 +11,7 @@ from typing import Any, Iterator, Mapping
 
 from .errors import AmbiguousKeyError, RunNotFoundError
 from .event_source import EventSource
+from .handlers.registry import HandlerRegistry
 from .header import Header
 from .query import validate_query
 from .stores import Store
@@ -35,12 +36,15 @@ class Broker:
     >>> h.table().compute()                            # doctest: +SKIP
     """
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, *, root_map: Mapping[str, str] | None = None):
         self.store = store
-        self.event_source = EventSource(store)
+        #: The handler registry: spec -> handler class (built-ins, entry points, yours).
+        self.handlers = HandlerRegistry()
+        self.event_source = EventSource(store, registry=self.handlers, root_map=root_map)
 
     @classmethod
-    def from_uri(cls, uri: str, **kwargs: Any) -> "Broker":
+    def from_uri(cls, uri: str, *, root_map: Mapping[str, str] | None = None,
+                 **kwargs: Any) -> "Broker":
         """Open (or create) the catalog at ``uri``.
 
         Parameters
@@ -48,6 +52,8 @@ class Broker:
         uri
             ``sqlite:///relative/catalog.db``, ``sqlite:////absolute/catalog.db``,
             or a store of another registered scheme.
+        root_map
+            ``{resource root as stored: where it is mounted now}``.
         **kwargs
             Passed to the store.
 
@@ -57,7 +63,7 @@ class Broker:
         """
         from .stores import store_class
 
-        return cls(store_class(uri).from_uri(uri, **kwargs))
+        return cls(store_class(uri).from_uri(uri, **kwargs), root_map=root_map)
 
     @classmethod
     def temp(cls) -> "Broker":
@@ -78,7 +84,45 @@ class Broker:
         return f"Broker({self.store.uri!r})"
 
     def __reduce__(self):
-        return (type(self), (self.store,))
+        return (_rebuild_broker, (self.event_source,))
+
+    # ------------------------------------------------------------ handlers
+    def register_handler(self, spec: str, handler_class: Any, overwrite: bool = False) -> None:
+        """Use ``handler_class`` for resources of ``spec``.
+
+        Explicit registrations win over built-in handlers and entry points.
+        Registering a spec that is already registered explicitly needs
+        ``overwrite=True``.
+
+        Examples
+        --------
+        >>> from area_detector_handlers.handlers import AreaDetectorTiffHandler  # doctest: +SKIP
+        >>> db.register_handler("AD_TIFF", AreaDetectorTiffHandler)              # doctest: +SKIP
+        """
+        self.handlers.register(spec, handler_class, overwrite=overwrite)
+
+    def deregister_handler(self, spec: str) -> None:
+        """Forget an explicit registration (built-ins and entry points remain).
+
+        Examples
+        --------
+        >>> db.deregister_handler("AD_TIFF")  # doctest: +SKIP
+        """
+        self.handlers.deregister(spec)
+
+    def set_root_map(self, root_map: Mapping[str, str]) -> None:
+        """Remap file roots: ``{resource root as stored: where it is mounted now}``.
+
+        Examples
+        --------
+        >>> db.set_root_map({"/GPFS/xf23id": "/mnt/archive/xf23id"})  # doctest: +SKIP
+        """
+        self.event_source.set_root_map(root_map)
+
+    @property
+    def root_map(self) -> dict[str, str]:
+        """The root_map in force."""
+        return dict(self.event_source.root_map)
 
     @property
     def uri(self) -> str:
@@ -171,3 +215,11 @@ class Broker:
     def __call__(self, **query: Any) -> list[Header]:
         """``db(plan_name="scan")`` is ``db.search({"plan_name": "scan"})``."""
         return self.search(query)
+
+
+def _rebuild_broker(event_source: EventSource) -> Broker:
+    broker = Broker.__new__(Broker)
+    broker.store = event_source.store
+    broker.handlers = event_source.registry
+    broker.event_source = event_source
+    return broker

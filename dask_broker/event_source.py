@@ -7,6 +7,7 @@ DBEP's InsertEV) lives here too.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
@@ -16,7 +17,9 @@ import dask.dataframe as dd
 import pandas as pd
 
 from .codec import column_to_list
-from .errors import FillNotAvailableError, NoEventDescriptors, UnknownFieldError
+from .errors import NoEventDescriptors, UnknownFieldError
+from .fill_recipe import DEFAULT_TASK_MAX_OPEN, FillRecipe, RunFillContext
+from .handlers.registry import HandlerRegistry
 from .insert import Inserter
 from .stores.base import EventPageColumns, Store
 from .dataset import build_dataset
@@ -55,15 +58,52 @@ class EventSource:
     #: Raised when a run has no descriptor for a requested stream.
     NoEventDescriptors = NoEventDescriptors
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, *, registry: HandlerRegistry | None = None,
+                 root_map: Mapping[str, str] | None = None):
         self.store = store
+        self.registry = HandlerRegistry() if registry is None else registry
+        self.root_map: dict[str, str] = dict(root_map or {})
         self._inserter = Inserter(store)
 
     def __repr__(self) -> str:
         return f"EventSource({self.store!r})"
 
     def __reduce__(self):
-        return (type(self), (self.store,))
+        return (_rebuild_event_source, (self.store, self.registry, self.root_map))
+
+    # ------------------------------------------------------------ assets
+    def set_root_map(self, root_map: Mapping[str, str]) -> None:
+        """Replace the root_map: ``{resource root as stored: where it is mounted now}``.
+
+        Applied where files are opened (on the workers), as
+        ``os.path.join(root_map.get(root, root), resource_path)``.
+
+        Examples
+        --------
+        >>> es.set_root_map({"/GPFS/xf23id": "/mnt/archive/xf23id"})  # doctest: +SKIP
+        """
+        self.root_map = dict(root_map or {})
+
+    def fill_recipe(self, header: "Header", max_open: int | None = DEFAULT_TASK_MAX_OPEN
+                    ) -> FillRecipe:
+        """The picklable recipe Dask tasks use to fill this run's external fields."""
+        return FillRecipe.for_run(self.store, self.descriptors(header), self.resources(header),
+                                  self.registry, self.root_map, max_open)
+
+    def fill_context(self, header: "Header", max_open: int | None = 64) -> RunFillContext:
+        """A context that fills this run's events and tables, closing its files on exit.
+
+        Inside it a handler is created at most once per resource, at most
+        ``max_open`` are alive at once (least recently used closed first), and
+        all are closed when the ``with`` block ends, also on error.
+
+        Examples
+        --------
+        >>> with es.fill_context(h) as fc:                      # doctest: +SKIP
+        ...     filled = fc.fill(event_doc)
+        ...     frame = fc.fill_table(h.table())                 # lazy: dask in, dask out
+        """
+        return RunFillContext(self.fill_recipe(header), self.store, max_open=max_open)
 
     # ------------------------------------------------------------ insert
     def insert(self, name: str, doc: Mapping) -> None:
@@ -166,7 +206,9 @@ class EventSource:
         timestamps
             Add a ``ts_<field>`` column per field.
         fill
-            Replace datum ids in external fields with the data.
+            Replace datum ids in external fields with the data.  Filling runs in
+            the tasks, on the workers: each opens the files it needs and closes
+            them before returning.  Columns not selected are not filled.
         chunk_size
             Events per partition; by default partitions of a few tens of MB.
 
@@ -181,8 +223,9 @@ class EventSource:
         >>> df = es.table(h, "primary", fields=["det"])   # doctest: +SKIP
         >>> df.det.mean().compute()                        # doctest: +SKIP
         """
-        self._refuse_fill(fill, "table")
-        plan = plan_table(self, header, stream_name, fields, time_struct, timestamps, chunk_size)
+        recipe = self.fill_recipe(header) if fill else None
+        plan = plan_table(self, header, stream_name, fields, time_struct, timestamps, chunk_size,
+                          fill=recipe)
         with dask.config.set({"dataframe.convert-string": False}):
             # Array columns hold numpy arrays; dask must not turn object columns into strings.
             return dd.from_map(plan.reader(), list(plan.specs), meta=plan.meta(),
@@ -261,15 +304,7 @@ class EventSource:
                              filler_factory=self._filler_factory())
 
     def _filler_factory(self):
-        return None
-
-    @staticmethod
-    def _refuse_fill(fill: bool, where: str) -> None:
-        if fill:
-            raise FillNotAvailableError(
-                f"{where}(fill=True) needs the handler registry, which is not implemented yet; "
-                "use fill=False to get the datum ids of external fields"
-            )
+        return lambda header, field: self.fill_recipe(header)
 
     # ------------------------------------------------------------ documents
     def docs(
@@ -295,14 +330,14 @@ class EventSource:
         fields
             Only these data keys in descriptors and events.
         fill
-            Replace datum ids with the data they point to (not available yet).
+            Replace datum ids with the data they point to (files are opened in a
+            fill context that is closed when the generator finishes or is closed).
 
         Examples
         --------
         >>> for name, doc in es.docs(h):  # doctest: +SKIP
         ...     print(name)
         """
-        self._refuse_fill(fill, "docs")
         run_uid = _run_uid(header)
         start = self.store.get_start(run_uid)
         if start is None:
@@ -333,12 +368,16 @@ class EventSource:
         for stream in streams:
             if not stream.has_events():
                 yield "descriptor", stream.descriptor
-        for *_, stream, event in heapq.merge(*(s.keyed() for s in streams if s.has_events())):
-            if not stream.emitted_descriptor:
-                stream.emitted_descriptor = True
-                yield "descriptor", stream.descriptor
-            yield from emitter.for_event(event, stream.external)
-            yield "event", event
+        merged = heapq.merge(*(s.keyed() for s in streams if s.has_events()))
+        with (self.fill_context(run_uid) if fill else contextlib.nullcontext()) as fc:
+            for *_, stream, event in merged:
+                if not stream.emitted_descriptor:
+                    stream.emitted_descriptor = True
+                    yield "descriptor", stream.descriptor
+                yield from emitter.for_event(event, stream.external)
+                if fc is not None and stream.external:
+                    event = fc.fill(event, stream.external)
+                yield "event", event
         stop = self.store.get_stop(run_uid)
         if stop is not None:
             yield "stop", stop
@@ -420,3 +459,7 @@ class _AssetEmitter:
                     yield "resource", resource
             self.sent_datum.add(datum_id)
             yield "datum", datum
+
+
+def _rebuild_event_source(store: Store, registry: HandlerRegistry, root_map: dict) -> EventSource:
+    return EventSource(store, registry=registry, root_map=root_map)

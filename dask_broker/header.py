@@ -104,6 +104,17 @@ class Header:
         return self.event_source.table(self, stream_name, fields=fields, time_struct=time_struct,
                                        timestamps=timestamps, fill=fill, chunk_size=chunk_size)
 
+    def fill_context(self, max_open: int | None = 64):
+        """A context that fills this run's data, closing files on exit; see
+        :meth:`EventSource.fill_context`.
+
+        Examples
+        --------
+        >>> with h.fill_context() as fc:  # doctest: +SKIP
+        ...     frame = fc.fill_table(h.table())
+        """
+        return self.event_source.fill_context(self, max_open=max_open)
+
     def to_xarray(self, stream_name: str = "primary", fields: Sequence[str] | None = None,
                   chunk_size: int | None = None):
         """A lazy xarray Dataset of a stream; see :meth:`EventSource.to_xarray`.

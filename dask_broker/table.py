@@ -39,6 +39,7 @@ __all__ = ["PartitionSpec", "ColumnSpec", "TablePlan", "TableReader", "plan_tabl
 #: Target in-memory size of one partition.
 DEFAULT_PARTITION_BYTES = 32 * 2**20
 _ARRAY_GUESS_BYTES = 64  # per-event size assumed for array / object fields of unknown size
+_FRAME_GUESS_BYTES = 2**20  # per-event size assumed for a filled external field of unknown shape
 
 
 @dataclass(frozen=True)
@@ -94,15 +95,21 @@ def _column_dtype(data_keys: list[Mapping], present_everywhere: bool) -> str:
     return "object"
 
 
-def _itemsize(column: ColumnSpec, data_keys: list[Mapping]) -> int:
+def _itemsize(column: ColumnSpec, data_keys: list[Mapping], filled: bool) -> int:
+    """Bytes one event's value takes in memory (a guess where data_keys are vague)."""
     if column.dtype in ("f8", "i8"):
         return 8
     if column.dtype == "bool":
         return 1
+    external = any(dk.get("external") for dk in data_keys)
+    if external and not filled:
+        return _ARRAY_GUESS_BYTES  # a datum id
     shape = next((dk.get("shape") for dk in data_keys if dk.get("shape")), None)
-    if shape and not any(dk.get("external") for dk in data_keys):
-        return 8 * math.prod(int(s) for s in shape if s) or _ARRAY_GUESS_BYTES
-    return _ARRAY_GUESS_BYTES
+    dtype = next((dk.get("dtype_numpy") for dk in data_keys if dk.get("dtype_numpy")), None)
+    item = np.dtype(dtype).itemsize if dtype else 8
+    if shape and all(isinstance(s, int) and s > 0 for s in shape):
+        return item * math.prod(shape)
+    return _FRAME_GUESS_BYTES if external else _ARRAY_GUESS_BYTES
 
 
 @dataclass(frozen=True)
@@ -121,8 +128,10 @@ class TablePlan:
     def npartitions(self) -> int:
         return len(self.specs)
 
+    fill: Any = None  # a FillRecipe when external fields are filled
+
     def reader(self) -> "TableReader":
-        return TableReader(self.columns, self.time_struct)
+        return TableReader(self.columns, self.time_struct, self.fill)
 
     def meta(self) -> pd.DataFrame:
         return self.reader().empty()
@@ -130,10 +139,12 @@ class TablePlan:
 
 def plan_table(event_source, header, stream_name: str = "primary",
                fields: Sequence[str] | None = None, time_struct: TimeStruct | None = None,
-               timestamps: bool = False, chunk_size: int | None = None) -> TablePlan:
+               timestamps: bool = False, chunk_size: int | None = None,
+               fill: Any = None) -> TablePlan:
     """Plan a table of one stream: columns, partition specs and divisions.
 
-    Reads only descriptors and event counts, never event data.
+    Reads only descriptors and event counts, never event data.  ``fill`` is a
+    :class:`~dask_broker.fill_recipe.FillRecipe` when external fields are filled.
     """
     if time_struct is None:
         time_struct = TimeStruct()
@@ -161,7 +172,7 @@ def plan_table(event_source, header, stream_name: str = "primary",
         keys = [d["data_keys"][f] for d in descs if f in d["data_keys"]]
         col = ColumnSpec(f, f, "data", _column_dtype(keys, len(keys) == len(descs)))
         columns.append(col)
-        sizes += _itemsize(col, keys)
+        sizes += _itemsize(col, keys, fill is not None)
     if timestamps:
         for f in fields:
             columns.append(ColumnSpec(f"ts_{f}", f, "ts", "f8"))
@@ -169,7 +180,8 @@ def plan_table(event_source, header, stream_name: str = "primary",
     uids = tuple(d["uid"] for d in descs)
     counts = event_source.store.event_counts(uids)
     if chunk_size is None:
-        chunk_size = max(1024, DEFAULT_PARTITION_BYTES // sizes // 1024 * 1024)
+        chunk_size = DEFAULT_PARTITION_BYTES // sizes
+        chunk_size = max(1024, chunk_size // 1024 * 1024) if chunk_size >= 1024 else max(1, chunk_size)
     stop = event_source.store.get_stop(descs[0]["run_start"])
     state = (tuple(sorted(counts.items())), stop["uid"] if stop else None)
     uri = event_source.store.uri
@@ -183,8 +195,11 @@ def plan_table(event_source, header, stream_name: str = "primary",
     else:
         specs = (PartitionSpec(uri, uids, (0, 0), state),)
         divisions = (None, None)
+    external = tuple(f for f in fields if any(d["data_keys"].get(f, {}).get("external")
+                                              for d in descs))
     return TablePlan(tuple(columns), specs, divisions, time_struct, chunk_size,
-                     stream_name, descs[0]["run_start"])
+                     stream_name, descs[0]["run_start"],
+                     (fill, external) if fill is not None and external else None)
 
 
 class TableReader:
@@ -193,13 +208,15 @@ class TableReader:
     Accepts ``columns=`` so that dask's column projection reaches the store.
     """
 
-    def __init__(self, columns: Sequence[ColumnSpec], time_struct: TimeStruct):
+    def __init__(self, columns: Sequence[ColumnSpec], time_struct: TimeStruct,
+                 fill: tuple | None = None):
         self.columns = tuple(columns)
         self.time_struct = time_struct
+        self.fill = fill  # (FillRecipe, external field names) or None
         self._by_name = {c.name: c for c in self.columns}
 
     def __dask_tokenize__(self):
-        return ("dask_broker.TableReader", self.columns, self.time_struct)
+        return ("dask_broker.TableReader", self.columns, self.time_struct, self.fill)
 
     def __repr__(self) -> str:
         return f"TableReader({[c.name for c in self.columns]})"
@@ -233,7 +250,13 @@ class TableReader:
         pages = store.iter_event_pages(spec.descriptors, seq_range=spec.seq_range,
                                        fields=fields, timestamps=need_ts)
         lo, hi = spec.seq_range
-        return self.assemble(pages, cols, capacity=hi - lo)
+        frame = self.assemble(pages, cols, capacity=hi - lo)
+        if self.fill is not None:
+            recipe, external = self.fill
+            # Only the selected external columns are filled; the handlers (open
+            # files) are closed before this task returns.
+            frame = recipe.fill_frame(frame, [f for f in external if f in frame.columns])
+        return frame
 
     def assemble(self, pages: Iterable[EventPageColumns], cols: list[ColumnSpec],
                  capacity: int | None = None) -> pd.DataFrame:

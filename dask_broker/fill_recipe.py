@@ -1,0 +1,137 @@
+"""FillRecipe: what a Dask task needs to fill external data on a worker.
+
+A recipe is small and picklable -- the catalog URI, the run's descriptors and
+resource documents, the handler classes resolved on the client, the root_map.
+The task creates a :class:`~dask_broker.fill.FillContext` from it, looks the
+datum documents of its datum ids up in the store (opened from the URI on the
+worker), reads, and closes every handler before returning.  Only when the
+worker runs :class:`~dask_broker.handlers.HandlerCachePlugin` do handlers stay
+open across tasks, in that plugin's bounded per-process cache, which it closes
+at teardown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import HandlerNotFoundError
+from .fill import FillContext
+from .handlers.cache import shared_handler_cache
+from .handlers.registry import HandlerRegistry
+from .stores import open_store
+
+__all__ = ["FillRecipe", "RunFillContext", "DEFAULT_TASK_MAX_OPEN"]
+
+#: Most handlers (open files) one task keeps alive at once.
+DEFAULT_TASK_MAX_OPEN = 16
+
+
+def _worker_shared_cache():
+    """The worker's shared handler cache, if the HandlerCachePlugin runs on this worker."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return None
+    from .handlers.plugin import HandlerCachePlugin
+
+    if HandlerCachePlugin.name in getattr(worker, "plugins", {}):
+        return shared_handler_cache()
+    return None
+
+
+@dataclass(frozen=True)
+class FillRecipe:
+    """Everything a task needs to fill one run's external fields (picklable, no open files).
+
+    Build it with :meth:`for_run`; call it with datum ids to get arrays, or use
+    :meth:`fill_frame` on a pandas partition.
+    """
+
+    uri: str
+    descriptors: tuple[Mapping, ...]
+    resources: tuple[Mapping, ...]
+    handlers: tuple[tuple[str, Any], ...]
+    root_map: tuple[tuple[str, str], ...] = ()
+    max_open: int | None = DEFAULT_TASK_MAX_OPEN
+
+    @classmethod
+    def for_run(cls, store, descriptors: Sequence[Mapping], resources: Sequence[Mapping],
+                registry: HandlerRegistry, root_map: Mapping[str, str] | None = None,
+                max_open: int | None = DEFAULT_TASK_MAX_OPEN) -> "FillRecipe":
+        """Resolve the handler class of every resource's spec now, on the client.
+
+        A spec without a handler is left out; filling a datum of it raises
+        :class:`~dask_broker.errors.HandlerNotFoundError` in the task.
+        """
+        handlers = {}
+        for spec in dict.fromkeys(r["spec"] for r in resources):
+            try:
+                handlers[spec] = registry.lookup(spec)
+            except HandlerNotFoundError:
+                continue
+        return cls(store.uri, tuple(descriptors), tuple(resources), tuple(handlers.items()),
+                   tuple(sorted((root_map or {}).items())), max_open)
+
+    def __dask_tokenize__(self):
+        # A resource update (new root or path) or a new root_map gives new task names.
+        return ("dask_broker.FillRecipe", self.uri,
+                tuple(d["uid"] for d in self.descriptors),
+                tuple((r.get("uid"), r.get("root"), r.get("resource_path"), r.get("spec"),
+                       repr(sorted(r.get("resource_kwargs", {}).items()))) for r in self.resources),
+                tuple((spec, f"{cls.__module__}.{cls.__qualname__}") for spec, cls in self.handlers),
+                self.root_map, self.max_open)
+
+    def context(self) -> FillContext:
+        """A FillContext over this recipe (the worker's shared cache if its plugin runs)."""
+        store = open_store(self.uri)
+        resources = {r["uid"]: r for r in self.resources}
+
+        def resource(uid: str) -> Mapping | None:
+            return resources.get(uid) or store.get_resource(uid)
+
+        return FillContext(self.descriptors, resource, store.datum,
+                           registry=dict(self.handlers), root_map=dict(self.root_map),
+                           max_open=self.max_open, cache=_worker_shared_cache())
+
+    def __call__(self, datum_ids: Sequence[str]) -> list[np.ndarray]:
+        """Arrays for these datum ids (handlers closed before returning)."""
+        with self.context() as ctx:
+            return ctx.fill_datum(list(datum_ids))
+
+    def fill_frame(self, df: pd.DataFrame, fields: Iterable[str]) -> pd.DataFrame:
+        """Fill the given external columns of a pandas partition."""
+        fields = [f for f in fields if f in df.columns]
+        if not fields or df.empty:
+            return df
+        with self.context() as ctx:
+            return ctx.fill_table(df, fields)
+
+
+class RunFillContext(FillContext):
+    """The fill context of a run (``h.fill_context()``): also fills Dask DataFrames, lazily.
+
+    ``fill_table`` on a pandas DataFrame fills it here, with this context's
+    handlers; on a Dask DataFrame it returns a new lazy Dask DataFrame whose
+    tasks each fill their partition from the run's :class:`FillRecipe`.
+    """
+
+    def __init__(self, recipe: FillRecipe, store, **kwargs: Any):
+        super().__init__(recipe.descriptors, store.get_resource, store.datum,
+                         registry=dict(recipe.handlers), root_map=dict(recipe.root_map), **kwargs)
+        self.recipe = recipe
+
+    def fill_table(self, df, fields: Iterable[str] | None = None):
+        import dask.dataframe as dd
+
+        if not isinstance(df, dd.DataFrame):
+            return super().fill_table(df, fields)
+        external = set(self.external_fields)
+        columns = [c for c in (df.columns if fields is None else fields) if c in external]
+        return df.map_partitions(self.recipe.fill_frame, columns, meta=df._meta,
+                                 token=f"fill-{'-'.join(columns)}")
