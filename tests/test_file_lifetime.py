@@ -335,3 +335,41 @@ def test_plugin_teardown_closes_without_a_cluster(run, tracker, shared):
         warnings.simplefilter("error")
         plugin.teardown(worker=None)
     assert tracker.live == set()
+
+
+def test_bound_holds_with_concurrent_readers():
+    """Threads that hold handlers count against the bound: a new open waits for a slot."""
+    import threading
+    import time as _time
+
+    from dask_broker.handlers.cache import HandlerCache
+
+    state = {"alive": 0, "max": 0}
+    guard = threading.Lock()
+
+    class Tracked:
+        def __init__(self):
+            with guard:
+                state["alive"] += 1
+                state["max"] = max(state["max"], state["alive"])
+
+        def close(self):
+            with guard:
+                state["alive"] -= 1
+
+    cache = HandlerCache(maxsize=2)
+
+    def reader(offset):
+        for i in range(20):
+            with cache.acquire(f"file-{(i + offset) % 7}", Tracked):
+                _time.sleep(0.002)
+
+    threads = [threading.Thread(target=reader, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads)
+    assert state["max"] <= 2
+    cache.close_all()
+    assert state["alive"] == 0

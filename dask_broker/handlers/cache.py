@@ -58,9 +58,12 @@ class HandlerCache:
     Parameters
     ----------
     maxsize
-        Most handlers kept alive at once (``None``: unbounded, closed only by
-        :meth:`close_all`).  Handlers in use when evicted are closed on release,
-        so the bound can be exceeded by the number of concurrent readers.
+        Most handlers alive at once (``None``: unbounded, closed only by
+        :meth:`close_all`).  A handler in use when evicted is closed on release;
+        until then it still counts, and a thread that needs to open a new
+        handler waits for a slot (unless it holds one itself, which would
+        deadlock: then it opens anyway), so concurrent readers never push the
+        number of live handlers past the bound.
 
     Examples
     --------
@@ -80,6 +83,9 @@ class HandlerCache:
         self._maxsize = _validate_maxsize(maxsize)
         self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
         self._lock = threading.RLock()
+        self._slot_freed = threading.Condition(self._lock)
+        self._alive = 0  # opened and not yet closed (cached, or evicted but in use)
+        self._held = threading.local()  # handlers this thread has acquired
 
     def __repr__(self) -> str:
         return f"HandlerCache(maxsize={self._maxsize}, live={len(self)})"
@@ -143,21 +149,29 @@ class HandlerCache:
         False
         """
         with self._lock:
-            entry = self._entries.get(key)
-            created = entry is None
-            if created:
+            while True:
+                entry = self._entries.get(key)
+                created = entry is None
+                if not created:
+                    self._entries.move_to_end(key)
+                    break
                 # Make room first, so that never more than maxsize handlers are alive.
                 self._close(self._evict_locked(room=1))
-                entry = _Entry(opener())
-                self._entries[key] = entry
-            else:
-                self._entries.move_to_end(key)
+                if (self._maxsize is None or self._alive < self._maxsize
+                        or getattr(self._held, "count", 0)):
+                    entry = _Entry(opener())
+                    self._alive += 1
+                    self._entries[key] = entry
+                    break
+                self._slot_freed.wait()  # every slot is in use by other threads
             entry.refs += 1
+            self._held.count = getattr(self._held, "count", 0) + 1
         try:
             yield entry.handler, created
         finally:
             with self._lock:
                 entry.refs -= 1
+                self._held.count -= 1
                 close_now = entry.evicted and entry.refs == 0
             if close_now:
                 self._close([(key, entry)])
@@ -218,12 +232,14 @@ class HandlerCache:
                 evicted.append((key, entry))
         return evicted
 
-    @staticmethod
-    def _close(entries: list[tuple[Hashable, _Entry]]) -> None:
+    def _close(self, entries: list[tuple[Hashable, _Entry]]) -> None:
         for key, entry in entries:
             handler, entry.handler = entry.handler, None
             if handler is not None:
                 close_handler(handler, what=_describe(key))
+                with self._lock:
+                    self._alive -= 1
+                    self._slot_freed.notify_all()
 
 
 #: Size of the per-process shared cache unless configured otherwise.
