@@ -8,7 +8,7 @@ import time
 
 from .common import report, save
 
-SCENARIOS = {"tables": "benchmarks.bench_tables"}
+SCENARIOS = {"tables": "benchmarks.bench_tables", "filling": "benchmarks.bench_filling"}
 
 
 def main(argv: list[str] | None = None) -> int:

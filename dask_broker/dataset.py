@@ -147,8 +147,10 @@ def build_dataset(event_source: "EventSource", header, stream_name: str = "prima
                   fields: Sequence[str] | None = None, *, filler_factory=None,
                   chunk_size: int | None = None) -> xr.Dataset:
     """A lazy :class:`xarray.Dataset` of one stream (see :meth:`EventSource.to_xarray`)."""
+    # Size chunks as for a filled table: external fields become frames here.
     plan = plan_table(event_source, header, stream_name, fields,
-                      TimeStruct(convert_times=False), False, chunk_size)
+                      TimeStruct(convert_times=False), False, chunk_size,
+                      fill=True if filler_factory is not None else None)
     descs = event_source._stream_descriptors(header, stream_name)
     index = event_source.table(header, stream_name, fields=[],
                                time_struct=TimeStruct(convert_times=False)).compute()

@@ -144,7 +144,8 @@ def plan_table(event_source, header, stream_name: str = "primary",
     """Plan a table of one stream: columns, partition specs and divisions.
 
     Reads only descriptors and event counts, never event data.  ``fill`` is a
-    :class:`~dask_broker.fill_recipe.FillRecipe` when external fields are filled.
+    :class:`~dask_broker.fill_recipe.FillRecipe` when external fields are filled
+    (``True``: size the partitions for filled frames but do not fill).
     """
     if time_struct is None:
         time_struct = TimeStruct()
@@ -197,9 +198,9 @@ def plan_table(event_source, header, stream_name: str = "primary",
         divisions = (None, None)
     external = tuple(f for f in fields if any(d["data_keys"].get(f, {}).get("external")
                                               for d in descs))
+    filling = (fill, external) if fill is not None and fill is not True and external else None
     return TablePlan(tuple(columns), specs, divisions, time_struct, chunk_size,
-                     stream_name, descs[0]["run_start"],
-                     (fill, external) if fill is not None and external else None)
+                     stream_name, descs[0]["run_start"], filling)
 
 
 class TableReader:

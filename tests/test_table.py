@@ -267,9 +267,11 @@ def test_multi_descriptor_stream(db):
                 assert np.isnan(row[f])
 
 
-def test_external_field_holds_datum_ids_and_fill_is_refused(db, tmp_path):
+def test_external_field_holds_datum_ids_unless_filled(db, tmp_path):
     bundle = event_model.compose_run()
     db.insert("start", bundle.start_doc)
+    frame = np.arange(4.0).reshape(2, 2)
+    np.save(tmp_path / "a.npy", frame)
     res = bundle.compose_resource(spec="NPY", root=str(tmp_path), resource_path="a.npy",
                                   resource_kwargs={})
     db.insert("resource", res.resource_doc)
@@ -278,15 +280,15 @@ def test_external_field_holds_datum_ids_and_fill_is_refused(db, tmp_path):
     db.insert("descriptor", desc.descriptor_doc)
     ids = []
     for i in range(3):
-        datum = res.compose_datum(datum_kwargs={"index": i})
+        datum = res.compose_datum(datum_kwargs={})
         db.insert("datum", datum)
         ids.append(datum["datum_id"])
         db.insert("event", desc.compose_event(data={"img": datum["datum_id"]},
                                               timestamps={"img": 0.0}, filled={"img": False}))
     h = db[-1]
     assert list(h.table().compute()["img"]) == ids
-    with pytest.raises(NotImplementedError):
-        h.table(fill=True)
+    filled = h.table(fill=True).compute()["img"]
+    assert all(np.array_equal(a, frame) for a in filled)
 
 
 def test_run_in_progress_and_deterministic_names(db):
