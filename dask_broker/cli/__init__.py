@@ -1,0 +1,42 @@
+"""The ``dask-broker`` command line.
+
+Each subcommand lives in its own module of this package and registers itself
+with :func:`build_parser` through a ``register(subparsers)`` function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import DaskBrokerError
+
+__all__ = ["main", "build_parser"]
+
+#: Modules that contribute subcommands (each has ``register(subparsers)``).
+COMMAND_MODULES = ["dask_broker.cli.demo"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dask-broker",
+        description="Fast, parallel, lazy access to Bluesky experiment data.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``dask-broker`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except DaskBrokerError as err:
+        print(f"dask-broker: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
