@@ -17,8 +17,13 @@ from .errors import (
     DataKeysMismatchError,
     DocumentValidationError,
     DuplicateUidError,
+    DuplicateHandlerError,
     FillNotAvailableError,
+    HandlerError,
+    HandlerNotFoundError,
     InvalidArgumentError,
+    MissingFileError,
+    UnknownDatumError,
     NoEventDescriptors,
     PageLengthError,
     RunAlreadyStoppedError,
@@ -33,6 +38,9 @@ from .event_source import EventSource
 from .header import Header
 from .stores import Store, open_store
 from .timestruct import TimeStruct
+from .fill import FillContext
+from .fill_recipe import FillRecipe
+from .handlers import HandlerRegistry
 
 __version__ = "0.1.0"
 
@@ -43,6 +51,15 @@ __all__ = [
     "Store",
     "open_store",
     "TimeStruct",
+    "FillContext",
+    "FillRecipe",
+    "HandlerRegistry",
+    "HandlerCachePlugin",
+    "HandlerNotFoundError",
+    "DuplicateHandlerError",
+    "MissingFileError",
+    "UnknownDatumError",
+    "HandlerError",
     "InvalidArgumentError",
     "DaskBrokerError",
     "AmbiguousKeyError",
@@ -60,3 +77,12 @@ __all__ = [
     "UnknownReferenceError",
     "UnsupportedQueryError",
 ]
+
+
+def __getattr__(name: str):
+    # distributed is imported only when its worker plugin is asked for.
+    if name == "HandlerCachePlugin":
+        from .handlers.plugin import HandlerCachePlugin
+
+        return HandlerCachePlugin
+    raise AttributeError(f"module 'dask_broker' has no attribute {name!r}")
