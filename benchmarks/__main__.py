@@ -8,7 +8,12 @@ import time
 
 from .common import report, save
 
-SCENARIOS = {"tables": "benchmarks.bench_tables", "filling": "benchmarks.bench_filling"}
+SCENARIOS = {
+    "insert": "benchmarks.bench_insert",
+    "tables": "benchmarks.bench_tables",
+    "filling": "benchmarks.bench_filling",
+    "scaling": "benchmarks.bench_scaling",
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,7 +77,9 @@ def encode_column(values: Sequence[Any]) -> tuple[str, bytes]:
         ``"f8"``, ``"i8"``, ``"b1"``, ``"nd:<dtype>:<shape>"`` or ``"json"``.
     blob : bytes
     """
-    if isinstance(values, np.ndarray) and values.ndim == 1 and values.dtype.kind in "fiub":
+    if isinstance(values, np.ndarray) and values.ndim == 1 and values.dtype.kind in "fiub" and not (
+            values.dtype.kind == "u" and values.size and values.max() > np.iinfo("<i8").max):
+        # (unsigned values past int64 would wrap: they take the JSON path below)
         kind = {"f": "f8", "i": "i8", "u": "i8", "b": "b1"}[values.dtype.kind]
         return kind, np.ascontiguousarray(values, dtype=_SCALAR_CODECS[kind]).tobytes()
     values = list(values)

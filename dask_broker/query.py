@@ -44,6 +44,8 @@ def validate_query(query: Mapping) -> None:
                 raise UnsupportedQueryError(f"{key} takes a list of queries, got {cond!r}")
             for sub in cond:
                 validate_query(sub)
+        elif not isinstance(key, str):
+            raise UnsupportedQueryError(f"query keys are field names (str), got {key!r}")
         elif key.startswith("$"):
             raise _unsupported(key)
         elif _is_operator_dict(cond):

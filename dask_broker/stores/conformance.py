@@ -1,0 +1,725 @@
+"""Conformance tests that every :class:`~dask_broker.stores.Store` backend passes.
+
+A backend's test module subclasses :class:`StoreConformance` and overrides the
+``make_store`` fixture so that it returns a fresh, empty store::
+
+    import pytest
+    from dask_broker.stores.conformance import StoreConformance
+    from mypackage import MyStore
+
+    class TestMyStore(StoreConformance):
+        @pytest.fixture
+        def make_store(self, tmp_path):
+            return MyStore.from_uri(f"mystore:///{tmp_path}/catalog")
+
+Every test goes through the methods of the Store ABC only (no backend
+internals), with documents built by :mod:`event_model`, so the suite applies to
+any backend.  ``MANY_EVENTS`` (the number of single-event pages written by
+:meth:`StoreConformance.test_many_single_event_pages`) may be raised by a
+backend whose paging threshold is larger.
+
+This module needs pytest (a test dependency of dask_broker).
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import event_model
+import numpy as np
+import pytest
+
+from ..errors import DuplicateUidError, RunAlreadyStoppedError, UnsupportedQueryError
+
+__all__ = ["StoreConformance"]
+
+_T0 = 1_700_000_000.0
+
+#: Data keys of the stream most tests write, and how to make the value of each
+#: field for event number ``i``.
+_DATA_KEYS = {
+    "x": {"source": "sim", "dtype": "number", "shape": []},
+    "n": {"source": "sim", "dtype": "integer", "shape": []},
+    "flag": {"source": "sim", "dtype": "boolean", "shape": []},
+    "label": {"source": "sim", "dtype": "string", "shape": []},
+}
+
+
+def _value(field: str, i: int):
+    return {
+        "x": 0.5 * i - 3.25,
+        "n": 7 * i - 20,
+        "flag": i % 3 == 0,
+        "label": f"point-{i}",
+    }[field]
+
+
+# ---------------------------------------------------------------- builders
+class _Run:
+    """A run composed with event_model, with helpers to make its documents."""
+
+    def __init__(self, *, uid=None, time=None, metadata=None):
+        self.bundle = event_model.compose_run(uid=uid, time=time, metadata=metadata)
+        self.start = self.bundle.start_doc
+        self._t = self.start["time"]
+
+    def _tick(self) -> float:
+        self._t += 0.25
+        return self._t
+
+    def descriptor(self, name="primary", data_keys=None, time=None):
+        return self.bundle.compose_descriptor(
+            name=name, data_keys=dict(data_keys or _DATA_KEYS),
+            time=self._tick() if time is None else time)
+
+    def page(self, desc_bundle, seq_nums, values=None):
+        """An event_page of ``desc_bundle`` with these seq_nums.
+
+        ``values(field, seq_num)`` gives each value (default: :func:`_value`).
+        """
+        values = values or _value
+        keys = list(desc_bundle.descriptor_doc["data_keys"])
+        seq_nums = list(seq_nums)
+        return desc_bundle.compose_event_page(
+            data={k: [values(k, s) for s in seq_nums] for k in keys},
+            timestamps={k: [self._tick() for _ in seq_nums] for k in keys},
+            seq_num=seq_nums,
+            time=[self._tick() for _ in seq_nums],
+        )
+
+    def single(self, desc_bundle, seq_num, values=None):
+        """One event, packed as a one-event event_page (what an Inserter sends)."""
+        values = values or _value
+        keys = list(desc_bundle.descriptor_doc["data_keys"])
+        event = desc_bundle.compose_event(
+            data={k: values(k, seq_num) for k in keys},
+            timestamps={k: self._tick() for k in keys},
+            seq_num=seq_num, time=self._tick())
+        return event_model.pack_event_page(event)
+
+    def resource(self, path="data.h5"):
+        return self.bundle.compose_resource(
+            spec="NPY_SEQ", root="/data", resource_path=path, resource_kwargs={"k": 1})
+
+    def stop(self, **kwargs):
+        return self.bundle.compose_stop(**kwargs)
+
+
+def _events_of_pages(pages) -> list[dict]:
+    """Unpack event_page documents into event dicts (without ``filled``)."""
+    out = []
+    for page in pages:
+        for event in event_model.unpack_event_page(page):
+            out.append({k: event[k] for k in
+                        ("uid", "descriptor", "seq_num", "time", "data", "timestamps")})
+    return out
+
+
+def _column(col) -> list:
+    if isinstance(col, np.ndarray):
+        if col.ndim > 1:
+            return [row for row in col]
+        return col.tolist()
+    return list(col)
+
+
+def _read_events(store, descriptor_uids, **kwargs) -> list[dict]:
+    """Events rebuilt from the columns of ``store.iter_event_pages`` (uids read)."""
+    out = []
+    for page in store.iter_event_pages(list(descriptor_uids), uids=True, **kwargs):
+        n = len(page)
+        assert len(page.uid) == n and len(page.time) == n
+        data = {k: _column(v) for k, v in page.data.items()}
+        ts = {k: _column(v) for k, v in page.timestamps.items()}
+        seq = _column(page.seq_num)
+        time = _column(page.time)
+        for i in range(n):
+            out.append({
+                "uid": page.uid[i], "descriptor": page.descriptor, "seq_num": seq[i],
+                "time": time[i], "data": {k: v[i] for k, v in data.items()},
+                "timestamps": {k: v[i] for k, v in ts.items()},
+            })
+    return out
+
+
+def _same(got, expected) -> bool:
+    """Equal in value *and* kind: an int stays int, a bool a bool, an array an array."""
+    if isinstance(expected, np.ndarray):
+        return (isinstance(got, np.ndarray) and got.shape == expected.shape
+                and got.dtype.kind == expected.dtype.kind
+                and np.array_equal(got, expected, equal_nan=expected.dtype.kind == "f"))
+    if isinstance(got, np.generic):
+        got = got.item()
+    if isinstance(expected, np.generic):
+        expected = expected.item()
+    if isinstance(expected, dict):
+        return (isinstance(got, dict) and got.keys() == expected.keys()
+                and all(_same(got[k], expected[k]) for k in expected))
+    if isinstance(expected, (list, tuple)):
+        return (isinstance(got, list) and len(got) == len(expected)
+                and all(_same(g, e) for g, e in zip(got, expected)))
+    if isinstance(expected, float) and math.isnan(expected):
+        return isinstance(got, float) and math.isnan(got)
+    return type(got) is type(expected) and got == expected
+
+
+def _assert_same_events(got: list[dict], expected: list[dict]) -> None:
+    assert [e["uid"] for e in got] == [e["uid"] for e in expected]
+    for g, e in zip(got, expected):
+        assert _same(g, e), f"event {e['uid']} read back as {g!r}, stored {e!r}"
+
+
+def _dump(store, runs) -> dict:
+    """Everything the store returns about these runs (to check nothing changed)."""
+    out = {}
+    for run in runs:
+        uid = run.start["uid"]
+        descs = store.descriptors(uid)
+        resources = store.resources(uid)
+        out[uid] = {
+            "start": store.get_start(uid),
+            "stop": store.get_stop(uid),
+            "descriptors": descs,
+            "resources": resources,
+            "datum": {r["uid"]: list(store.datum_of_resource(r["uid"])) for r in resources},
+            "counts": store.event_counts([d["uid"] for d in descs]),
+            "events": _read_events(store, [d["uid"] for d in descs]) if descs else [],
+        }
+    out["starts"] = [s["uid"] for s in store.iter_starts()]
+    return out
+
+
+class StoreConformance:
+    """Tests of the Store contract; subclass and override ``make_store``."""
+
+    #: How many single-event pages ``test_many_single_event_pages`` writes.
+    MANY_EVENTS = 1100
+
+    @pytest.fixture
+    def make_store(self):
+        """Return a fresh, empty store (override in the backend's test class)."""
+        raise NotImplementedError("override the make_store fixture to return an empty store")
+
+    @pytest.fixture
+    def store(self, make_store):
+        yield make_store
+        make_store.close()
+
+    # ------------------------------------------------------------ helpers
+    @staticmethod
+    def _run_with_descriptor(store, **kwargs):
+        run = _Run(**kwargs)
+        store.insert_start(run.start)
+        desc = run.descriptor()
+        store.insert_descriptor(desc.descriptor_doc)
+        return run, desc
+
+    # ------------------------------------------------------------ empty
+    def test_empty_store(self, store):
+        assert list(store.iter_starts()) == []
+        assert list(store.search({})) == []
+        assert store.get_start("nope") is None
+        assert store.get_stop("nope") is None
+        assert store.get_descriptor("nope") is None
+        assert store.get_resource("nope") is None
+        assert store.descriptors("nope") == []
+        assert store.resources("nope") == []
+        assert store.datum(["nope"]) == {}
+        assert list(store.datum_of_resource("nope")) == []
+        assert store.event_counts(["nope"]) == {}
+        assert list(store.iter_event_pages(["nope"])) == []
+        assert store.start_uids_with_prefix("") == []
+
+    # ------------------------------------------------------------ round trips
+    def test_start_round_trip(self, store):
+        run = _Run(metadata={"scan_id": 3, "sample": {"name": "Si", "T": 293.5},
+                             "tags": ["a", "b"], "note": None})
+        store.insert_start(run.start)
+        assert store.get_start(run.start["uid"]) == run.start
+        assert [s["uid"] for s in store.iter_starts()] == [run.start["uid"]]
+
+    def test_stop_round_trip(self, store):
+        run = _Run()
+        store.insert_start(run.start)
+        assert store.get_stop(run.start["uid"]) is None
+        stop = run.stop(exit_status="abort", reason="beam dump")
+        store.insert_stop(stop)
+        assert store.get_stop(run.start["uid"]) == stop
+
+    def test_descriptors_round_trip_in_insertion_order(self, store):
+        run, other = _Run(), _Run()
+        store.insert_start(run.start)
+        store.insert_start(other.start)
+        # Later-inserted descriptors get *earlier* times: order must be insertion order.
+        t = run.start["time"] + 100
+        descs = [run.descriptor(name=name, time=t - i).descriptor_doc
+                 for i, name in enumerate(["primary", "baseline", "monitor"])]
+        other_desc = other.descriptor().descriptor_doc
+        for i, d in enumerate(descs):
+            store.insert_descriptor(d)
+            if i == 0:
+                store.insert_descriptor(other_desc)
+        assert store.descriptors(run.start["uid"]) == descs
+        assert store.descriptors(other.start["uid"]) == [other_desc]
+        for d in descs:
+            assert store.get_descriptor(d["uid"]) == d
+
+    def test_resources_round_trip_in_insertion_order(self, store):
+        run, other = _Run(), _Run()
+        store.insert_start(run.start)
+        store.insert_start(other.start)
+        resources = [run.resource(f"file-{i}.h5").resource_doc for i in range(4)]
+        other_res = other.resource().resource_doc
+        for i, r in enumerate(resources):
+            store.insert_resource(r)
+            if i == 1:
+                store.insert_resource(other_res)
+        assert store.resources(run.start["uid"]) == resources
+        assert store.resources(other.start["uid"]) == [other_res]
+        for r in resources:
+            assert store.get_resource(r["uid"]) == r
+
+    def test_datum_pages_round_trip(self, store):
+        run = _Run()
+        store.insert_start(run.start)
+        res_a, res_b = run.resource("a.h5"), run.resource("b.h5")
+        store.insert_resource(res_a.resource_doc)
+        store.insert_resource(res_b.resource_doc)
+        pages = [
+            res_a.compose_datum_page(datum_kwargs={"index": [0, 1, 2], "frame": ["f0", "f1", "f2"]}),
+            res_b.compose_datum_page(datum_kwargs={"index": [10, 11], "frame": ["g0", "g1"]}),
+            res_a.compose_datum_page(datum_kwargs={"index": [3], "frame": ["f3"]}),
+        ]
+        for p in pages:
+            store.insert_datum_page(p)
+        datum = [d for p in pages for d in event_model.unpack_datum_page(p)]
+        by_id = {d["datum_id"]: dict(d) for d in datum}
+
+        wanted = [datum[4]["datum_id"], datum[0]["datum_id"], "missing/0", datum[0]["datum_id"]]
+        got = store.datum(wanted)
+        assert got == {i: by_id[i] for i in wanted if i in by_id}
+        assert store.datum([]) == {}
+
+        for res in (res_a, res_b):
+            uid = res.resource_doc["uid"]
+            expected = [dict(d) for d in datum if d["resource"] == uid]
+            assert list(store.datum_of_resource(uid)) == expected
+
+    def test_event_page_round_trip(self, store):
+        run, desc = self._run_with_descriptor(store)
+        pages = [run.page(desc, range(1, 6)), run.page(desc, range(6, 9))]
+        for p in pages:
+            store.insert_event_page(p)
+        _assert_same_events(_read_events(store, [desc.descriptor_doc["uid"]]),
+                            _events_of_pages(pages))
+        for page in store.iter_event_pages([desc.descriptor_doc["uid"]]):
+            assert page.descriptor == desc.descriptor_doc["uid"]
+
+    def test_pages_of_several_descriptors(self, store):
+        run, primary = self._run_with_descriptor(store)
+        baseline = run.descriptor(name="baseline")
+        store.insert_descriptor(baseline.descriptor_doc)
+        written = {
+            primary.descriptor_doc["uid"]: [run.page(primary, range(1, 4)), run.page(primary, [4])],
+            baseline.descriptor_doc["uid"]: [run.page(baseline, [1]), run.page(baseline, [2])],
+        }
+        for i in range(2):
+            for pages in written.values():
+                store.insert_event_page(pages[i])
+        pages = list(store.iter_event_pages(list(written), uids=True))
+        assert {p.descriptor for p in pages} == set(written)
+        for uid, expected in written.items():
+            got = [e for e in _read_events(store, list(written)) if e["descriptor"] == uid]
+            _assert_same_events(got, _events_of_pages(expected))
+            _assert_same_events(_read_events(store, [uid]), _events_of_pages(expected))
+
+    # ------------------------------------------------------------ duplicates
+    def test_duplicate_start(self, store):
+        run = _Run(metadata={"scan_id": 1})
+        store.insert_start(run.start)
+        again = {**run.start, "scan_id": 2, "time": run.start["time"] + 1}
+        with pytest.raises(DuplicateUidError, match=run.start["uid"]):
+            store.insert_start(again)
+        assert store.get_start(run.start["uid"]) == run.start
+        assert [s["uid"] for s in store.iter_starts()] == [run.start["uid"]]
+
+    def test_duplicate_stop_uid(self, store):
+        first, second = _Run(), _Run()
+        store.insert_start(first.start)
+        store.insert_start(second.start)
+        stop = first.stop()
+        store.insert_stop(stop)
+        clash = {**second.stop(), "uid": stop["uid"]}
+        with pytest.raises(DuplicateUidError, match=stop["uid"]):
+            store.insert_stop(clash)
+        assert store.get_stop(second.start["uid"]) is None
+        assert store.get_stop(first.start["uid"]) == stop
+
+    def test_second_stop(self, store):
+        run = _Run()
+        store.insert_start(run.start)
+        stop = run.stop()
+        store.insert_stop(stop)
+        second = {**stop, "uid": stop["uid"] + "-again", "exit_status": "fail"}
+        with pytest.raises(RunAlreadyStoppedError, match=run.start["uid"]):
+            store.insert_stop(second)
+        assert store.get_stop(run.start["uid"]) == stop
+
+    def test_duplicate_descriptor(self, store):
+        run, desc = self._run_with_descriptor(store)
+        again = {**desc.descriptor_doc, "name": "other"}
+        with pytest.raises(DuplicateUidError, match=desc.descriptor_doc["uid"]):
+            store.insert_descriptor(again)
+        assert store.descriptors(run.start["uid"]) == [desc.descriptor_doc]
+        assert store.get_descriptor(desc.descriptor_doc["uid"]) == desc.descriptor_doc
+
+    def test_duplicate_resource(self, store):
+        run = _Run()
+        store.insert_start(run.start)
+        res = run.resource().resource_doc
+        store.insert_resource(res)
+        with pytest.raises(DuplicateUidError, match=res["uid"]):
+            store.insert_resource({**res, "resource_path": "elsewhere.h5"})
+        assert store.resources(run.start["uid"]) == [res]
+        assert store.get_resource(res["uid"]) == res
+
+    @pytest.mark.parametrize("within_page", [False, True], ids=["across-pages", "within-page"])
+    def test_duplicate_datum_id(self, store, within_page):
+        run = _Run()
+        store.insert_start(run.start)
+        res = run.resource()
+        store.insert_resource(res.resource_doc)
+        first = res.compose_datum_page(datum_kwargs={"index": [0, 1, 2]})
+        store.insert_datum_page(first)
+        before = list(store.datum_of_resource(res.resource_doc["uid"]))
+        fresh = res.compose_datum_page(datum_kwargs={"index": [3, 4, 5]})
+        ids = list(fresh["datum_id"])
+        dup = ids[0] if within_page else first["datum_id"][1]
+        bad = {**fresh, "datum_id": [ids[0], dup, ids[2]]}
+        with pytest.raises(DuplicateUidError, match=dup):
+            store.insert_datum_page(bad)
+        assert list(store.datum_of_resource(res.resource_doc["uid"])) == before
+        assert store.datum(ids) == {}
+        # the rejected page left nothing behind: its ids are still free
+        store.insert_datum_page(fresh)
+        assert set(store.datum(ids)) == set(ids)
+
+    @pytest.mark.parametrize("where", ["across-pages", "within-page", "across-descriptors"])
+    def test_duplicate_event_uid_writes_nothing(self, store, where):
+        run, desc = self._run_with_descriptor(store)
+        other = run.descriptor(name="baseline")
+        store.insert_descriptor(other.descriptor_doc)
+        first = run.page(desc, range(1, 4))
+        store.insert_event_page(first)
+        descs = [desc.descriptor_doc["uid"], other.descriptor_doc["uid"]]
+        counts_before = store.event_counts(descs)
+        events_before = _read_events(store, descs)
+
+        target = other if where == "across-descriptors" else desc
+        fresh = run.page(target, range(4, 8) if target is desc else range(1, 5))
+        uids = list(fresh["uid"])
+        dup = uids[0] if where == "within-page" else first["uid"][1]
+        bad = {**fresh, "uid": [uids[0], uids[1], dup, uids[3]]}
+        with pytest.raises(DuplicateUidError, match=dup):
+            store.insert_event_page(bad)
+
+        assert store.event_counts(descs) == counts_before
+        _assert_same_events(_read_events(store, descs), events_before)
+        # nothing of the rejected page was written: its other uids are still free
+        store.insert_event_page(fresh)
+        assert store.event_counts([target.descriptor_doc["uid"]])[
+            target.descriptor_doc["uid"]][0] == counts_before.get(
+                target.descriptor_doc["uid"], (0,))[0] + len(uids)
+
+    # ------------------------------------------------------------ starts
+    def test_iter_starts_newest_first(self, store):
+        offsets = [3.0, 1.0, 5.0, 2.0, 5.0, 4.0, 1.0]
+        runs = [_Run(time=_T0 + o, metadata={"i": i}) for i, o in enumerate(offsets)]
+        for run in runs:
+            store.insert_start(run.start)
+        # newest start time first; equal times: the later-inserted first
+        expected = sorted(range(len(runs)), key=lambda i: (offsets[i], i), reverse=True)
+        assert [s["uid"] for s in store.iter_starts()] == [runs[i].start["uid"] for i in expected]
+        assert list(store.iter_starts()) == [runs[i].start for i in expected]
+
+    def test_start_uids_with_prefix(self, store):
+        uids = ["abc-001", "abc-002", "abd-001", "b-001", "abc"]
+        for i, uid in enumerate(uids):
+            store.insert_start(_Run(uid=uid, time=_T0 + i).start)
+        for prefix in ["ab", "abc", "abc-", "abd", "b", "abc-002", "c", "abcd", "a"]:
+            matching = {u for u in uids if u.startswith(prefix)}
+            for limit in (1, 2, 10):
+                got = store.start_uids_with_prefix(prefix, limit=limit)
+                assert len(got) == min(limit, len(matching)), (prefix, limit, got)
+                assert len(set(got)) == len(got)
+                assert set(got) <= matching
+        assert len(store.start_uids_with_prefix("ab")) == 2  # default limit
+
+    SEARCH_QUERIES = [
+        ({}, lambda d: True),
+        ({"plan_name": "scan"}, lambda d: d["plan_name"] == "scan"),
+        ({"scan_id": 2}, lambda d: d["scan_id"] == 2),
+        ({"scan_id": {"$gt": 2}}, lambda d: d["scan_id"] > 2),
+        ({"scan_id": {"$gte": 2}}, lambda d: d["scan_id"] >= 2),
+        ({"scan_id": {"$lt": 3}}, lambda d: d["scan_id"] < 3),
+        ({"scan_id": {"$lte": 3}}, lambda d: d["scan_id"] <= 3),
+        ({"scan_id": {"$gte": 2, "$lt": 4}}, lambda d: 2 <= d["scan_id"] < 4),
+        ({"scan_id": {"$in": [1, 4, 99]}}, lambda d: d["scan_id"] in (1, 4, 99)),
+        ({"plan_name": {"$ne": "scan"}}, lambda d: d["plan_name"] != "scan"),
+        ({"sample.name": "Si"}, lambda d: d.get("sample", {}).get("name") == "Si"),
+        ({"tags": "hot"}, lambda d: "hot" in d.get("tags", [])),
+        ({"plan_name": "count", "sample.name": "Ge"},
+         lambda d: d["plan_name"] == "count" and d.get("sample", {}).get("name") == "Ge"),
+        ({"$or": [{"plan_name": "count"}, {"scan_id": 1}]},
+         lambda d: d["plan_name"] == "count" or d["scan_id"] == 1),
+        ({"temperature": {"$exists": False}}, lambda d: "temperature" not in d),
+        ({"temperature": {"$gt": 250.0}}, lambda d: d.get("temperature", -1) > 250.0),
+    ]
+
+    @pytest.fixture
+    def search_runs(self, store):
+        md = [
+            {"scan_id": 1, "plan_name": "scan", "sample": {"name": "Si"}, "tags": ["hot", "dry"],
+             "temperature": 300.0},
+            {"scan_id": 2, "plan_name": "count", "sample": {"name": "Ge"}, "tags": ["cold"]},
+            {"scan_id": 3, "plan_name": "scan", "sample": {"name": "Ge"}, "temperature": 200.0},
+            {"scan_id": 4, "plan_name": "count", "tags": ["hot"], "temperature": 260.5},
+            {"scan_id": 2, "plan_name": "scan", "sample": {"name": "Si"}},
+        ]
+        runs = [_Run(time=_T0 + i, metadata=m) for i, m in enumerate(md)]
+        for run in runs:
+            store.insert_start(run.start)
+        return [r.start for r in reversed(runs)]  # newest first
+
+    @pytest.mark.parametrize("case", range(len(SEARCH_QUERIES)))
+    def test_search(self, store, search_runs, case):
+        query, predicate = self.SEARCH_QUERIES[case]
+        expected = [d["uid"] for d in search_runs if predicate(d)]
+        assert [d["uid"] for d in store.search(query)] == expected
+        assert [d["uid"] for d in store.search(query)] == expected  # repeatable
+
+    def test_search_docs_are_start_docs(self, store, search_runs):
+        assert list(store.search({"scan_id": 2})) == [d for d in search_runs if d["scan_id"] == 2]
+        assert [d["uid"] for d in store.search(None)] == [d["uid"] for d in search_runs]
+
+    def test_search_unsupported_operator(self, store, search_runs):
+        with pytest.raises(UnsupportedQueryError, match=r"\$regex"):
+            list(store.search({"plan_name": {"$regex": "sc.*"}}))
+        with pytest.raises(UnsupportedQueryError, match=r"\$where"):
+            list(store.search({"$where": "true"}))
+
+    # ------------------------------------------------------------ events
+    def test_event_counts(self, store):
+        run, desc = self._run_with_descriptor(store)
+        empty = run.descriptor(name="empty")
+        store.insert_descriptor(empty.descriptor_doc)
+        other = run.descriptor(name="other")
+        store.insert_descriptor(other.descriptor_doc)
+        seqs = {desc.descriptor_doc["uid"]: [[3, 4, 5], [6], [7, 8]],
+                other.descriptor_doc["uid"]: [[1], [2]]}
+        bundles = {desc.descriptor_doc["uid"]: desc, other.descriptor_doc["uid"]: other}
+        for uid, groups in seqs.items():
+            for g in groups:
+                store.insert_event_page(run.page(bundles[uid], g))
+        expected = {uid: (sum(map(len, g)), min(map(min, g)), max(map(max, g)))
+                    for uid, g in seqs.items()}
+        everything = [*seqs, empty.descriptor_doc["uid"], "unknown"]
+        got = store.event_counts(everything)
+        assert {k: tuple(int(x) for x in v) for k, v in got.items()} == expected
+        assert store.event_counts([desc.descriptor_doc["uid"]]) == {
+            desc.descriptor_doc["uid"]: expected[desc.descriptor_doc["uid"]]}
+        assert store.event_counts([]) == {}
+
+    @pytest.mark.parametrize("lo,hi", [(4, 12), (1, 16), (0, 100), (6, 11), (5, 6), (7, 7),
+                                       (15, 16), (16, 20), (-5, 1)])
+    def test_iter_event_pages_seq_range(self, store, lo, hi):
+        run, desc = self._run_with_descriptor(store)
+        pages = [run.page(desc, range(a, a + 5)) for a in (1, 6, 11)]
+        for p in pages:
+            store.insert_event_page(p)
+        expected = [e for e in _events_of_pages(pages) if lo <= e["seq_num"] < hi]
+        got = _read_events(store, [desc.descriptor_doc["uid"]], seq_range=(lo, hi))
+        _assert_same_events(got, expected)
+
+    def test_iter_event_pages_fields_projection(self, store):
+        run, desc = self._run_with_descriptor(store)
+        pages = [run.page(desc, range(1, 4)), run.page(desc, [4])]
+        for p in pages:
+            store.insert_event_page(p)
+        expected = _events_of_pages(pages)
+        for fields in (["x"], ["label", "flag"], []):
+            got_pages = list(store.iter_event_pages([desc.descriptor_doc["uid"]], fields=fields,
+                                                    uids=True))
+            assert sum(len(p) for p in got_pages) == len(expected)
+            for p in got_pages:
+                assert set(p.data) == set(fields)
+                assert set(p.timestamps) <= set(fields)
+            got = _read_events(store, [desc.descriptor_doc["uid"]], fields=fields)
+            projected = [{**e, "data": {f: e["data"][f] for f in fields},
+                          "timestamps": {f: e["timestamps"][f] for f in fields}}
+                         for e in expected]
+            _assert_same_events(got, projected)
+
+    def test_iter_event_pages_without_timestamps(self, store):
+        run, desc = self._run_with_descriptor(store)
+        page = run.page(desc, range(1, 5))
+        store.insert_event_page(page)
+        got_pages = list(store.iter_event_pages([desc.descriptor_doc["uid"]], timestamps=False))
+        assert got_pages and all(not p.timestamps for p in got_pages)
+        got = _read_events(store, [desc.descriptor_doc["uid"]], timestamps=False)
+        expected = [{**e, "timestamps": {}} for e in _events_of_pages([page])]
+        _assert_same_events(got, expected)
+
+    def test_iter_event_pages_uids_flag(self, store):
+        run, desc = self._run_with_descriptor(store)
+        page = run.page(desc, range(1, 4))
+        store.insert_event_page(page)
+        without = list(store.iter_event_pages([desc.descriptor_doc["uid"]]))
+        assert without and all(p.uid is None for p in without)
+        with_uids = list(store.iter_event_pages([desc.descriptor_doc["uid"]], uids=True))
+        assert [u for p in with_uids for u in p.uid] == list(page["uid"])
+        assert [s for p in without for s in _column(p.seq_num)] == list(page["seq_num"])
+
+    def test_many_single_event_pages(self, store):
+        run, desc = self._run_with_descriptor(store)
+        duid = desc.descriptor_doc["uid"]
+        n = self.MANY_EVENTS
+        singles = [run.single(desc, s) for s in range(1, n + 1)]
+        for p in singles:
+            store.insert_event_page(p)
+        expected = _events_of_pages(singles)
+        assert store.event_counts([duid]) == {duid: (n, 1, n)}
+        got = _read_events(store, [duid])
+        assert [e["seq_num"] for e in got] == list(range(1, n + 1))
+        _assert_same_events(got, expected)
+        lo, hi = n // 2 - 7, n - 3
+        _assert_same_events(_read_events(store, [duid], seq_range=(lo, hi)),
+                            [e for e in expected if lo <= e["seq_num"] < hi])
+        projected = _read_events(store, [duid], fields=["n"])
+        assert [e["data"] for e in projected] == [{"n": e["data"]["n"]} for e in expected]
+
+    def test_singles_and_pages_interleaved_keep_order(self, store):
+        """Single events, then a large page, then single events again: all in order."""
+        run, desc = self._run_with_descriptor(store)
+        duid = desc.descriptor_doc["uid"]
+        n1, n2, n3 = 10, self.MANY_EVENTS + 500, self.MANY_EVENTS
+        written = [run.single(desc, s) for s in range(1, n1 + 1)]
+        written.append(run.page(desc, range(n1 + 1, n1 + n2 + 1)))
+        written += [run.single(desc, s) for s in range(n1 + n2 + 1, n1 + n2 + n3 + 1)]
+        for p in written:
+            store.insert_event_page(p)
+        total = n1 + n2 + n3
+        assert store.event_counts([duid]) == {duid: (total, 1, total)}
+        got = _read_events(store, [duid])
+        assert [e["seq_num"] for e in got] == list(range(1, total + 1))
+        _assert_same_events(got, _events_of_pages(written))
+
+    VALUE_KINDS = {
+        "float": lambda i: 1.5 * i - 0.1,
+        "float-nan-inf": lambda i: [math.nan, math.inf, -math.inf, 2.5][i % 4],
+        "int": lambda i: -3 * i + 1,
+        "big-int": lambda i: 2 ** 70 + i,
+        "bool": lambda i: i % 2 == 0,
+        "string": lambda i: f"sample \u00e9 {i}",
+        "none": lambda i: None,
+        "list": lambda i: [i, i + 1, i + 2],
+        "ragged-list": lambda i: list(range(i)),
+        "nested-list": lambda i: [[i, 0.5], [1.5, i]],
+        "ndarray-float": lambda i: np.arange(6, dtype=float).reshape(2, 3) * i,
+        "ndarray-int": lambda i: np.arange(4, dtype=np.int64) + i,
+        "ndarray-bool": lambda i: np.array([True, False, i % 2 == 1]),
+        "dict": lambda i: {"a": i, "b": [1, 2]},
+    }
+
+    @pytest.mark.parametrize("kind", list(VALUE_KINDS))
+    @pytest.mark.parametrize("packing", ["page", "singles"])
+    def test_value_types_round_trip(self, store, kind, packing):
+        make = self.VALUE_KINDS[kind]
+        run = _Run()
+        store.insert_start(run.start)
+        desc = run.descriptor(data_keys={
+            "v": {"source": "sim", "dtype": "number", "shape": []},
+            "x": {"source": "sim", "dtype": "number", "shape": []},
+        })
+        store.insert_descriptor(desc.descriptor_doc)
+
+        def values(field, seq):
+            return make(seq) if field == "v" else float(seq)
+
+        if packing == "page":
+            written = [run.page(desc, range(1, 5), values), run.page(desc, range(5, 7), values)]
+        else:
+            written = [run.single(desc, s, values) for s in range(1, 7)]
+        for p in written:
+            store.insert_event_page(p)
+        _assert_same_events(_read_events(store, [desc.descriptor_doc["uid"]]),
+                            _events_of_pages(written))
+
+    def test_numpy_page_columns_round_trip(self, store):
+        """A page whose columns are numpy arrays (any dtype) reads back value for value."""
+        run = _Run()
+        store.insert_start(run.start)
+        n = 5
+        data = {
+            "f64": np.linspace(-1.0, 1.0, n),
+            "f32": np.linspace(0.0, 1.0, n, dtype=np.float32),
+            "i32": np.arange(n, dtype=np.int32) - 2,
+            "u64": np.arange(n, dtype=np.uint64),
+            "big_u64": np.arange(n, dtype=np.uint64) + np.uint64(2 ** 63 + 5),
+            "b": np.arange(n) % 2 == 0,
+            "img": np.arange(n * 6, dtype=float).reshape(n, 2, 3),
+        }
+        desc = run.descriptor(data_keys={
+            k: {"source": "sim", "dtype": "array" if v.ndim > 1 else "number",
+                "shape": list(v.shape[1:])} for k, v in data.items()})
+        store.insert_descriptor(desc.descriptor_doc)
+        times = [run._tick() for _ in range(n)]
+        page = desc.compose_event_page(
+            data=data, timestamps={k: np.full(n, 2.5) for k in data},
+            seq_num=list(range(1, n + 1)), time=times)
+        store.insert_event_page(page)
+        expected = [{
+            "uid": page["uid"][i], "descriptor": desc.descriptor_doc["uid"], "seq_num": i + 1,
+            "time": times[i], "data": {k: v[i] for k, v in data.items()},
+            "timestamps": {k: 2.5 for k in data},
+        } for i in range(n)]
+        _assert_same_events(_read_events(store, [desc.descriptor_doc["uid"]]), expected)
+
+    # ------------------------------------------------------------ pickling
+    def test_pickle_round_trip(self, store):
+        run, desc = self._run_with_descriptor(store, metadata={"scan_id": 9})
+        res = run.resource()
+        store.insert_resource(res.resource_doc)
+        store.insert_datum_page(res.compose_datum_page(datum_kwargs={"index": [0, 1]}))
+        page = run.page(desc, range(1, 6))
+        store.insert_event_page(page)
+        store.insert_stop(run.stop())
+
+        copy = pickle.loads(pickle.dumps(store))
+        try:
+            assert copy == store and store == copy
+            assert hash(copy) == hash(store)
+            assert copy.uri == store.uri
+            assert _dump(copy, [run]) == _dump(store, [run])
+            assert copy.get_start(run.start["uid"]) == run.start
+            assert copy.descriptors(run.start["uid"]) == [desc.descriptor_doc]
+            _assert_same_events(_read_events(copy, [desc.descriptor_doc["uid"]]),
+                                _events_of_pages([page]))
+            # the copy opens the same database: writes through it are seen here
+            later = _Run(time=run.start["time"] + 10)
+            copy.insert_start(later.start)
+            assert store.get_start(later.start["uid"]) == later.start
+            assert [s["uid"] for s in store.iter_starts()] == [later.start["uid"],
+                                                                run.start["uid"]]
+        finally:
+            copy.close()
+
+    def test_closed_store_reopens(self, store):
+        run = _Run()
+        store.insert_start(run.start)
+        store.close()
+        assert store.get_start(run.start["uid"]) == run.start
+        other = _Run()
+        store.insert_start(other.start)
+        assert {s["uid"] for s in store.iter_starts()} == {run.start["uid"], other.start["uid"]}

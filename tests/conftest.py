@@ -1,0 +1,207 @@
+"""Shared fixtures: a throwaway catalog and runs composed with event_model."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import event_model
+import numpy as np
+import pytest
+
+from dask_broker import Broker
+
+PRIMARY_KEYS = {
+    "x": {"source": "sim:x", "dtype": "number", "shape": [], "units": "mm"},
+    "n": {"source": "sim:n", "dtype": "integer", "shape": []},
+    "flag": {"source": "sim:flag", "dtype": "boolean", "shape": []},
+    "label": {"source": "sim:label", "dtype": "string", "shape": []},
+}
+EXTERNAL_KEY = {"img": {"source": "sim:img", "dtype": "array", "shape": [4, 5],
+                        "external": "FILESTORE:"}}
+BASELINE_KEYS = {
+    "temp": {"source": "sim:temp", "dtype": "number", "shape": []},
+    "motor_setpoint": {"source": "sim:sp", "dtype": "number", "shape": []},
+}
+
+_T0 = 1_700_000_000.0
+#: Where the (never written) external files of composed runs would be.
+MISSING_ROOT = "/nonexistent-dask-broker-test-data"
+_run_counter = itertools.count()
+
+
+def primary_value(key: str, i: int):
+    """The value of a primary field at point ``i`` (1-based)."""
+    return {"x": 0.25 * i - 1.0, "n": 3 * i - 4, "flag": i % 2 == 0, "label": f"pt{i}"}[key]
+
+
+@dataclass
+class RunDocs:
+    """The documents of one run, in the order a RunEngine would emit them."""
+
+    docs: list[tuple[str, dict]]
+    start: dict
+    stop: dict | None
+    descriptors: dict[str, dict]  # stream name -> descriptor
+    events: dict[str, list[dict]]  # stream name -> events, in seq order
+    resources: list[dict] = field(default_factory=list)
+    datum: list[dict] = field(default_factory=list)
+
+    @property
+    def uid(self) -> str:
+        return self.start["uid"]
+
+    def of(self, name: str) -> list[dict]:
+        return [doc for n, doc in self.docs if n == name]
+
+    def external_keys(self, stream: str) -> list[str]:
+        keys = self.descriptors[stream]["data_keys"]
+        return [k for k, v in keys.items() if v.get("external")]
+
+    def expected_event(self, event: dict, fields=None) -> dict:
+        """An event as read back: ``filled`` is ``{key: False}`` for its external keys
+        (as databroker's mongo_normalized gives it), ``fields`` projects data."""
+        desc = next(d for d in self.descriptors.values() if d["uid"] == event["descriptor"])
+        keys = [k for k in desc["data_keys"] if fields is None or k in fields]
+        return {
+            "uid": event["uid"], "descriptor": event["descriptor"],
+            "seq_num": event["seq_num"], "time": event["time"],
+            "data": {k: event["data"][k] for k in keys},
+            "timestamps": {k: event["timestamps"][k] for k in keys},
+            "filled": {k: False for k in keys if desc["data_keys"][k].get("external")},
+        }
+
+
+def build_run(
+    *,
+    n_primary: int = 5,
+    n_baseline: int = 2,
+    external: bool = True,
+    metadata: dict | None = None,
+    time: float | None = None,
+    stop: bool = True,
+    uid: str | None = None,
+) -> RunDocs:
+    """Compose a run: a primary stream of scalar fields (number, integer, boolean,
+    string) and, with ``external``, an image field stored as a resource + datum;
+    a baseline stream read at the start and end.  Times are explicit and
+    increasing, so the expected order of documents is known."""
+    if time is None:
+        time = _T0 + 1000.0 * next(_run_counter)
+    clock = itertools.count(1)
+
+    def tick() -> float:
+        return time + 0.01 * next(clock)
+
+    bundle = event_model.compose_run(uid=uid, time=time, metadata=metadata)
+    docs: list[tuple[str, dict]] = [("start", bundle.start_doc)]
+    descriptors, events = {}, {"primary": [], "baseline": []}
+    resources, datum = [], []
+
+    primary_keys = {**PRIMARY_KEYS, **(EXTERNAL_KEY if external else {})}
+    primary = bundle.compose_descriptor(name="primary", data_keys=primary_keys, time=tick())
+    docs.append(("descriptor", primary.descriptor_doc))
+    descriptors["primary"] = primary.descriptor_doc
+    baseline = None
+    if n_baseline:
+        baseline = bundle.compose_descriptor(name="baseline", data_keys=BASELINE_KEYS, time=tick())
+        docs.append(("descriptor", baseline.descriptor_doc))
+        descriptors["baseline"] = baseline.descriptor_doc
+
+    def baseline_event(j: int) -> None:
+        t = tick()
+        ev = baseline.compose_event(
+            data={"temp": 290.0 + j, "motor_setpoint": float(j)},
+            timestamps={"temp": t, "motor_setpoint": t}, time=t)
+        docs.append(("event", ev))
+        events["baseline"].append(ev)
+
+    if n_baseline:
+        baseline_event(0)
+    res = None
+    if external:
+        res = bundle.compose_resource(spec="NPY_SEQ", root=MISSING_ROOT, resource_path="images.npy",
+                                      resource_kwargs={})
+        docs.append(("resource", res.resource_doc))
+        resources.append(res.resource_doc)
+    for i in range(1, n_primary + 1):
+        data = {k: primary_value(k, i) for k in PRIMARY_KEYS}
+        if external:
+            d = res.compose_datum(datum_kwargs={"index": i - 1})
+            docs.append(("datum", d))
+            datum.append(d)
+            data["img"] = d["datum_id"]
+        t = tick()
+        ev = primary.compose_event(data=data, timestamps={k: t - 0.001 for k in data}, time=t)
+        docs.append(("event", ev))
+        events["primary"].append(ev)
+    for j in range(1, n_baseline):
+        baseline_event(j)
+    stop_doc = None
+    if stop:
+        stop_doc = bundle.compose_stop(time=tick())
+        docs.append(("stop", stop_doc))
+    return RunDocs(docs=docs, start=bundle.start_doc, stop=stop_doc, descriptors=descriptors,
+                   events=events, resources=resources, datum=datum)
+
+
+def insert_run(db: Broker, run: RunDocs) -> RunDocs:
+    for name, doc in run.docs:
+        db.insert(name, doc)
+    return run
+
+
+def _plain(obj):
+    """Numpy values to plain Python, so dumps compare with ==."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return ("ndarray", obj.dtype.str, obj.tolist())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def dump_catalog(db: Broker) -> dict:
+    """Everything readable from a catalog: every run's documents, and event counts."""
+    out = {"runs": [], "counts": {}}
+    for header in db:
+        out["runs"].append([(name, _plain(doc)) for name, doc in header.docs()])
+        descs = [d["uid"] for d in header.descriptors]
+        out["counts"].update(db.store.event_counts(descs))
+        for r in header.resources():
+            out.setdefault("datum", {})[r["uid"]] = list(db.store.datum_of_resource(r["uid"]))
+    return out
+
+
+@pytest.fixture
+def db() -> Broker:
+    """A fresh, empty, temporary catalog."""
+    return Broker.temp()
+
+
+@pytest.fixture
+def make_run():
+    """``make_run(**kw) -> RunDocs``; see :func:`build_run`."""
+    return build_run
+
+
+@pytest.fixture
+def insert():
+    """``insert(db, run)`` inserts every document of a RunDocs, in order."""
+    return insert_run
+
+
+@pytest.fixture
+def dump():
+    """``dump(db)``: every run's documents and every event count (compare before/after)."""
+    return dump_catalog
+
+
+@pytest.fixture
+def run_in_db(db, make_run):
+    """A stopped run with primary (5 events, external img) and baseline (2 events) streams."""
+    run = make_run(metadata={"scan_id": 1, "plan_name": "scan", "sample": {"name": "Si"}})
+    return insert_run(db, run)
