@@ -22,7 +22,6 @@ __all__ = [
     "UnsupportedQueryError",
     "NoEventDescriptors",
     "UnknownFieldError",
-    "FillNotAvailableError",
     "StoreURIError",
     "HandlerNotFoundError",
     "DuplicateHandlerError",
@@ -90,10 +89,6 @@ class NoEventDescriptors(_KeyErrorMessage, DaskBrokerError, KeyError):
 
 class UnknownFieldError(_KeyErrorMessage, DaskBrokerError, KeyError):
     """A requested field is not in any descriptor of the stream."""
-
-
-class FillNotAvailableError(DaskBrokerError, NotImplementedError):
-    """Filling external data was requested where it is not available yet."""
 
 
 class StoreURIError(DaskBrokerError, ValueError):

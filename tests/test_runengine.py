@@ -148,3 +148,26 @@ def test_several_runs(engine, devices):
         stop_index = next(i for i, (n, d) in enumerate(emitted)
                           if n == "stop" and d["run_start"] == uid)
         _check_run(db, emitted[start_index:stop_index + 1], uid)
+
+
+def test_ophyd_npy_seq_frames_filled_through_entry_point(engine, devices):
+    """ophyd.sim's img writes NPY_SEQ resources; ophyd's handler comes from its entry point."""
+    import glob
+    import os
+
+    from bluesky.plans import count
+
+    RE, db, emitted = engine
+    (uid,) = RE(count([devices.img], num=3))
+    h = db[uid]
+    (resource,) = h.resources()
+    assert resource["spec"] == "NPY_SEQ"
+    assert db.handlers.lookup("NPY_SEQ").__module__ == "ophyd.sim"
+    frames = h.table(fill=True)["img"].compute()
+    datum = {d["datum_id"]: d for n, d in emitted if n == "datum"}
+    for datum_id, frame in zip(h.table()["img"].compute(), frames):
+        index = datum[datum_id]["datum_kwargs"]["index"]
+        path = os.path.join(resource["root"], resource["resource_path"])
+        expected = np.load(f"{path}_{index}.npy")
+        np.testing.assert_array_equal(frame, expected)
+    assert len(glob.glob(os.path.join(resource["root"], resource["resource_path"]) + "_*.npy")) == 3
