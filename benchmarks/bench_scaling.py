@@ -75,6 +75,8 @@ def _plot(results: list[Result], mode: str) -> str:
         rows = [r for r in results if r.scenario == scenario]
         right.plot([int(r.method.split()[0]) for r in rows], [r.throughput for r in rows], "o-",
                    label="compute to client" if scenario == "vs workers" else "sum on workers")
+    right.set_xticks(sorted({int(r.method.split()[0]) for r in results
+                             if r.scenario == "vs workers"}))
     right.set(xlabel="worker processes", ylabel="events / s",
               title=f"LocalCluster, {os.cpu_count()} cores")
     right.legend()
