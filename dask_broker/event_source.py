@@ -179,6 +179,91 @@ class EventSource:
         """
         return self.store.resources(_run_uid(header))
 
+    #: The resource keys :meth:`update_resource` may change.
+    UPDATABLE_RESOURCE_KEYS = ("root", "resource_path", "resource_kwargs", "spec")
+
+    def update_resource(self, resource_uid: str, *, cmd: str = "update_resource",
+                        cmd_kwargs: Mapping | None = None, **changes: Any) -> dict:
+        """Change where a resource's files are (or how to read them), keeping a history.
+
+        The resource document is replaced and a history record appended in one
+        transaction.  Tables and fill contexts built afterwards read from the
+        new location (a recipe's Dask token and a handler's cache key include
+        the resource's root and path).
+
+        Parameters
+        ----------
+        resource_uid
+            The resource to update.
+        cmd, cmd_kwargs
+            What to record as the cause of the change (default:
+            ``"update_resource"`` with the changes as kwargs).
+        **changes
+            New values for ``root``, ``resource_path``, ``resource_kwargs``, ``spec``.
+
+        Returns
+        -------
+        dict
+            The new resource document.
+
+        Raises
+        ------
+        InvalidArgumentError
+            No change given, a key that may not change, or a value of the wrong type.
+        UnknownReferenceError
+            No resource with this uid is stored.
+
+        Examples
+        --------
+        >>> es.update_resource(res_uid, root="/mnt/archive/xf23id")  # doctest: +SKIP
+        {'uid': ..., 'root': '/mnt/archive/xf23id', ...}
+        >>> es.resource_history(res_uid)[-1]["cmd"]                  # doctest: +SKIP
+        'update_resource'
+        """
+        from .errors import InvalidArgumentError, UnknownReferenceError
+
+        allowed = self.UPDATABLE_RESOURCE_KEYS
+        bad = [k for k in changes if k not in allowed]
+        if bad:
+            raise InvalidArgumentError(
+                f"cannot update {', '.join(map(repr, bad))} of resource {resource_uid!r}: "
+                f"only {', '.join(allowed)} may change")
+        if not changes:
+            raise InvalidArgumentError(
+                f"update_resource({resource_uid!r}) got no change; pass some of {', '.join(allowed)}")
+        for key, value in changes.items():
+            wanted = dict if key == "resource_kwargs" else str
+            if not isinstance(value, wanted) or (key == "spec" and not value):
+                raise InvalidArgumentError(
+                    f"resource {resource_uid!r}: {key} must be a "
+                    f"{'non-empty ' if key == 'spec' else ''}{wanted.__name__}, got {value!r}")
+        if self.store.get_resource(resource_uid) is None:
+            raise UnknownReferenceError(
+                f"no resource with uid {resource_uid!r} in {self.store.uri}")
+        return self.store.update_resource(
+            resource_uid, changes, cmd=cmd,
+            cmd_kwargs=dict(changes) if cmd_kwargs is None else dict(cmd_kwargs))
+
+    def resource_history(self, resource_uid: str) -> list[dict]:
+        """The updates of a resource, oldest first: ``{resource, old, new, time, cmd, cmd_kwargs}``.
+
+        Raises
+        ------
+        UnknownReferenceError
+            No resource with this uid is stored.
+
+        Examples
+        --------
+        >>> [(r["old"]["root"], r["new"]["root"]) for r in es.resource_history(uid)]  # doctest: +SKIP
+        [('/GPFS/xf23id', '/mnt/archive/xf23id')]
+        """
+        from .errors import UnknownReferenceError
+
+        if self.store.get_resource(resource_uid) is None:
+            raise UnknownReferenceError(
+                f"no resource with uid {resource_uid!r} in {self.store.uri}")
+        return self.store.resource_history(resource_uid)
+
     # ------------------------------------------------------------ tables
     def table(
         self,
@@ -362,9 +447,10 @@ class EventSource:
         if stream_name is None:
             # Everything the run holds, referenced or not, up front.
             yield from emitter.all()
-        streams = [
-            _EventStream(self.store, d, wanted) for d in descs
-        ]
+        if wanted is not None:
+            # Streams that hold none of the requested fields are left out.
+            descs = [d for d in descs if any(f in d["data_keys"] for f in wanted)]
+        streams = [_EventStream(self.store, d, wanted, emitter) for d in descs]
         for stream in streams:
             if not stream.has_events():
                 yield "descriptor", stream.descriptor
@@ -388,8 +474,10 @@ class _EventStream:
 
     _counter = itertools.count()
 
-    def __init__(self, store: Store, descriptor: dict, fields: list[str] | None):
+    def __init__(self, store: Store, descriptor: dict, fields: list[str] | None,
+                 emitter: "_AssetEmitter"):
         self.store = store
+        self.emitter = emitter
         keys = descriptor["data_keys"]
         self.fields = [f for f in keys if fields is None or f in fields]
         self.descriptor = descriptor if fields is None else {
@@ -406,7 +494,8 @@ class _EventStream:
         pages = self.store.iter_event_pages([self.descriptor["uid"]], fields=self.fields,
                                             timestamps=True, uids=True)
         events = itertools.chain.from_iterable(
-            _page_to_events(page, self.fields, self.external) for page in pages)
+            _page_to_events(self.emitter.prefetch(page, self.external), self.fields, self.external)
+            for page in pages)
         for i, event in enumerate(events):
             yield event["time"], self._order, i, self, event
 
@@ -434,6 +523,16 @@ class _AssetEmitter:
         self.resources = {r["uid"]: r for r in resources}
         self.sent_resources: set[str] = set()
         self.sent_datum: set[str] = set()
+        self.pending: dict[str, dict] = {}  # datum looked up for a page, not yet emitted
+
+    def prefetch(self, page: EventPageColumns, external: list[str]) -> EventPageColumns:
+        """Look up, in one query, the datum a page's events reference (and return the page)."""
+        if external:
+            ids = {v for f in external for v in page.data.get(f, ())
+                   if isinstance(v, str) and v not in self.sent_datum and v not in self.pending}
+            if ids:
+                self.pending.update(self.store.datum(sorted(ids)))
+        return page
 
     def all(self) -> Iterator[tuple[str, dict]]:
         for uid, resource in self.resources.items():
@@ -450,7 +549,11 @@ class _AssetEmitter:
         needed = [d for d in needed if isinstance(d, str) and d not in self.sent_datum]
         if not needed:
             return
-        for datum_id, datum in self.store.datum(needed).items():
+        found = {d: self.pending.pop(d) for d in needed if d in self.pending}
+        missing = [d for d in needed if d not in found]
+        if missing:
+            found.update(self.store.datum(missing))
+        for datum_id, datum in found.items():
             res_uid = datum["resource"]
             if res_uid not in self.sent_resources:
                 resource = self.resources.get(res_uid) or self.store.get_resource(res_uid)
