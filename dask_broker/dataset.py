@@ -150,7 +150,7 @@ def build_dataset(event_source: "EventSource", header, stream_name: str = "prima
     # Size chunks as for a filled table: external fields become frames here.
     plan = plan_table(event_source, header, stream_name, fields,
                       TimeStruct(convert_times=False), False, chunk_size,
-                      fill=True if filler_factory is not None else None)
+                      size_for_frames=filler_factory is not None)
     descs = event_source._stream_descriptors(header, stream_name)
     index = event_source.table(header, stream_name, fields=[],
                                time_struct=TimeStruct(convert_times=False)).compute()

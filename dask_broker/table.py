@@ -140,13 +140,16 @@ class TablePlan:
 def plan_table(event_source, header, stream_name: str = "primary",
                fields: Sequence[str] | None = None, time_struct: TimeStruct | None = None,
                timestamps: bool = False, chunk_size: int | None = None,
-               fill: Any = None) -> TablePlan:
+               fill: Any = None, size_for_frames: bool | None = None) -> TablePlan:
     """Plan a table of one stream: columns, partition specs and divisions.
 
     Reads only descriptors and event counts, never event data.  ``fill`` is a
-    :class:`~dask_broker.fill_recipe.FillRecipe` when external fields are filled
-    (``True``: size the partitions for filled frames but do not fill).
+    :class:`~dask_broker.fill_recipe.FillRecipe` when external fields are filled.
+    ``size_for_frames`` (default: whether ``fill`` is given) sizes the default
+    chunk for filled frames rather than datum ids.
     """
+    if size_for_frames is None:
+        size_for_frames = fill is not None
     if time_struct is None:
         time_struct = TimeStruct()
     elif not isinstance(time_struct, TimeStruct):
@@ -173,7 +176,7 @@ def plan_table(event_source, header, stream_name: str = "primary",
         keys = [d["data_keys"][f] for d in descs if f in d["data_keys"]]
         col = ColumnSpec(f, f, "data", _column_dtype(keys, len(keys) == len(descs)))
         columns.append(col)
-        sizes += _itemsize(col, keys, fill is not None)
+        sizes += _itemsize(col, keys, size_for_frames)
     if timestamps:
         for f in fields:
             columns.append(ColumnSpec(f"ts_{f}", f, "ts", "f8"))
@@ -198,7 +201,7 @@ def plan_table(event_source, header, stream_name: str = "primary",
         divisions = (None, None)
     external = tuple(f for f in fields if any(d["data_keys"].get(f, {}).get("external")
                                               for d in descs))
-    filling = (fill, external) if fill is not None and fill is not True and external else None
+    filling = (fill, external) if fill is not None and external else None
     return TablePlan(tuple(columns), specs, divisions, time_struct, chunk_size,
                      stream_name, descs[0]["run_start"], filling)
 
