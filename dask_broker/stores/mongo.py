@@ -1,0 +1,1119 @@
+"""A store over MongoDB, in databroker's "mongo_normalized" layout.
+
+This is the layout suitcase-mongo writes and databroker reads, so a facility's
+existing databases open as they are::
+
+    run_start, run_stop, event_descriptor, event   (the metadatastore database)
+    resource, datum                                (the asset registry database)
+
+one Mongo document per bluesky document (event_pages and datum_pages are
+unpacked on write; ``filled`` is not stored).  The asset registry may be a
+separate database, even on another server::
+
+    MongoStore.from_uri("mongodb://host:27017/mds",
+                        asset_registry_uri="mongodb://other:27017/assets")
+
+and the store's :attr:`~MongoStore.uri` then carries it as the query parameter
+``asset_registry_uri`` (percent-encoded), so the store pickles by URI.
+
+Reading follows databroker: events of descriptors are one indexed query
+``{descriptor: {$in: ...}, seq_num: {$gte: lo, $lt: hi}}`` that projects only the
+wanted fields, sorted by ``(descriptor, seq_num, time)`` and fetched in batches
+sized to a few MB (well under MongoDB's 16 MB reply limit); when a descriptor
+holds several events with one seq_num, the last (by time) wins.
+
+Legacy data is read as it is: resources without ``uid`` (referenced by their
+``_id``), duplicated resource uids (the first is used), descriptors with
+``run_start_id`` instead of ``run_start``, events without ``filled``.
+
+Values: BSON has no array type apart from lists, so numpy arrays are stored as
+lists (as suitcase-mongo stores them) and read back as lists, except for fields
+whose data_key declares ``dtype: "array"`` with a shape, read back as numpy arrays.
+Integers beyond 64 bits (which BSON cannot hold) are stored as Decimal128 and read
+back as int.  ``event_counts`` counts stored event documents, repeats of a
+seq_num included.
+
+Writes are atomic per call as far as MongoDB allows without transactions: every
+uid is checked before anything is written (a duplicate raises
+:class:`~dask_broker.errors.DuplicateUidError` naming it), and if a bulk insert
+still fails part-way, what that call wrote is deleted before the error is raised.
+
+Indexes: a store's first write in a process creates suitcase-mongo's indexes
+(a no-op where they exist), plus dask_broker's ``event (descriptor, seq_num,
+time)`` and ``resource (run_start)`` while those collections are still empty; on
+an existing database run :meth:`MongoStore.create_indexes` when convenient
+(without them, event reads sort on the server and a run's resources are a scan).
+
+Each process makes its own ``MongoClient`` lazily from the URI (clients are
+never pickled, and are re-made after a fork).  An unreachable server raises
+:class:`~dask_broker.errors.StoreURIError` naming the host after
+``serverSelectionTimeoutMS`` (default 5 s; set it in the URI or with
+``server_selection_timeout_ms=``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+from urllib.parse import quote, unquote
+
+import numpy as np
+
+from ..codec import _scalar_kind
+from ..errors import (
+    DaskBrokerError,
+    DuplicateUidError,
+    InvalidArgumentError,
+    RunAlreadyStoppedError,
+    StoreURIError,
+    UnknownReferenceError,
+)
+from ..query import validate_query
+from .base import EventPageColumns, Store
+
+__all__ = ["MongoStore", "DEFAULT_SERVER_SELECTION_TIMEOUT_MS"]
+
+logger = logging.getLogger(__name__)
+
+#: How long an operation waits for an unreachable server before failing (ms).
+DEFAULT_SERVER_SELECTION_TIMEOUT_MS = 5000
+#: Aim for server replies of about this size when reading events.
+TARGET_BATCH_BYTES = 4 * 2**20
+#: At most this many events in one page (and one server batch).
+MAX_PAGE_EVENTS = 50_000
+#: Documents per insert_many call.
+INSERT_CHUNK = 10_000
+#: Values per ``$in`` query.
+IN_CHUNK = 10_000
+
+_ASSET_PARAM = "asset_registry_uri"
+_TIMEOUT_OPTION = "serverSelectionTimeoutMS"
+_SCHEMES = ("mongodb", "mongodb+srv")
+_DUPLICATE_KEY = 11000
+_AUTH_CODES = (13, 18)  # Unauthorized, AuthenticationFailed
+_EVENT_SORT = [("descriptor", 1), ("seq_num", 1), ("time", 1)]
+
+
+# ----------------------------------------------------------------------- URIs
+@dataclass(frozen=True)
+class _MongoURI:
+    """One parsed database URI (without dask_broker's own parameters)."""
+
+    uri: str            # what MongoClient is given
+    database: str
+    hosts: str          # for messages: no credentials
+    timeout_ms: int | None  # the URI's serverSelectionTimeoutMS, if it sets one
+
+    @property
+    def has_timeout(self) -> bool:
+        return self.timeout_ms is not None
+
+    @property
+    def effective_timeout_ms(self) -> int:
+        return DEFAULT_SERVER_SELECTION_TIMEOUT_MS if self.timeout_ms is None else self.timeout_ms
+
+
+def _split_uri(uri: Any) -> tuple[str, str, str, list[str]]:
+    """``(scheme, netloc, path, query items)`` of a mongodb URI, items still encoded."""
+    if not isinstance(uri, str) or "://" not in uri:
+        raise StoreURIError(
+            f"{uri!r} is not a MongoDB URI; write 'mongodb://host:27017/dbname'")
+    scheme, _, rest = uri.partition("://")
+    if scheme.lower() not in _SCHEMES:
+        raise StoreURIError(
+            f"{uri!r} is not a MongoDB URI (scheme {scheme!r}); "
+            "write 'mongodb://host:27017/dbname'")
+    if "/" in rest.split("?", 1)[0]:
+        netloc, _, tail = rest.partition("/")
+    else:
+        netloc, _, tail = rest.partition("?")
+        tail = "?" + tail if tail else ""
+    path, _, query = tail.partition("?")
+    items = [item for item in query.replace(";", "&").split("&") if item]
+    return scheme.lower(), netloc, path, items
+
+
+def _parse(uri: str, what: str = "catalog") -> tuple[_MongoURI, str | None]:
+    """Parse a store URI; returns the database URI and the asset-registry URI it names."""
+    scheme, netloc, path, items = _split_uri(uri)
+    asset_uri = None
+    kept = []
+    for item in items:
+        key, _, value = item.partition("=")
+        if key == _ASSET_PARAM:
+            asset_uri = unquote(value)
+        else:
+            kept.append(item)
+    database = unquote(path)
+    hosts = netloc.rpartition("@")[2]
+    if not hosts:
+        raise StoreURIError(
+            f"the {what} URI {uri!r} names no host; write 'mongodb://host:27017/dbname'")
+    if not database:
+        raise StoreURIError(
+            f"the {what} URI {uri!r} names no database; write 'mongodb://{hosts}/dbname'")
+    bad = [c for c in '/\\. "$' if c in database]
+    if bad:
+        raise StoreURIError(
+            f"the {what} URI {uri!r} names the database {database!r}, which contains "
+            f"{''.join(bad)!r}; MongoDB database names cannot")
+    client_uri = f"{scheme}://{netloc}/{path}" + ("?" + "&".join(kept) if kept else "")
+    if scheme == "mongodb":  # (+srv would resolve DNS here)
+        from pymongo.errors import ConfigurationError, InvalidURI
+        from pymongo.uri_parser import parse_uri
+
+        try:
+            parse_uri(client_uri, warn=True)
+        except (InvalidURI, ConfigurationError, ValueError) as err:
+            raise StoreURIError(f"the {what} URI {uri!r} is not valid: {err}") from err
+    timeout_ms = None
+    for item in kept:
+        key, _, value = item.partition("=")
+        if key.lower() == _TIMEOUT_OPTION.lower():
+            try:
+                timeout_ms = int(float(unquote(value)))
+            except ValueError:
+                raise StoreURIError(
+                    f"the {what} URI {uri!r} sets {key}={value!r}; give milliseconds") from None
+    return _MongoURI(client_uri, database, hosts, timeout_ms), asset_uri
+
+
+def _with_timeout(uri: str, timeout_ms: int) -> str:
+    """``uri`` with serverSelectionTimeoutMS set to ``timeout_ms``."""
+    scheme, netloc, path, items = _split_uri(uri)
+    items = [i for i in items if i.partition("=")[0].lower() != _TIMEOUT_OPTION.lower()]
+    items.append(f"{_TIMEOUT_OPTION}={int(timeout_ms)}")
+    return f"{scheme}://{netloc}/{path}?" + "&".join(items)
+
+
+def _mask(uri: str) -> str:
+    """``uri`` without its password (for repr and messages)."""
+    scheme, sep, rest = uri.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    if "@" not in netloc:
+        return uri
+    creds, _, hosts = netloc.rpartition("@")
+    user = creds.partition(":")[0]
+    return f"{scheme}{sep}{user}:***@{hosts}{slash}{tail}"
+
+
+# ----------------------------------------------------------------- clients
+_clients: dict[tuple, Any] = {}
+_clients_pid = os.getpid()
+_clients_lock = threading.Lock()
+_indexed: set[tuple] = set()
+
+
+def _client_for(target: _MongoURI, client_class: Any) -> Any:
+    """This process's client for a URI (made on first use; never inherited through fork)."""
+    global _clients_pid
+    key = (client_class, target.uri)
+    with _clients_lock:
+        if _clients_pid != os.getpid():
+            # A forked child must not use its parent's sockets; drop (not close) them.
+            _clients.clear()
+            _indexed.clear()
+            _clients_pid = os.getpid()
+        client = _clients.get(key)
+        if client is None:
+            if client_class is None:
+                from pymongo import MongoClient as client_class
+            kwargs = {} if target.has_timeout else {
+                _TIMEOUT_OPTION: DEFAULT_SERVER_SELECTION_TIMEOUT_MS}
+            try:
+                client = client_class(target.uri, connect=False, **kwargs)
+            except Exception as err:  # pymongo.errors.ConfigurationError and friends
+                raise StoreURIError(f"cannot open {_mask(target.uri)}: {err}") from err
+            _clients[key] = client
+        return client
+
+
+def _drop_client(target: _MongoURI, client_class: Any) -> None:
+    with _clients_lock:
+        client = _clients.pop((client_class, target.uri), None)
+    if client is not None and _clients_pid == os.getpid():
+        client.close()
+
+
+# ----------------------------------------------------------------- helpers
+def _chunks(seq: Sequence, size: int) -> Iterator[Sequence]:
+    for i in range(0, len(seq), size):
+        yield seq[i:i + size]
+
+
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+_DECIMAL_DIGITS = 34  # what a Decimal128 holds exactly
+
+
+def _big_int(value: int) -> Any:
+    """An int beyond BSON's 64 bits, as a Decimal128 (exact up to 34 digits)."""
+    from bson.decimal128 import Decimal128
+
+    if len(str(abs(value))) > _DECIMAL_DIGITS:
+        raise DaskBrokerError(
+            f"the integer {value} has more than {_DECIMAL_DIGITS} digits: MongoDB (BSON) "
+            "stores integers of 64 bits, and dask_broker stores larger ones as Decimal128, "
+            "which holds 34 digits; store it as a string or a float")
+    return Decimal128(str(value))
+
+
+def _bson(obj: Any) -> Any:
+    """A value as BSON-encodable plain Python (numpy converted, big ints as Decimal128)."""
+    t = type(obj)
+    if t is float or t is str or t is bool or obj is None:
+        return obj
+    if t is int:
+        return obj if _I64_MIN <= obj <= _I64_MAX else _big_int(obj)
+    if isinstance(obj, dict):
+        return {k: _bson(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_bson(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _pylist(obj) if obj.ndim == 1 else _bson(obj.tolist())
+    if isinstance(obj, np.generic):
+        return _bson(obj.item())
+    if isinstance(obj, int):  # an int subclass (not bool)
+        return _bson(int(obj))
+    return obj
+
+
+def _pylist(column: Any) -> list:
+    """A column as a list of BSON-encodable values."""
+    if isinstance(column, np.ndarray):
+        if column.ndim == 1 and (column.dtype.kind in "fbi" or (
+                column.dtype.kind == "u" and column.dtype.itemsize < 8)):
+            return column.tolist()
+        return [_bson(v) for v in column.tolist()]
+    return [_bson(v) for v in column]
+
+
+def _restore(obj: Any) -> Any:
+    """A stored value as Python: legacy ObjectIds as str, big ints (Decimal128) as int."""
+    from bson import ObjectId
+    from bson.decimal128 import Decimal128
+
+    if isinstance(obj, dict):
+        return {k: _restore(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_restore(v) for v in obj]
+    if isinstance(obj, ObjectId):
+        return str(obj)
+    if isinstance(obj, Decimal128):
+        dec = obj.to_decimal()
+        if dec.is_finite() and dec.as_tuple().exponent == 0 and not (
+                _I64_MIN <= int(dec) <= _I64_MAX):
+            return int(dec)  # written by _big_int
+        return dec
+    return obj
+
+
+
+def _clean(doc: Mapping | None) -> dict | None:
+    """A stored document as the bluesky document (no ``_id``)."""
+    if doc is None:
+        return None
+    doc = dict(doc)
+    doc.pop("_id", None)
+    return _restore(doc)
+
+
+def _first_repeat(values: Iterable) -> Any:
+    seen = set()
+    for v in values:
+        if v in seen:
+            return v
+        seen.add(v)
+    return None
+
+
+def _to_column(values: list) -> np.ndarray | list:
+    """Numeric columns as numpy arrays (int64, float64, bool), anything else as the list."""
+    try:
+        arr = np.asarray(values)
+    except (ValueError, TypeError, OverflowError):
+        arr = None
+    if arr is not None and arr.ndim == 1 and arr.dtype.kind in "fib":  # (u: beyond int64)
+        if arr.dtype.kind == "b":
+            return arr
+        types = set(map(type, values))
+        # bools mixed with numbers stay a list, as do ints beyond int64 (numpy makes
+        # them floats)
+        if bool not in types and (arr.dtype.kind == "i" or float in types):
+            return arr.astype("<f8" if arr.dtype.kind == "f" else "<i8", copy=False)
+    if _scalar_kind(values) is None:
+        return _restore(values)
+    return values
+
+
+def _to_array_column(values: list) -> np.ndarray | list:
+    """A column of a ``dtype: array`` field: stacked into one numpy array when every
+    value is a numeric (nested) list of one shape, else as :func:`_to_column`."""
+    if values and all(isinstance(v, list) for v in values):
+        try:
+            stacked = np.asarray(values)
+        except ValueError:  # ragged
+            stacked = None
+        if stacked is not None and stacked.ndim >= 2 and stacked.dtype.kind in "fiub":
+            return stacked
+    return _to_column(values)
+
+
+def _last_of_each_seq_num(docs: Iterable[Mapping]) -> Iterator[Mapping]:
+    """Events sorted by (descriptor, seq_num, time), keeping the last of each seq_num."""
+    pending = None
+    for doc in docs:
+        if pending is not None and (doc.get("seq_num") != pending.get("seq_num")
+                                    or doc.get("descriptor") != pending.get("descriptor")):
+            yield pending
+        pending = doc
+    if pending is not None:
+        yield pending
+
+
+def _part(doc: Mapping, part: str, flat: bool) -> Mapping:
+    """``doc[part]`` (a dict), also from a server that returns dotted projections flat."""
+    sub = doc.get(part)
+    if not flat:
+        return sub if isinstance(sub, Mapping) else {}
+    out = dict(sub) if isinstance(sub, Mapping) else {}
+    prefix = part + "."
+    for key, value in doc.items():
+        if key.startswith(prefix):
+            out[key[len(prefix):]] = value
+    return out
+
+
+_MISSING = object()
+
+
+def _reopen(cls: type, uri: str, client_class: Any) -> "MongoStore":
+    """Unpickle a store made with a custom client class (e.g. mongomock's)."""
+    return cls.from_uri(uri, mongo_client_class=client_class)
+
+
+class MongoStore(Store):
+    """Documents in MongoDB, in the mongo_normalized layout of suitcase-mongo / databroker.
+
+    Parameters
+    ----------
+    uri
+        ``mongodb://[user:password@]host[:port][,host...]/dbname[?options]`` (or
+        ``mongodb+srv://``); may carry ``asset_registry_uri=<percent-encoded URI>``.
+    asset_registry_uri
+        The database holding resource and datum, if not ``uri``'s.
+    server_selection_timeout_ms
+        How long to wait for an unreachable server before raising
+        :class:`~dask_broker.errors.StoreURIError` (default: the URI's
+        ``serverSelectionTimeoutMS``, else 5000).  Kept in :attr:`uri`.
+    mongo_client_class
+        The client class (default ``pymongo.MongoClient``); tests pass a
+        ``mongomock.MongoClient``.  Pickled by reference along with the URI.
+
+    Examples
+    --------
+    >>> store = MongoStore.from_uri("mongodb://localhost:27017/metadatastore")  # doctest: +SKIP
+    >>> db = Broker.from_uri("mongodb://localhost:27017/metadatastore")        # doctest: +SKIP
+    """
+
+    schemes = _SCHEMES
+
+    def __init__(
+        self,
+        uri: str,
+        asset_registry_uri: str | None = None,
+        *,
+        server_selection_timeout_ms: int | None = None,
+        mongo_client_class: Any = None,
+    ):
+        main, embedded = _parse(uri)
+        if asset_registry_uri is not None and embedded is not None:
+            given = _parse(asset_registry_uri, "asset registry")[0]
+            if given != _parse(embedded, "asset registry")[0]:
+                raise StoreURIError(
+                    f"{_mask(uri)} names the asset registry {_mask(embedded)!r} but "
+                    f"asset_registry_uri={_mask(asset_registry_uri)!r} was also given; give one")
+        asset_registry_uri = asset_registry_uri if asset_registry_uri is not None else embedded
+        assets = None
+        if asset_registry_uri is not None:
+            assets, nested = _parse(asset_registry_uri, "asset registry")
+            if nested is not None:
+                raise StoreURIError(
+                    f"the asset registry URI {_mask(asset_registry_uri)!r} names an asset "
+                    "registry itself")
+        if server_selection_timeout_ms is not None:
+            if not isinstance(server_selection_timeout_ms, int) or server_selection_timeout_ms <= 0:
+                raise StoreURIError(
+                    "server_selection_timeout_ms must be a positive int (milliseconds), not "
+                    f"{server_selection_timeout_ms!r}")
+            main = _parse(_with_timeout(main.uri, server_selection_timeout_ms))[0]
+            if assets is not None:
+                assets = _parse(_with_timeout(assets.uri, server_selection_timeout_ms))[0]
+        if assets == main:
+            assets = None
+        self._main = main
+        self._assets = assets
+        self._client_class = mongo_client_class
+        self._legacy_descriptors: bool | None = None
+        self._array_fields_cache: dict[str, frozenset] = {}
+
+    @classmethod
+    def from_uri(cls, uri: str, asset_registry_uri: str | None = None,
+                 **kwargs: Any) -> "MongoStore":
+        """Open the store named by ``uri`` (see the class for the parameters).
+
+        Nothing is sent to the server until the first read or write.
+        """
+        return cls(uri, asset_registry_uri, **kwargs)
+
+    @property
+    def uri(self) -> str:
+        uri = self._main.uri
+        if self._assets is not None:
+            sep = "&" if "?" in uri else "?"
+            uri += f"{sep}{_ASSET_PARAM}={quote(self._assets.uri, safe='')}"
+        return uri
+
+    @property
+    def database_name(self) -> str:
+        """The metadatastore database's name."""
+        return self._main.database
+
+    @property
+    def asset_registry_uri(self) -> str:
+        """The URI of the database holding resources and datum."""
+        return (self._assets or self._main).uri
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({_mask(self.uri)!r})"
+
+    def __reduce__(self):
+        if self._client_class is None:
+            return (type(self).from_uri, (self.uri,))
+        return (_reopen, (type(self), self.uri, self._client_class))
+
+    # ------------------------------------------------------------ connections
+    def _db(self, target: _MongoURI):
+        return _client_for(target, self._client_class)[target.database]
+
+    def _mds(self):
+        return self._db(self._main)
+
+    def _ar(self):
+        return self._db(self._assets or self._main)
+
+    def close(self) -> None:
+        """Close this process's clients of the store's servers (they re-open on use)."""
+        _drop_client(self._main, self._client_class)
+        if self._assets is not None:
+            _drop_client(self._assets, self._client_class)
+
+    @contextmanager
+    def _errors(self, assets: bool = False) -> Iterator[None]:
+        """Turn connection and authentication failures into StoreURIError naming the server."""
+        from pymongo.errors import ConnectionFailure, OperationFailure, ServerSelectionTimeoutError
+
+        target = (self._assets or self._main) if assets else self._main
+        try:
+            yield
+        except ServerSelectionTimeoutError as err:
+            raise StoreURIError(
+                f"cannot reach the MongoDB server at {target.hosts} (database "
+                f"{target.database!r}, URI {_mask(target.uri)}): no server answered within "
+                f"{target.effective_timeout_ms / 1000:g} s (serverSelectionTimeoutMS); check that "
+                "mongod runs there and the URI is right, or raise the timeout with "
+                f"?serverSelectionTimeoutMS=... ({str(err).split(',')[0][:200]})"
+            ) from err
+        except ConnectionFailure as err:
+            raise StoreURIError(
+                f"lost the connection to the MongoDB server at {target.hosts} (database "
+                f"{target.database!r}): {str(err)[:300]}"
+            ) from err
+        except OperationFailure as err:
+            if err.code in _AUTH_CODES:
+                raise StoreURIError(
+                    f"MongoDB at {target.hosts} refused access to database {target.database!r} "
+                    f"({err.details.get('errmsg', err) if err.details else err}); check the user "
+                    "and password in the URI and the user's roles"
+                ) from err
+            raise
+
+    # ---------------------------------------------------------------- indexes
+    def create_indexes(self, *, extra: bool = True) -> None:
+        """Create suitcase-mongo's indexes (and, with ``extra``, dask_broker's read indexes).
+
+        dask_broker's extra indexes are ``event (descriptor, seq_num, time)``, which
+        makes event reads stream in order from the index, and ``resource run_start``.
+        On its first write to a database a store creates the suitcase indexes, and the
+        extra ones only while the collections are empty (building them on a large
+        existing database can take long: run this method when convenient).
+        """
+        with self._errors():
+            self._create_indexes(extra=extra)
+
+    def _create_indexes(self, *, extra: bool | str) -> None:
+        from pymongo import ASCENDING as ASC, DESCENDING as DESC
+
+        mds, ar = self._mds(), self._ar()
+        specs: list[tuple[Any, Any, dict]] = [
+            (ar.resource, "uid", {"unique": False}),
+            (ar.resource, "resource_id", {}),
+            (ar.datum, "datum_id", {"unique": True}),
+            (ar.datum, "resource", {}),
+            (mds.run_start, "uid", {"unique": True}),
+            (mds.run_start, "scan_id", {"unique": False}),
+            (mds.run_start, [("scan_id", DESC), ("_id", DESC)], {"unique": True}),
+            (mds.run_start, [("time", ASC), ("_id", DESC)], {"unique": True}),
+            (mds.run_start, [("time", DESC), ("_id", DESC)], {"unique": True}),
+            (mds.run_start, [("time", DESC), ("scan_id", DESC)], {"unique": False}),
+            (mds.run_start, [("$**", "text")], {}),
+            (mds.run_start, "data_session", {"unique": False}),
+            (mds.run_start, "data_groups", {"unique": False}),
+            (mds.run_stop, "run_start", {"unique": True}),
+            (mds.run_stop, "uid", {"unique": True}),
+            (mds.run_stop, [("time", DESC)], {"unique": False}),
+            (mds.run_stop, [("$**", "text")], {}),
+            (mds.event_descriptor, "uid", {"unique": True}),
+            (mds.event_descriptor, [("run_start", DESC), ("time", DESC)], {"unique": False}),
+            (mds.event_descriptor, [("time", DESC)], {"unique": False}),
+            (mds.event_descriptor, [("$**", "text")], {}),
+            (mds.event, "uid", {"unique": True}),
+            (mds.event, [("descriptor", DESC), ("time", ASC)], {"unique": False}),
+            # databroker v0's record of resource edits
+            (ar.resource_update, [("resource", DESC), ("time", DESC)], {}),
+        ]
+        if extra is True:
+            specs += [(mds.event, [("descriptor", ASC), ("seq_num", ASC), ("time", ASC)], {}),
+                      (ar.resource, "run_start", {})]
+        elif extra == "if-empty":
+            if mds.event.estimated_document_count() == 0:
+                specs.append(
+                    (mds.event, [("descriptor", ASC), ("seq_num", ASC), ("time", ASC)], {}))
+            if ar.resource.estimated_document_count() == 0:
+                specs.append((ar.resource, "run_start", {}))
+        if not self._server_reports_version():
+            # A wire-compatible server that is not MongoDB (nx-27017, for one) may fail
+            # every later insert once an index includes _id; those indexes only speed up sorts.
+            specs = [s for s in specs if not (isinstance(s[1], list) and any(
+                k == "_id" for k, _ in s[1]))]
+        self._apply_indexes(specs)
+
+    def _server_reports_version(self) -> bool:
+        from pymongo.errors import OperationFailure
+
+        try:
+            return "version" in self._mds().client.server_info()
+        except (OperationFailure, AttributeError, NotImplementedError):
+            return False
+
+    @staticmethod
+    def _apply_indexes(specs) -> None:
+        from pymongo.errors import OperationFailure
+
+        for coll, keys, options in specs:
+            try:
+                coll.create_index(keys, **options)
+            except OperationFailure as err:
+                if err.code in _AUTH_CODES:
+                    logger.warning("no indexes created on %s: the user may not create indexes "
+                                   "(%s)", coll.database.name, err)
+                    return
+                # e.g. a text index the server does not support, or an existing index
+                # of the same keys with other options (legacy databases).
+                level = logging.DEBUG if "text" in str(keys) else logging.WARNING
+                logger.log(level, "index %s on %s not created: %s", keys, coll.full_name, err)
+
+    def _ensure_indexes(self) -> None:
+        key = (self._client_class, self._main.uri, (self._assets or self._main).uri)
+        if key in _indexed:
+            return
+        self._create_indexes(extra="if-empty")
+        _indexed.add(key)
+
+    # ------------------------------------------------------------------ writes
+    def _insert_one(self, doc_type: str, coll_name: str, doc: Mapping, *,
+                    assets: bool = False) -> None:
+        from pymongo.errors import DuplicateKeyError
+
+        record = _bson(dict(doc))
+        uid = record["uid"]
+        with self._errors(assets):
+            self._ensure_indexes()
+            coll = (self._ar() if assets else self._mds())[coll_name]
+            if coll.find_one({"uid": uid}, {"_id": 1}) is not None:
+                raise self._duplicate(doc_type, uid)
+            try:
+                coll.insert_one(record)
+            except DuplicateKeyError as err:
+                raise self._duplicate(doc_type, uid) from err
+
+    @staticmethod
+    def _duplicate(doc_type: str, uid: str) -> DuplicateUidError:
+        return DuplicateUidError(
+            f"{doc_type} {uid!r} is already stored; documents are immutable, "
+            "so give the new document a new uid")
+
+    def insert_start(self, doc: Mapping) -> None:
+        self._insert_one("start", "run_start", doc)
+
+    def insert_stop(self, doc: Mapping) -> None:
+        from pymongo.errors import DuplicateKeyError
+
+        record = _bson(dict(doc))
+        uid, run = record["uid"], record["run_start"]
+
+        def already_stopped():
+            return RunAlreadyStoppedError(
+                f"stop {uid!r}: run {run!r} already has a stop document; a run is stopped once")
+
+        with self._errors():
+            self._ensure_indexes()
+            coll = self._mds().run_stop
+            if coll.find_one({"uid": uid}, {"_id": 1}) is not None:
+                raise self._duplicate("stop", uid)
+            if coll.find_one({"run_start": run}, {"_id": 1}) is not None:
+                raise already_stopped()
+            try:
+                coll.insert_one(record)
+            except DuplicateKeyError as err:
+                pattern = (err.details or {}).get("keyPattern") or {}
+                if "run_start" in pattern or "run_start" in str(err):
+                    raise already_stopped() from err
+                raise self._duplicate("stop", uid) from err
+
+    def insert_descriptor(self, doc: Mapping) -> None:
+        self._insert_one("descriptor", "event_descriptor", doc)
+
+    def insert_resource(self, doc: Mapping) -> None:
+        # suitcase-mongo keeps resource uids non-unique in the index (legacy
+        # duplicates); uniqueness of new ones is checked before writing.
+        self._insert_one("resource", "resource", doc, assets=True)
+
+    def insert_datum_page(self, page: Mapping) -> None:
+        ids = _pylist(page["datum_id"])
+        if not ids:
+            return
+        resource = page["resource"]
+        kwargs = {k: _pylist(v) for k, v in page["datum_kwargs"].items()}
+        docs = [{"datum_id": datum_id, "resource": resource,
+                 "datum_kwargs": {k: col[i] for k, col in kwargs.items()}}
+                for i, datum_id in enumerate(ids)]
+        self._insert_many("datum", "datum page", docs, "datum_id",
+                          f"resource {resource!r}", assets=True)
+
+    def insert_event_page(self, page: Mapping) -> None:
+        uids = _pylist(page["uid"])
+        if not uids:
+            return
+        descriptor = page["descriptor"]
+        seq = _pylist(page["seq_num"])
+        time = _pylist(page["time"])
+        data = {k: _pylist(v) for k, v in page["data"].items()}
+        ts = {k: _pylist(v) for k, v in page["timestamps"].items()}
+        docs = [{"uid": uid, "descriptor": descriptor, "seq_num": seq[i], "time": time[i],
+                 "data": {k: col[i] for k, col in data.items()},
+                 "timestamps": {k: col[i] for k, col in ts.items()}}
+                for i, uid in enumerate(uids)]
+        self._insert_many("event", "event page", docs, "uid", f"descriptor {descriptor!r}")
+
+    def _insert_many(self, doc_type: str, page_name: str, docs: list[dict], key: str,
+                     context: str, *, assets: bool = False) -> None:
+        """Insert documents all-or-nothing: check every id first, undo a partial failure."""
+        from bson import ObjectId
+        from pymongo.errors import BulkWriteError
+
+        ids = [d[key] for d in docs]
+        dup = _first_repeat(ids)
+        if dup is not None:
+            raise DuplicateUidError(
+                f"{doc_type} {dup!r} ({context}) appears twice in this {page_name}; "
+                f"nothing of this {page_name} was written")
+        with self._errors(assets):
+            self._ensure_indexes()
+            coll = (self._ar() if assets else self._mds())[
+                {"event": "event", "datum": "datum"}[doc_type]]
+            for chunk in _chunks(ids, IN_CHUNK):
+                found = coll.find_one({key: {"$in": list(chunk)}}, {key: 1, "_id": 0})
+                if found is not None:
+                    raise DuplicateUidError(
+                        f"{doc_type} {found[key]!r} ({context}) is already stored; "
+                        f"nothing of this {page_name} was written")
+            for d in docs:
+                d["_id"] = ObjectId()
+            done = 0
+            try:
+                for chunk in _chunks(docs, INSERT_CHUNK):
+                    coll.insert_many(chunk, ordered=False)
+                    done += len(chunk)
+            except Exception as err:  # noqa: BLE001 -- whatever it was, undo first
+                self._undo_insert(coll, docs, key, doc_type, page_name, context, done, err,
+                                  isinstance(err, BulkWriteError))
+
+    def _undo_insert(self, coll, docs, key, doc_type, page_name, context, done, err, bulk) -> None:
+        """Delete what a failed insert wrote, then raise an error saying what happened."""
+        from pymongo.errors import PyMongoError
+
+        n = len(docs)
+        failed: list = []
+        codes: set = set()
+        if bulk:
+            for e in err.details.get("writeErrors", []):
+                codes.add(e.get("code"))
+                op = e.get("op") or {}
+                failed.append(op.get(key, docs[done + e.get("index", 0)][key]))
+            written = done + int(err.details.get("nInserted", 0))
+        else:
+            written = None  # unknown: the connection failed mid-write
+        try:
+            for chunk in _chunks([d["_id"] for d in docs], IN_CHUNK):
+                coll.delete_many({"_id": {"$in": list(chunk)}})
+            undone = None
+        except PyMongoError as undo_err:
+            undone = undo_err
+        if written is None:
+            fate = f"an unknown number of its {n} {doc_type} documents were written"
+        else:
+            fate = f"{written} of its {n} {doc_type} documents were written"
+        if undone is None:
+            outcome = (f"{fate} and have been removed again, so nothing of this {page_name} "
+                       "is stored")
+        else:
+            outcome = (f"{fate} and removing them failed ({str(undone)[:200]}); delete the "
+                       f"documents of {key} in {[d[key] for d in docs[:5]]}... of this {page_name} "
+                       "by hand before retrying")
+        if bulk and failed and codes == {_DUPLICATE_KEY}:
+            raise DuplicateUidError(
+                f"{doc_type} {failed[0]!r} ({context}) is already stored (written concurrently "
+                f"by another client); {len(failed)} {doc_type} documents were rejected as "
+                f"duplicates; {outcome}") from err
+        if bulk:
+            shown = ", ".join(repr(f) for f in failed[:10]) + (", ..." if len(failed) > 10 else "")
+            first = (err.details.get("writeErrors") or [{}])[0].get("errmsg", str(err))
+            raise DaskBrokerError(
+                f"writing the {page_name} ({context}) failed: {len(failed)} {doc_type} documents "
+                f"were not written ({key} {shown}: {first}); {outcome}") from err
+        from pymongo.errors import ConnectionFailure
+
+        target = (self._assets or self._main) if doc_type == "datum" else self._main
+        cls = StoreURIError if isinstance(err, ConnectionFailure) else DaskBrokerError
+        raise cls(
+            f"writing the {page_name} ({context}) to the MongoDB server at {target.hosts} failed "
+            f"({str(err).split(',')[0][:300]}); {outcome}") from err
+
+    # ------------------------------------------------------------------ reads
+    def get_start(self, uid: str) -> dict | None:
+        with self._errors():
+            return _clean(self._mds().run_start.find_one({"uid": uid}, {"_id": 0}))
+
+    def start_uids_with_prefix(self, prefix: str, limit: int = 2) -> list[str]:
+        with self._errors():
+            cur = self._mds().run_start.find(
+                {"uid": {"$gte": prefix, "$lt": prefix + "\U0010ffff"}}, {"uid": 1, "_id": 0},
+                sort=[("uid", 1)], limit=limit)
+            return [d["uid"] for d in cur]
+
+    def iter_starts(self) -> Iterator[dict]:
+        yield from self._starts({})
+
+    def search(self, query: Mapping | None = None) -> Iterator[dict]:
+        """Start documents matching a Mongo query (evaluated by the server), newest first."""
+        query = dict(query or {})
+        validate_query(query)
+        yield from self._starts(_bson(query))
+
+    def _starts(self, query: dict) -> Iterator[dict]:
+        with self._errors():
+            cur = self._mds().run_start.find(query, {"_id": 0},
+                                             sort=[("time", -1), ("_id", -1)], batch_size=500)
+            for doc in cur:
+                yield _clean(doc)
+
+    def get_stop(self, run_uid: str) -> dict | None:
+        with self._errors():
+            return _clean(self._mds().run_stop.find_one({"run_start": run_uid}, {"_id": 0}))
+
+    def get_descriptor(self, uid: str) -> dict | None:
+        with self._errors():
+            doc = self._mds().event_descriptor.find_one({"uid": uid})
+            return None if doc is None else self._descriptor(doc)
+
+    def _descriptor(self, doc: Mapping, run_uid: str | None = None) -> dict:
+        """A stored descriptor as a document (legacy ``run_start_id`` becomes ``run_start``)."""
+        from bson import ObjectId
+
+        doc = dict(doc)
+        if "run_start" not in doc and "run_start_id" in doc:
+            ref = doc.pop("run_start_id")
+            if run_uid is None:
+                if isinstance(ref, ObjectId):
+                    start = self._mds().run_start.find_one({"_id": ref}, {"uid": 1})
+                    run_uid = start["uid"] if start else str(ref)
+                else:
+                    run_uid = ref
+            doc["run_start"] = run_uid
+        return _clean(doc)
+
+    def descriptors(self, run_uid: str) -> list[dict]:
+        with self._errors():
+            coll = self._mds().event_descriptor
+            docs = [self._descriptor(d)
+                    for d in coll.find({"run_start": run_uid}, sort=[("_id", 1)])]
+            if docs or not self._has_legacy_descriptors():
+                return docs
+            refs: list[Any] = [run_uid]
+            start = self._mds().run_start.find_one({"uid": run_uid}, {"_id": 1})
+            if start is not None:
+                refs.append(start["_id"])
+            return [self._descriptor(d, run_uid)
+                    for d in coll.find({"run_start_id": {"$in": refs}}, sort=[("_id", 1)])]
+
+    def _has_legacy_descriptors(self) -> bool:
+        """Whether any descriptor uses ``run_start_id`` (looked up once per store)."""
+        if self._legacy_descriptors is None:
+            found = self._mds().event_descriptor.find_one({"run_start_id": {"$exists": True}},
+                                                          {"_id": 1})
+            self._legacy_descriptors = found is not None
+        return self._legacy_descriptors
+
+    def get_resource(self, uid: str) -> dict | None:
+        with self._errors(assets=True):
+            doc = self._find_resource(uid)
+            return None if doc is None else self._resource(doc)
+
+    def _find_resource(self, uid: str) -> Mapping | None:
+        """The stored resource document ``get_resource`` reads (with its ``_id``)."""
+        from bson import ObjectId
+        from bson.errors import InvalidId
+
+        coll = self._ar().resource
+        doc = next(iter(coll.find({"uid": uid}, sort=[("_id", 1)], limit=1)), None)
+        if doc is None and isinstance(uid, str) and len(uid) == 24:
+            # Very old resources have no uid and are referenced by their _id.
+            try:
+                doc = coll.find_one({"_id": ObjectId(uid)})
+            except InvalidId:
+                doc = None
+        return doc
+
+    def update_resource(self, resource_uid: str, changes: Mapping, *, cmd: str,
+                        cmd_kwargs: Mapping) -> dict:
+        """Replace top-level keys of a resource and record the change in ``resource_update``.
+
+        As databroker v0 did: the record ``{resource, old, new, time, cmd, cmd_kwargs}``
+        goes to the asset registry's ``resource_update`` collection.  Without
+        transactions, the record is written first and removed again if the resource
+        cannot be updated.  Of historical duplicates, the first (the one read) is updated.
+        """
+        import time as _time
+
+        from pymongo.errors import PyMongoError
+
+        changes = dict(changes)
+        fixed = [k for k in ("uid", "run_start") if k in changes]
+        if fixed:
+            raise InvalidArgumentError(
+                f"resource {resource_uid!r}: {fixed} identify the resource and cannot be updated")
+        changes = _bson(changes)
+        with self._errors(assets=True):
+            self._ensure_indexes()
+            stored = self._find_resource(resource_uid)
+            if stored is None:
+                raise UnknownReferenceError(
+                    f"no resource with uid {resource_uid!r} in {_mask(self.asset_registry_uri)}; "
+                    "nothing was updated")
+            old = self._resource(stored)
+            new = {**old, **changes}
+            record = {"resource": resource_uid, "old": _bson(old), "new": _bson(new),
+                      "time": _time.time(), "cmd": cmd, "cmd_kwargs": _bson(dict(cmd_kwargs))}
+            history = self._ar().resource_update
+            record_id = history.insert_one(record).inserted_id
+            try:
+                if changes:
+                    self._ar().resource.update_one({"_id": stored["_id"]}, {"$set": changes})
+            except BaseException:
+                try:
+                    history.delete_one({"_id": record_id})
+                except PyMongoError:  # pragma: no cover - the server went away meanwhile
+                    logger.warning("resource %r: an update failed and its history record %s "
+                                   "could not be removed", resource_uid, record_id)
+                raise
+        return _restore(new)
+
+    def resource_history(self, resource_uid: str) -> list[dict]:
+        with self._errors(assets=True):
+            cur = self._ar().resource_update.find({"resource": resource_uid},
+                                                   sort=[("time", 1), ("_id", 1)])
+            return [{"resource": d.get("resource"), "old": _clean(d.get("old")),
+                     "new": _clean(d.get("new")), "time": d.get("time"), "cmd": d.get("cmd"),
+                     "cmd_kwargs": _restore(d.get("cmd_kwargs"))} for d in cur]
+
+    @staticmethod
+    def _resource(doc: Mapping) -> dict:
+        doc = dict(doc)
+        if "uid" not in doc:
+            doc["uid"] = str(doc["_id"])
+        return _clean(doc)
+
+    def resources(self, run_uid: str) -> list[dict]:
+        with self._errors(assets=True):
+            out: dict[str, dict] = {}
+            for doc in self._ar().resource.find({"run_start": run_uid}, sort=[("_id", 1)]):
+                res = self._resource(doc)
+                out.setdefault(res["uid"], res)  # legacy duplicates: the first wins
+            return list(out.values())
+
+    @staticmethod
+    def _datum(doc: Mapping) -> dict:
+        res = doc.get("resource")
+        return {"datum_id": doc["datum_id"],
+                "resource": res if isinstance(res, str) else _restore(res),
+                "datum_kwargs": _restore(doc.get("datum_kwargs", {}))}
+
+    def datum(self, datum_ids: Sequence[str]) -> dict[str, dict]:
+        ids = list(dict.fromkeys(datum_ids))
+        out: dict[str, dict] = {}
+        with self._errors(assets=True):
+            coll = self._ar().datum
+            for chunk in _chunks(ids, IN_CHUNK):
+                for doc in coll.find({"datum_id": {"$in": list(chunk)}}, {"_id": 0}):
+                    out[doc["datum_id"]] = self._datum(doc)
+        return out
+
+    def datum_of_resource(self, resource_uid: str) -> Iterator[dict]:
+        # Insertion order is _id order (ObjectIds made by one client increase).
+        with self._errors(assets=True):
+            for doc in self._ar().datum.find({"resource": resource_uid}, {"_id": 0},
+                                             sort=[("_id", 1)], batch_size=10_000,
+                                             allow_disk_use=True):
+                yield self._datum(doc)
+
+    def event_counts(self, descriptor_uids: Sequence[str]) -> dict[str, tuple[int, int, int]]:
+        """``{descriptor: (count, min seq_num, max seq_num)}``, by one aggregation.
+
+        ``count`` counts stored event documents, including any that repeat a seq_num
+        (which :meth:`iter_event_pages` collapses to the last one).
+        """
+        out: dict[str, tuple[int, int, int]] = {}
+        uids = list(dict.fromkeys(descriptor_uids))
+        with self._errors():
+            coll = self._mds().event
+            for chunk in _chunks(uids, IN_CHUNK):
+                pipeline = [
+                    {"$match": {"descriptor": {"$in": list(chunk)}}},
+                    {"$group": {"_id": "$descriptor", "n": {"$sum": 1},
+                                "lo": {"$min": "$seq_num"}, "hi": {"$max": "$seq_num"}}},
+                ]
+                for row in coll.aggregate(pipeline, allowDiskUse=True):
+                    if row.get("n") and row.get("lo") is not None:
+                        out[row["_id"]] = (int(row["n"]), int(row["lo"]), int(row["hi"]))
+        return out
+
+    def iter_event_pages(
+        self,
+        descriptor_uids: Sequence[str],
+        *,
+        seq_range: tuple[int, int] | None = None,
+        fields: Iterable[str] | None = None,
+        timestamps: bool = True,
+        uids: bool = False,
+    ) -> Iterator[EventPageColumns]:
+        descs = list(dict.fromkeys(descriptor_uids))
+        if not descs:
+            return
+        query: dict[str, Any] = {"descriptor": {"$in": descs}}
+        if seq_range is not None:
+            lo, hi = int(seq_range[0]), int(seq_range[1])
+            if lo >= hi:
+                return
+            query["seq_num"] = {"$gte": lo, "$lt": hi}
+        fields = None if fields is None else list(dict.fromkeys(fields))
+        projection: dict[str, int] = {"_id": 0, "descriptor": 1, "seq_num": 1, "time": 1}
+        if uids:
+            projection["uid"] = 1
+        if fields is None or any("." in f or f.startswith("$") for f in fields):
+            # Names a projection cannot express: read the whole sub-documents.
+            projection["data"] = 1
+            if timestamps:
+                projection["timestamps"] = 1
+        else:
+            for f in fields:
+                projection[f"data.{f}"] = 1
+                if timestamps:
+                    projection[f"timestamps.{f}"] = 1
+        with self._errors():
+            arrays = self._array_fields(descs)
+            yield from self._read_events(query, projection, fields, timestamps, uids, arrays)
+
+    def _array_fields(self, descriptor_uids: list[str]) -> dict[str, frozenset]:
+        """Per descriptor, its fields declared ``dtype: array`` with a shape (and stored
+        inline): BSON holds them as nested lists, read back as numpy arrays."""
+        cache = self._array_fields_cache
+        missing = [u for u in descriptor_uids if u not in cache]
+        if missing:
+            if len(cache) > 100_000:
+                cache.clear()
+            coll = self._mds().event_descriptor
+            for chunk in _chunks(missing, IN_CHUNK):
+                for doc in coll.find({"uid": {"$in": list(chunk)}}, {"uid": 1, "data_keys": 1}):
+                    keys = doc.get("data_keys") or {}
+                    cache[doc["uid"]] = frozenset(
+                        k for k, v in keys.items() if isinstance(v, Mapping)
+                        and v.get("dtype") == "array" and v.get("shape")
+                        and not v.get("external"))
+        return {u: cache.get(u, frozenset()) for u in descriptor_uids}
+
+    def _read_events(self, query, projection, fields, timestamps, uids,
+                     arrays: dict[str, frozenset]) -> Iterator[EventPageColumns]:
+        import bson
+
+        coll = self._mds().event
+        sample = coll.find_one(query, projection)
+        if sample is None:
+            return
+        size = max(1, len(bson.encode(sample)))
+        batch = max(1, min(MAX_PAGE_EVENTS, TARGET_BATCH_BYTES // size))
+        cursor = coll.find(query, projection, sort=_EVENT_SORT, batch_size=batch,
+                           allow_disk_use=True)
+        rows: list[Mapping] = []
+        for doc in _last_of_each_seq_num(cursor):
+            if rows and (len(rows) >= batch or rows[-1]["descriptor"] != doc["descriptor"]):
+                yield self._page(rows, fields, timestamps, uids, arrays)
+                rows = []
+            rows.append(doc)
+        if rows:
+            yield self._page(rows, fields, timestamps, uids, arrays)
+
+    @staticmethod
+    def _page(rows: list[Mapping], fields, timestamps: bool, uids: bool,
+              arrays: dict[str, frozenset]) -> EventPageColumns:
+        # Servers differ: MongoDB nests a dotted projection ({"data": {"x": 1}}),
+        # nx-27017 returns it flat ({"data.x": 1}).
+        flat = any("." in k for k in rows[0])
+        datas = [_part(r, "data", flat) for r in rows]
+        tss = [_part(r, "timestamps", flat) for r in rows] if timestamps else []
+        if fields is None:
+            names: list[str] = list(dict.fromkeys(k for d in datas for k in d))
+        else:
+            names = fields
+        array_names = arrays.get(rows[0]["descriptor"], ())
+        data: dict[str, Any] = {}
+        ts: dict[str, Any] = {}
+        for name in names:
+            column = [d.get(name, _MISSING) for d in datas]
+            if all(v is _MISSING for v in column):
+                continue  # not a field of this descriptor
+            column = [None if v is _MISSING else v for v in column]
+            data[name] = (_to_array_column if name in array_names else _to_column)(column)
+            if timestamps:
+                ts[name] = _to_column([t.get(name) for t in tss])
+        return EventPageColumns(
+            descriptor=rows[0]["descriptor"],
+            seq_num=np.asarray([r["seq_num"] for r in rows], dtype="<i8"),
+            time=np.asarray([r["time"] for r in rows], dtype="<f8"),
+            data=data,
+            timestamps=ts,
+            uid=[r["uid"] for r in rows] if uids else None,
+        )
