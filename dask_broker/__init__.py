@@ -34,6 +34,7 @@ from .errors import (
     UnsupportedQueryError,
 )
 from .event_source import EventSource
+from .files import copy_files, file_list, move_files
 from .header import Header
 from .stores import Store, open_store
 from .timestruct import TimeStruct
@@ -50,6 +51,9 @@ __all__ = [
     "Store",
     "open_store",
     "TimeStruct",
+    "file_list",
+    "copy_files",
+    "move_files",
     "FillContext",
     "FillRecipe",
     "HandlerRegistry",

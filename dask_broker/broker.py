@@ -66,6 +66,23 @@ class Broker:
         return cls(store_class(uri).from_uri(uri, **kwargs), root_map=root_map)
 
     @classmethod
+    def named(cls, name: str) -> "Broker":
+        """Open the catalog called ``name`` in the catalogs config file.
+
+        The file (TOML or JSON: name -> URI, optional root_map) is
+        ``$DASK_BROKER_CONFIG``, else ``~/.config/dask_broker/catalogs.toml``
+        (or ``.json``); see :mod:`dask_broker.config`.
+
+        Examples
+        --------
+        >>> db = Broker.named("csx")  # doctest: +SKIP
+        """
+        from .config import lookup
+
+        cfg = lookup(name)
+        return cls.from_uri(cfg.uri, root_map=cfg.root_map or None)
+
+    @classmethod
     def temp(cls) -> "Broker":
         """A throwaway embedded catalog in a temporary folder, removed at exit.
 
@@ -128,6 +145,28 @@ class Broker:
     def uri(self) -> str:
         """The catalog's URI."""
         return self.store.uri
+
+    def update_resource(self, resource_uid: str, **changes: Any) -> dict:
+        """Change a resource's ``root``, ``resource_path``, ``resource_kwargs`` or ``spec``.
+
+        See :meth:`EventSource.update_resource`; to move the files too, use
+        :func:`dask_broker.move_files`.
+
+        Examples
+        --------
+        >>> db.update_resource(res_uid, root="/mnt/archive/xf23id")  # doctest: +SKIP
+        """
+        return self.event_source.update_resource(resource_uid, **changes)
+
+    def resource_history(self, resource_uid: str) -> list[dict]:
+        """A resource's updates, oldest first; see :meth:`EventSource.resource_history`.
+
+        Examples
+        --------
+        >>> db.resource_history(res_uid)[-1]["cmd"]  # doctest: +SKIP
+        'move_files'
+        """
+        return self.event_source.resource_history(resource_uid)
 
     # ------------------------------------------------------------ insert
     def insert(self, name: str, doc: Mapping) -> None:

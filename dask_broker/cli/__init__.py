@@ -15,7 +15,8 @@ from ..errors import DaskBrokerError
 __all__ = ["main", "build_parser"]
 
 #: Modules that contribute subcommands (each has ``register(subparsers)``).
-COMMAND_MODULES = ["dask_broker.cli.demo"]
+COMMAND_MODULES = ["dask_broker.cli.demo", "dask_broker.cli.ingest", "dask_broker.cli.ls",
+                   "dask_broker.cli.export", "dask_broker.cli.bench", "dask_broker.cli.files"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,9 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except DaskBrokerError as err:
+    except (DaskBrokerError, OSError) as err:
         print(f"dask-broker: error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("dask-broker: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -144,6 +144,62 @@ class Store(abc.ABC):
     def resources(self, run_uid: str) -> list[dict]:
         """A run's resources in insertion order."""
 
+    # ------------------------------------------------------- resource updates
+    # Not abstract: a backend without them still stores and reads runs.
+    def update_resource(self, resource_uid: str, changes: Mapping, *, cmd: str,
+                        cmd_kwargs: Mapping) -> dict:
+        """Replace top-level keys of a stored resource and record the change, atomically.
+
+        In one transaction the resource document becomes ``{**old, **changes}``
+        and a history record ``{"resource", "old", "new", "time", "cmd",
+        "cmd_kwargs"}`` is appended (as databroker v0's ``resource_update``
+        collection).  Which keys may change is checked by the caller
+        (:meth:`~dask_broker.EventSource.update_resource`); the store only
+        refuses ``uid`` and ``run_start``, which identify the resource.
+
+        Parameters
+        ----------
+        resource_uid
+            The resource to update.
+        changes
+            New values of top-level keys (``root``, ``resource_path``, ...).
+        cmd
+            What made the change (e.g. ``"move_files"``).
+        cmd_kwargs
+            Its arguments (JSON-serializable).
+
+        Returns
+        -------
+        dict
+            The new resource document.
+
+        Raises
+        ------
+        UnknownReferenceError
+            No resource with this uid is stored (nothing is written).
+        InvalidArgumentError
+            ``changes`` touches ``uid`` or ``run_start``.
+        NotImplementedError
+            The backend does not support resource updates (the default).
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement update_resource: this catalog backend "
+            "cannot update resource documents (yet)")
+
+    def resource_history(self, resource_uid: str) -> list[dict]:
+        """The update records of a resource, oldest first (``[]`` if never updated or unknown).
+
+        Each record is ``{"resource", "old", "new", "time", "cmd", "cmd_kwargs"}``.
+
+        Raises
+        ------
+        NotImplementedError
+            The backend does not record resource updates (the default).
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement resource_history: this catalog backend "
+            "does not record resource updates (yet)")
+
     @abc.abstractmethod
     def datum(self, datum_ids: Sequence[str]) -> dict[str, dict]:
         """The datum documents with these ids (missing ids are absent)."""

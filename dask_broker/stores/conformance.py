@@ -723,3 +723,81 @@ class StoreConformance:
         other = _Run()
         store.insert_start(other.start)
         assert {s["uid"] for s in store.iter_starts()} == {run.start["uid"], other.start["uid"]}
+
+    # ================================================================ resource updates
+    # Store.update_resource / Store.resource_history (not abstract: a backend that
+    # has not implemented them yet -- the base class raises NotImplementedError --
+    # skips these tests).
+    @staticmethod
+    def _skip_without_resource_updates(store):
+        from .base import Store
+
+        if type(store).update_resource is Store.update_resource:
+            pytest.skip(f"{type(store).__name__} does not implement update_resource yet")
+
+    def _stored_resources(self, store, n=2):
+        self._skip_without_resource_updates(store)
+        run = _Run()
+        store.insert_start(run.start)
+        bundles = [run.resource(f"sub/file-{i}.h5") for i in range(n)]
+        for b in bundles:
+            store.insert_resource(b.resource_doc)
+        store.insert_datum_page(bundles[0].compose_datum_page(datum_kwargs={"index": [0, 1]}))
+        return run, [b.resource_doc for b in bundles]
+
+    def test_update_resource_replaces_document(self, store):
+        run, (res, other) = self._stored_resources(store)
+        datum_before = list(store.datum_of_resource(res["uid"]))
+        new = store.update_resource(res["uid"], {"root": "/archive", "resource_kwargs": {"k": 2}},
+                                    cmd="move_files", cmd_kwargs={"new_root": "/archive"})
+        expected = {**res, "root": "/archive", "resource_kwargs": {"k": 2}}
+        assert new == expected
+        assert store.get_resource(res["uid"]) == expected
+        assert store.resources(run.start["uid"]) == [expected, other]  # order kept
+        assert store.get_resource(other["uid"]) == other
+        assert list(store.datum_of_resource(res["uid"])) == datum_before
+
+    def test_resource_history_oldest_first(self, store):
+        _, (res, other) = self._stored_resources(store)
+        assert store.resource_history(res["uid"]) == []
+        first = store.update_resource(res["uid"], {"root": "/a"}, cmd="c1", cmd_kwargs={"x": 1})
+        second = store.update_resource(res["uid"], {"resource_path": "p.h5"}, cmd="c2",
+                                       cmd_kwargs={})
+        history = store.resource_history(res["uid"])
+        assert [h["cmd"] for h in history] == ["c1", "c2"]
+        assert [h["cmd_kwargs"] for h in history] == [{"x": 1}, {}]
+        assert all(h["resource"] == res["uid"] for h in history)
+        assert history[0]["old"] == res and history[0]["new"] == first
+        assert history[1]["old"] == first and history[1]["new"] == second
+        assert all(isinstance(h["time"], float) for h in history)
+        assert history[0]["time"] <= history[1]["time"]
+        assert store.resource_history(other["uid"]) == []
+
+    def test_update_unknown_resource_writes_nothing(self, store):
+        from ..errors import UnknownReferenceError
+
+        _, (res, _) = self._stored_resources(store)
+        with pytest.raises(UnknownReferenceError, match="nope"):
+            store.update_resource("nope", {"root": "/x"}, cmd="c", cmd_kwargs={})
+        with pytest.raises(KeyError):
+            store.update_resource("nope", {"root": "/x"}, cmd="c", cmd_kwargs={})
+        assert store.resource_history("nope") == []
+        assert store.get_resource(res["uid"]) == res
+
+    def test_update_resource_refuses_identity_keys(self, store):
+        _, (res, _) = self._stored_resources(store)
+        for key in ("uid", "run_start"):
+            with pytest.raises(ValueError, match=key):
+                store.update_resource(res["uid"], {key: "other"}, cmd="c", cmd_kwargs={})
+        assert store.get_resource(res["uid"]) == res
+        assert store.resource_history(res["uid"]) == []
+
+    def test_resource_history_seen_by_a_pickled_copy(self, store):
+        _, (res, _) = self._stored_resources(store)
+        store.update_resource(res["uid"], {"root": "/b"}, cmd="c", cmd_kwargs={"n": 1})
+        copy = pickle.loads(pickle.dumps(store))
+        try:
+            assert copy.get_resource(res["uid"])["root"] == "/b"
+            assert copy.resource_history(res["uid"]) == store.resource_history(res["uid"])
+        finally:
+            copy.close()

@@ -27,6 +27,7 @@ import os
 import sqlite3
 import tempfile
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -35,7 +36,13 @@ from urllib.parse import parse_qs
 import numpy as np
 
 from ..codec import decode_column, dumps, encode_column, column_to_list
-from ..errors import DuplicateUidError, RunAlreadyStoppedError, StoreURIError
+from ..errors import (
+    DuplicateUidError,
+    InvalidArgumentError,
+    RunAlreadyStoppedError,
+    StoreURIError,
+    UnknownReferenceError,
+)
 from .base import EventPageColumns, Store
 
 __all__ = ["SQLiteStore", "parse_sqlite_uri"]
@@ -76,6 +83,10 @@ CREATE TABLE IF NOT EXISTS page_column (
     page_id INTEGER NOT NULL, field TEXT NOT NULL, codec TEXT NOT NULL, data BLOB NOT NULL,
     ts_codec TEXT NOT NULL, ts BLOB NOT NULL, PRIMARY KEY (page_id, field));
 CREATE TABLE IF NOT EXISTS event_uid (uid TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS resource_update (
+    id INTEGER PRIMARY KEY, resource TEXT NOT NULL, time REAL NOT NULL, cmd TEXT NOT NULL,
+    cmd_kwargs TEXT NOT NULL, old TEXT NOT NULL, new TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS resource_update_resource ON resource_update (resource, id);
 """
 
 
@@ -296,6 +307,35 @@ class SQLiteStore(Store):
                 f"datum {dup!r} (resource {page['resource']!r}) is already stored; "
                 "nothing of this datum_page was written"
             ) from err
+
+    def update_resource(self, resource_uid: str, changes: Mapping, *, cmd: str,
+                        cmd_kwargs: Mapping) -> dict:
+        changes = dict(changes)
+        fixed = [k for k in ("uid", "run_start") if k in changes]
+        if fixed:
+            raise InvalidArgumentError(
+                f"resource {resource_uid!r}: {fixed} identify the resource and cannot be updated")
+        with self._write() as conn:
+            row = conn.execute("SELECT doc FROM resource WHERE uid = ?", (resource_uid,)).fetchone()
+            if row is None:
+                raise UnknownReferenceError(
+                    f"no resource with uid {resource_uid!r} in {self.uri}; nothing was updated")
+            old = json.loads(row[0])
+            new = {**old, **changes}
+            conn.execute("UPDATE resource SET doc = ? WHERE uid = ?", (dumps(new), resource_uid))
+            conn.execute(
+                "INSERT INTO resource_update (resource, time, cmd, cmd_kwargs, old, new) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (resource_uid, time.time(), cmd, dumps(dict(cmd_kwargs)), row[0], dumps(new)))
+        return json.loads(dumps(new))
+
+    def resource_history(self, resource_uid: str) -> list[dict]:
+        rows = self._conn().execute(
+            "SELECT time, cmd, cmd_kwargs, old, new FROM resource_update WHERE resource = ? "
+            "ORDER BY id", (resource_uid,)).fetchall()
+        return [{"resource": resource_uid, "old": json.loads(old), "new": json.loads(new),
+                 "time": t, "cmd": cmd, "cmd_kwargs": json.loads(kwargs)}
+                for t, cmd, kwargs, old, new in rows]
 
     def _first_duplicate(self, table: str, column: str, ids: Sequence[str]) -> str:
         seen: set[str] = set()

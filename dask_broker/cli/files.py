@@ -1,0 +1,90 @@
+"""``dask-broker files list|copy|move CATALOG TARGET [NEW_ROOT]``: the files of resources.
+
+TARGET is a resource uid, or a run: its uid, a unique uid prefix, or ``-N``
+(``-1`` is the latest run).  ``copy`` and ``move`` keep each file's path
+relative to its resource's root under NEW_ROOT and point the resources there;
+see :mod:`dask_broker.files`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+
+from ..errors import StoreURIError
+
+__all__ = ["register", "resolve_target"]
+
+
+def _open(catalog: str):
+    try:
+        from ..config import open_catalog
+    except ImportError:  # pragma: no cover - config is optional here
+        from ..broker import Broker
+        from ..stores.sqlite import parse_sqlite_uri
+
+        uri = catalog if "://" in catalog else f"sqlite:///{os.path.abspath(catalog)}"
+        if uri.startswith("sqlite:") and not parse_sqlite_uri(uri)[0].is_file():
+            raise StoreURIError(f"no catalog at {catalog!r}: the file does not exist")
+        return Broker.from_uri(uri)
+    return open_catalog(catalog, create=False)
+
+
+def resolve_target(db, key: str):
+    """A resource uid as it is, else the run (Header) named by uid, unique prefix or ``-N``.
+
+    Examples
+    --------
+    >>> resolve_target(db, "-1")   # doctest: +SKIP
+    <Header uid='...' ...>
+    """
+    if re.fullmatch(r"-\d+", key):
+        return db[int(key)]
+    if db.store.get_resource(key) is not None:
+        return key
+    return db[key]
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..files import copy_files, file_list, move_files
+
+    db = _open(args.catalog)
+    target = resolve_target(db, args.target)
+    if args.action == "list":
+        for path in file_list(db, target):
+            print(path)
+        return 0
+    function = copy_files if args.action == "copy" else move_files
+    report = function(db, target, args.new_root, verify=not args.no_verify,
+                      dry_run=args.dry_run, progress=False if args.no_progress else None)
+    print(report)
+    return 0
+
+
+def register(sub) -> None:
+    files = sub.add_parser(
+        "files", help="list, copy or move the files of a run's resources",
+        description="List the files a run's (or one resource's) external data lives in, or "
+                    "copy/move them under a new root and point the catalog there. Copies are "
+                    "verified before the catalog changes and old files are deleted only after; "
+                    "an interrupted copy/move is finished by running it again.")
+    actions = files.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, text in (("list", "print the files, one per line"),
+                         ("copy", "copy the files under NEW_ROOT and point the catalog there"),
+                         ("move", "move the files under NEW_ROOT and point the catalog there")):
+        p = actions.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")
+        p.add_argument("catalog", metavar="CATALOG_URI",
+                       help="catalog URI (sqlite:///..., mongodb://...), named catalog, or "
+                            "path of a .db file")
+        p.add_argument("target", metavar="TARGET",
+                       help="a run uid (or unique prefix, or -1 for the latest run) or a "
+                            "resource uid")
+        if action != "list":
+            p.add_argument("new_root", metavar="NEW_ROOT", help="the folder the files go under")
+            p.add_argument("--dry-run", action="store_true",
+                           help="only report what would be done; touch nothing")
+            p.add_argument("--no-verify", action="store_true",
+                           help="compare only sizes, not checksums, of fresh copies")
+            p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+        p.set_defaults(func=_run, action=action)
