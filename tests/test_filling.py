@@ -59,11 +59,11 @@ class FailingHandler:
 
 
 @pytest.fixture
-def run(tmp_path):
+def run(tmp_path, any_db):
     data = tmp_path / "data"
     data.mkdir()
     ext = make_external_run(data, n_files=3, points_per_file=4, frame_per_point=1)
-    db = Broker.temp()
+    db = any_db
     for name, doc in ext.documents:
         db.insert(name, doc)
     CountingHandler.created.clear()
@@ -190,11 +190,11 @@ def test_register_and_deregister(run):
         db.handlers.lookup("MY_SPEC")
 
 
-def test_no_handler_error_raised_by_compute(tmp_path):
+def test_no_handler_error_raised_by_compute(tmp_path, any_db):
     data = tmp_path / "d"
     data.mkdir()
     ext = make_external_run(data, n_files=1, points_per_file=2, npy=False)
-    db = Broker.temp()
+    db = any_db
     for name, doc in ext.documents:
         if name == "resource":
             doc = {**doc, "spec": "MYSTERY_DETECTOR"}
@@ -214,11 +214,11 @@ def test_handler_that_raises_is_wrapped(run):
     assert isinstance(info.value.__cause__, RuntimeError)
 
 
-def test_unknown_datum_id(tmp_path):
+def test_unknown_datum_id(tmp_path, any_db):
     data = tmp_path / "d"
     data.mkdir()
     ext = make_external_run(data, n_files=1, points_per_file=2, npy=False)
-    db = Broker.temp()
+    db = any_db
     for name, doc in ext.documents:
         if name == "datum" and doc["datum_kwargs"]["point_number"] == 1:
             continue  # lose one datum document

@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 
 from dask_broker import Broker, DaskBrokerError, NoEventDescriptors, UnknownFieldError
-from dask_broker.stores.sqlite import SQLiteStore
 from dask_broker.timestruct import TimeStruct
 
 RAW = TimeStruct(convert_times=False)
@@ -45,8 +44,9 @@ def _expected_frame(events: list[dict], fields: list[str], timestamps: bool = Fa
 
 
 @pytest.fixture
-def db():
-    return Broker.temp()
+def db(any_db):
+    """Every table test runs on each store backend (embedded SQLite and MongoDB)."""
+    return any_db
 
 
 @pytest.fixture
@@ -113,7 +113,7 @@ def test_meta_is_built_without_reading_events(scan, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("planning read event data")
 
-    monkeypatch.setattr(SQLiteStore, "iter_event_pages", boom)
+    monkeypatch.setattr(type(h.event_source.store), "iter_event_pages", boom)
     df = h.table(timestamps=True)
     assert list(df.columns) == ["time", *DATA_KEYS, *(f"ts_{f}" for f in DATA_KEYS)]
 
@@ -148,16 +148,18 @@ def test_table_chunk_and_chunks(scan):
 
 
 class _Recorder:
-    def __init__(self, monkeypatch):
+    """Records the arguments of every event read of the store class (projection pushdown)."""
+
+    def __init__(self, monkeypatch, store_class):
         self.calls = []
-        original = SQLiteStore.iter_event_pages
+        original = store_class.iter_event_pages
         recorder = self
 
         def recording(store, descriptor_uids, **kwargs):
             recorder.calls.append(kwargs)
             return original(store, descriptor_uids, **kwargs)
 
-        monkeypatch.setattr(SQLiteStore, "iter_event_pages", recording)
+        monkeypatch.setattr(store_class, "iter_event_pages", recording)
 
     def fields(self):
         return {tuple(c["fields"]) for c in self.calls}
@@ -165,7 +167,7 @@ class _Recorder:
 
 def test_projection_reaches_the_store(scan, monkeypatch):
     h, events = scan
-    rec = _Recorder(monkeypatch)
+    rec = _Recorder(monkeypatch, type(h.event_source.store))
     with dask.config.set(scheduler="threads"):
         got = h.table(chunk_size=20)[["det"]].compute()
     assert rec.fields() == {("det",)}

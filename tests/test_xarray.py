@@ -8,7 +8,6 @@ import pytest
 import xarray as xr
 
 from dask_broker import Broker
-from dask_broker.stores.sqlite import SQLiteStore
 
 DATA_KEYS = {
     "x": {"source": "PV:x", "dtype": "number", "shape": [], "units": "mm"},
@@ -20,8 +19,8 @@ DATA_KEYS = {
 
 
 @pytest.fixture
-def run():
-    db = Broker.temp()
+def run(any_db):
+    db = any_db
     bundle = event_model.compose_run(metadata={"scan_id": 11})
     db.insert("start", bundle.start_doc)
     desc = bundle.compose_descriptor(name="primary", data_keys=DATA_KEYS)
@@ -66,13 +65,14 @@ def test_slice_reads_only_the_sliced_events(run, monkeypatch):
     h, events = run
     ds = h.to_xarray(chunk_size=10)
     ranges = []
-    original = SQLiteStore.iter_event_pages
+    store_class = type(h.event_source.store)
+    original = store_class.iter_event_pages
 
     def recording(store, descriptor_uids, **kwargs):
         ranges.append(kwargs.get("seq_range"))
         return original(store, descriptor_uids, **kwargs)
 
-    monkeypatch.setattr(SQLiteStore, "iter_event_pages", recording)
+    monkeypatch.setattr(store_class, "iter_event_pages", recording)
     got = ds["spectrum"][12:14].values
     np.testing.assert_array_equal(got, np.array([e["data"]["spectrum"] for e in events[12:14]]))
     # seq_num is position + 1: positions 12..13 are seq_nums 13..14
