@@ -13,6 +13,7 @@ SCENARIOS = {
     "tables": "benchmarks.bench_tables",
     "filling": "benchmarks.bench_filling",
     "scaling": "benchmarks.bench_scaling",
+    "mongo": "benchmarks.bench_mongo",
 }
 
 
