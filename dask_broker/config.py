@@ -30,7 +30,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 from .errors import DaskBrokerError, StoreURIError, _KeyErrorMessage
 

@@ -1,4 +1,4 @@
-"""``dask-broker ingest CATALOG FILES...``: insert documents saved by suitcase-msgpack or suitcase-jsonl.
+"""``dask-broker ingest CATALOG FILES...``: insert documents saved by suitcase (msgpack, jsonl).
 
 Both formats hold ``(name, doc)`` pairs, one run per file, as databroker v1's
 temporary and file-based catalogs write them:
@@ -77,9 +77,9 @@ def _read_msgpack(path: Path, progress) -> Iterator[tuple[str, dict]]:
             raise IngestError(f"{path}: not a valid msgpack document file (item {index}): "
                               f"{err or type(err).__name__}") from err
         size = path.stat().st_size
-        if unpacker.tell() != size:
-            raise IngestError(f"{path}: truncated or not msgpack: {size - unpacker.tell()} "
-                              f"byte(s) left unread after item {index}")
+        if last != size:  # the Unpacker stops quietly at an incomplete object
+            raise IngestError(f"{path}: truncated or not msgpack: {size - last} byte(s) after "
+                              f"the last complete document (byte {last}) cannot be read")
 
 
 def _read_jsonl(path: Path, progress) -> Iterator[tuple[str, dict]]:

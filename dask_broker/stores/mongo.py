@@ -54,16 +54,12 @@ never pickled, and are re-made after a fork).  An unreachable server raises
 from __future__ import annotations
 
 import logging
-import os
-import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping, Sequence
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 import numpy as np
 
-from ..codec import _scalar_kind
 from ..errors import (
     DaskBrokerError,
     DuplicateUidError,
@@ -74,13 +70,33 @@ from ..errors import (
 )
 from ..query import validate_query
 from .base import EventPageColumns, Store
+from .mongo_uri import (
+    ASSET_PARAM,
+    DEFAULT_SERVER_SELECTION_TIMEOUT_MS,
+    MongoURI,
+    client_for,
+    drop_client,
+    indexed,
+    mask_uri,
+    parse_store_uri,
+    with_timeout,
+)
+from .mongo_values import (
+    clean_doc,
+    first_repeat,
+    last_of_each_seq_num,
+    restore,
+    sub_document,
+    to_array_column,
+    to_bson,
+    to_bson_list,
+    to_column,
+)
 
 __all__ = ["MongoStore", "DEFAULT_SERVER_SELECTION_TIMEOUT_MS"]
 
 logger = logging.getLogger(__name__)
 
-#: How long an operation waits for an unreachable server before failing (ms).
-DEFAULT_SERVER_SELECTION_TIMEOUT_MS = 5000
 #: Aim for server replies of about this size when reading events.
 TARGET_BATCH_BYTES = 4 * 2**20
 #: At most this many events in one page (and one server batch).
@@ -90,301 +106,15 @@ INSERT_CHUNK = 10_000
 #: Values per ``$in`` query.
 IN_CHUNK = 10_000
 
-_ASSET_PARAM = "asset_registry_uri"
-_TIMEOUT_OPTION = "serverSelectionTimeoutMS"
-_SCHEMES = ("mongodb", "mongodb+srv")
 _DUPLICATE_KEY = 11000
 _AUTH_CODES = (13, 18)  # Unauthorized, AuthenticationFailed
 _EVENT_SORT = [("descriptor", 1), ("seq_num", 1), ("time", 1)]
-
-
-# ----------------------------------------------------------------------- URIs
-@dataclass(frozen=True)
-class _MongoURI:
-    """One parsed database URI (without dask_broker's own parameters)."""
-
-    uri: str            # what MongoClient is given
-    database: str
-    hosts: str          # for messages: no credentials
-    timeout_ms: int | None  # the URI's serverSelectionTimeoutMS, if it sets one
-
-    @property
-    def has_timeout(self) -> bool:
-        return self.timeout_ms is not None
-
-    @property
-    def effective_timeout_ms(self) -> int:
-        return DEFAULT_SERVER_SELECTION_TIMEOUT_MS if self.timeout_ms is None else self.timeout_ms
-
-
-def _split_uri(uri: Any) -> tuple[str, str, str, list[str]]:
-    """``(scheme, netloc, path, query items)`` of a mongodb URI, items still encoded."""
-    if not isinstance(uri, str) or "://" not in uri:
-        raise StoreURIError(
-            f"{uri!r} is not a MongoDB URI; write 'mongodb://host:27017/dbname'")
-    scheme, _, rest = uri.partition("://")
-    if scheme.lower() not in _SCHEMES:
-        raise StoreURIError(
-            f"{uri!r} is not a MongoDB URI (scheme {scheme!r}); "
-            "write 'mongodb://host:27017/dbname'")
-    if "/" in rest.split("?", 1)[0]:
-        netloc, _, tail = rest.partition("/")
-    else:
-        netloc, _, tail = rest.partition("?")
-        tail = "?" + tail if tail else ""
-    path, _, query = tail.partition("?")
-    items = [item for item in query.replace(";", "&").split("&") if item]
-    return scheme.lower(), netloc, path, items
-
-
-def _parse(uri: str, what: str = "catalog") -> tuple[_MongoURI, str | None]:
-    """Parse a store URI; returns the database URI and the asset-registry URI it names."""
-    scheme, netloc, path, items = _split_uri(uri)
-    asset_uri = None
-    kept = []
-    for item in items:
-        key, _, value = item.partition("=")
-        if key == _ASSET_PARAM:
-            asset_uri = unquote(value)
-        else:
-            kept.append(item)
-    database = unquote(path)
-    hosts = netloc.rpartition("@")[2]
-    if not hosts:
-        raise StoreURIError(
-            f"the {what} URI {uri!r} names no host; write 'mongodb://host:27017/dbname'")
-    if not database:
-        raise StoreURIError(
-            f"the {what} URI {uri!r} names no database; write 'mongodb://{hosts}/dbname'")
-    bad = [c for c in '/\\. "$' if c in database]
-    if bad:
-        raise StoreURIError(
-            f"the {what} URI {uri!r} names the database {database!r}, which contains "
-            f"{''.join(bad)!r}; MongoDB database names cannot")
-    client_uri = f"{scheme}://{netloc}/{path}" + ("?" + "&".join(kept) if kept else "")
-    if scheme == "mongodb":  # (+srv would resolve DNS here)
-        from pymongo.errors import ConfigurationError, InvalidURI
-        from pymongo.uri_parser import parse_uri
-
-        try:
-            parse_uri(client_uri, warn=True)
-        except (InvalidURI, ConfigurationError, ValueError) as err:
-            raise StoreURIError(f"the {what} URI {uri!r} is not valid: {err}") from err
-    timeout_ms = None
-    for item in kept:
-        key, _, value = item.partition("=")
-        if key.lower() == _TIMEOUT_OPTION.lower():
-            try:
-                timeout_ms = int(float(unquote(value)))
-            except ValueError:
-                raise StoreURIError(
-                    f"the {what} URI {uri!r} sets {key}={value!r}; give milliseconds") from None
-    return _MongoURI(client_uri, database, hosts, timeout_ms), asset_uri
-
-
-def _with_timeout(uri: str, timeout_ms: int) -> str:
-    """``uri`` with serverSelectionTimeoutMS set to ``timeout_ms``."""
-    scheme, netloc, path, items = _split_uri(uri)
-    items = [i for i in items if i.partition("=")[0].lower() != _TIMEOUT_OPTION.lower()]
-    items.append(f"{_TIMEOUT_OPTION}={int(timeout_ms)}")
-    return f"{scheme}://{netloc}/{path}?" + "&".join(items)
-
-
-def _mask(uri: str) -> str:
-    """``uri`` without its password (for repr and messages)."""
-    scheme, sep, rest = uri.partition("://")
-    netloc, slash, tail = rest.partition("/")
-    if "@" not in netloc:
-        return uri
-    creds, _, hosts = netloc.rpartition("@")
-    user = creds.partition(":")[0]
-    return f"{scheme}{sep}{user}:***@{hosts}{slash}{tail}"
-
-
-# ----------------------------------------------------------------- clients
-_clients: dict[tuple, Any] = {}
-_clients_pid = os.getpid()
-_clients_lock = threading.Lock()
-_indexed: set[tuple] = set()
-
-
-def _client_for(target: _MongoURI, client_class: Any) -> Any:
-    """This process's client for a URI (made on first use; never inherited through fork)."""
-    global _clients_pid
-    key = (client_class, target.uri)
-    with _clients_lock:
-        if _clients_pid != os.getpid():
-            # A forked child must not use its parent's sockets; drop (not close) them.
-            _clients.clear()
-            _indexed.clear()
-            _clients_pid = os.getpid()
-        client = _clients.get(key)
-        if client is None:
-            if client_class is None:
-                from pymongo import MongoClient as client_class
-            kwargs = {} if target.has_timeout else {
-                _TIMEOUT_OPTION: DEFAULT_SERVER_SELECTION_TIMEOUT_MS}
-            try:
-                client = client_class(target.uri, connect=False, **kwargs)
-            except Exception as err:  # pymongo.errors.ConfigurationError and friends
-                raise StoreURIError(f"cannot open {_mask(target.uri)}: {err}") from err
-            _clients[key] = client
-        return client
-
-
-def _drop_client(target: _MongoURI, client_class: Any) -> None:
-    with _clients_lock:
-        client = _clients.pop((client_class, target.uri), None)
-    if client is not None and _clients_pid == os.getpid():
-        client.close()
 
 
 # ----------------------------------------------------------------- helpers
 def _chunks(seq: Sequence, size: int) -> Iterator[Sequence]:
     for i in range(0, len(seq), size):
         yield seq[i:i + size]
-
-
-_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
-_DECIMAL_DIGITS = 34  # what a Decimal128 holds exactly
-
-
-def _big_int(value: int) -> Any:
-    """An int beyond BSON's 64 bits, as a Decimal128 (exact up to 34 digits)."""
-    from bson.decimal128 import Decimal128
-
-    if len(str(abs(value))) > _DECIMAL_DIGITS:
-        raise DaskBrokerError(
-            f"the integer {value} has more than {_DECIMAL_DIGITS} digits: MongoDB (BSON) "
-            "stores integers of 64 bits, and dask_broker stores larger ones as Decimal128, "
-            "which holds 34 digits; store it as a string or a float")
-    return Decimal128(str(value))
-
-
-def _bson(obj: Any) -> Any:
-    """A value as BSON-encodable plain Python (numpy converted, big ints as Decimal128)."""
-    t = type(obj)
-    if t is float or t is str or t is bool or obj is None:
-        return obj
-    if t is int:
-        return obj if _I64_MIN <= obj <= _I64_MAX else _big_int(obj)
-    if isinstance(obj, dict):
-        return {k: _bson(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_bson(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _pylist(obj) if obj.ndim == 1 else _bson(obj.tolist())
-    if isinstance(obj, np.generic):
-        return _bson(obj.item())
-    if isinstance(obj, int):  # an int subclass (not bool)
-        return _bson(int(obj))
-    return obj
-
-
-def _pylist(column: Any) -> list:
-    """A column as a list of BSON-encodable values."""
-    if isinstance(column, np.ndarray):
-        if column.ndim == 1 and (column.dtype.kind in "fbi" or (
-                column.dtype.kind == "u" and column.dtype.itemsize < 8)):
-            return column.tolist()
-        return [_bson(v) for v in column.tolist()]
-    return [_bson(v) for v in column]
-
-
-def _restore(obj: Any) -> Any:
-    """A stored value as Python: legacy ObjectIds as str, big ints (Decimal128) as int."""
-    from bson import ObjectId
-    from bson.decimal128 import Decimal128
-
-    if isinstance(obj, dict):
-        return {k: _restore(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_restore(v) for v in obj]
-    if isinstance(obj, ObjectId):
-        return str(obj)
-    if isinstance(obj, Decimal128):
-        dec = obj.to_decimal()
-        if dec.is_finite() and dec.as_tuple().exponent == 0 and not (
-                _I64_MIN <= int(dec) <= _I64_MAX):
-            return int(dec)  # written by _big_int
-        return dec
-    return obj
-
-
-
-def _clean(doc: Mapping | None) -> dict | None:
-    """A stored document as the bluesky document (no ``_id``)."""
-    if doc is None:
-        return None
-    doc = dict(doc)
-    doc.pop("_id", None)
-    return _restore(doc)
-
-
-def _first_repeat(values: Iterable) -> Any:
-    seen = set()
-    for v in values:
-        if v in seen:
-            return v
-        seen.add(v)
-    return None
-
-
-def _to_column(values: list) -> np.ndarray | list:
-    """Numeric columns as numpy arrays (int64, float64, bool), anything else as the list."""
-    try:
-        arr = np.asarray(values)
-    except (ValueError, TypeError, OverflowError):
-        arr = None
-    if arr is not None and arr.ndim == 1 and arr.dtype.kind in "fib":  # (u: beyond int64)
-        if arr.dtype.kind == "b":
-            return arr
-        types = set(map(type, values))
-        # bools mixed with numbers stay a list, as do ints beyond int64 (numpy makes
-        # them floats)
-        if bool not in types and (arr.dtype.kind == "i" or float in types):
-            return arr.astype("<f8" if arr.dtype.kind == "f" else "<i8", copy=False)
-    if _scalar_kind(values) is None:
-        return _restore(values)
-    return values
-
-
-def _to_array_column(values: list) -> np.ndarray | list:
-    """A column of a ``dtype: array`` field: stacked into one numpy array when every
-    value is a numeric (nested) list of one shape, else as :func:`_to_column`."""
-    if values and all(isinstance(v, list) for v in values):
-        try:
-            stacked = np.asarray(values)
-        except ValueError:  # ragged
-            stacked = None
-        if stacked is not None and stacked.ndim >= 2 and stacked.dtype.kind in "fiub":
-            return stacked
-    return _to_column(values)
-
-
-def _last_of_each_seq_num(docs: Iterable[Mapping]) -> Iterator[Mapping]:
-    """Events sorted by (descriptor, seq_num, time), keeping the last of each seq_num."""
-    pending = None
-    for doc in docs:
-        if pending is not None and (doc.get("seq_num") != pending.get("seq_num")
-                                    or doc.get("descriptor") != pending.get("descriptor")):
-            yield pending
-        pending = doc
-    if pending is not None:
-        yield pending
-
-
-def _part(doc: Mapping, part: str, flat: bool) -> Mapping:
-    """``doc[part]`` (a dict), also from a server that returns dotted projections flat."""
-    sub = doc.get(part)
-    if not flat:
-        return sub if isinstance(sub, Mapping) else {}
-    out = dict(sub) if isinstance(sub, Mapping) else {}
-    prefix = part + "."
-    for key, value in doc.items():
-        if key.startswith(prefix):
-            out[key[len(prefix):]] = value
-    return out
 
 
 _MISSING = object()
@@ -419,7 +149,7 @@ class MongoStore(Store):
     >>> db = Broker.from_uri("mongodb://localhost:27017/metadatastore")        # doctest: +SKIP
     """
 
-    schemes = _SCHEMES
+    schemes = ("mongodb", "mongodb+srv")
 
     def __init__(
         self,
@@ -429,29 +159,29 @@ class MongoStore(Store):
         server_selection_timeout_ms: int | None = None,
         mongo_client_class: Any = None,
     ):
-        main, embedded = _parse(uri)
+        main, embedded = parse_store_uri(uri)
         if asset_registry_uri is not None and embedded is not None:
-            given = _parse(asset_registry_uri, "asset registry")[0]
-            if given != _parse(embedded, "asset registry")[0]:
+            given = parse_store_uri(asset_registry_uri, "asset registry")[0]
+            if given != parse_store_uri(embedded, "asset registry")[0]:
                 raise StoreURIError(
-                    f"{_mask(uri)} names the asset registry {_mask(embedded)!r} but "
-                    f"asset_registry_uri={_mask(asset_registry_uri)!r} was also given; give one")
+                    f"{mask_uri(uri)} names the asset registry {mask_uri(embedded)!r} but "
+                    f"asset_registry_uri={mask_uri(asset_registry_uri)!r} was also given; give one")
         asset_registry_uri = asset_registry_uri if asset_registry_uri is not None else embedded
         assets = None
         if asset_registry_uri is not None:
-            assets, nested = _parse(asset_registry_uri, "asset registry")
+            assets, nested = parse_store_uri(asset_registry_uri, "asset registry")
             if nested is not None:
                 raise StoreURIError(
-                    f"the asset registry URI {_mask(asset_registry_uri)!r} names an asset "
+                    f"the asset registry URI {mask_uri(asset_registry_uri)!r} names an asset "
                     "registry itself")
         if server_selection_timeout_ms is not None:
             if not isinstance(server_selection_timeout_ms, int) or server_selection_timeout_ms <= 0:
                 raise StoreURIError(
                     "server_selection_timeout_ms must be a positive int (milliseconds), not "
                     f"{server_selection_timeout_ms!r}")
-            main = _parse(_with_timeout(main.uri, server_selection_timeout_ms))[0]
+            main = parse_store_uri(with_timeout(main.uri, server_selection_timeout_ms))[0]
             if assets is not None:
-                assets = _parse(_with_timeout(assets.uri, server_selection_timeout_ms))[0]
+                assets = parse_store_uri(with_timeout(assets.uri, server_selection_timeout_ms))[0]
         if assets == main:
             assets = None
         self._main = main
@@ -474,7 +204,7 @@ class MongoStore(Store):
         uri = self._main.uri
         if self._assets is not None:
             sep = "&" if "?" in uri else "?"
-            uri += f"{sep}{_ASSET_PARAM}={quote(self._assets.uri, safe='')}"
+            uri += f"{sep}{ASSET_PARAM}={quote(self._assets.uri, safe='')}"
         return uri
 
     @property
@@ -488,7 +218,7 @@ class MongoStore(Store):
         return (self._assets or self._main).uri
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({_mask(self.uri)!r})"
+        return f"{type(self).__name__}({mask_uri(self.uri)!r})"
 
     def __reduce__(self):
         if self._client_class is None:
@@ -496,8 +226,8 @@ class MongoStore(Store):
         return (_reopen, (type(self), self.uri, self._client_class))
 
     # ------------------------------------------------------------ connections
-    def _db(self, target: _MongoURI):
-        return _client_for(target, self._client_class)[target.database]
+    def _db(self, target: MongoURI):
+        return client_for(target, self._client_class)[target.database]
 
     def _mds(self):
         return self._db(self._main)
@@ -507,9 +237,9 @@ class MongoStore(Store):
 
     def close(self) -> None:
         """Close this process's clients of the store's servers (they re-open on use)."""
-        _drop_client(self._main, self._client_class)
+        drop_client(self._main, self._client_class)
         if self._assets is not None:
-            _drop_client(self._assets, self._client_class)
+            drop_client(self._assets, self._client_class)
 
     @contextmanager
     def _errors(self, assets: bool = False) -> Iterator[None]:
@@ -522,7 +252,7 @@ class MongoStore(Store):
         except ServerSelectionTimeoutError as err:
             raise StoreURIError(
                 f"cannot reach the MongoDB server at {target.hosts} (database "
-                f"{target.database!r}, URI {_mask(target.uri)}): no server answered within "
+                f"{target.database!r}, URI {mask_uri(target.uri)}): no server answered within "
                 f"{target.effective_timeout_ms / 1000:g} s (serverSelectionTimeoutMS); check that "
                 "mongod runs there and the URI is right, or raise the timeout with "
                 f"?serverSelectionTimeoutMS=... ({str(err).split(',')[0][:200]})"
@@ -628,17 +358,17 @@ class MongoStore(Store):
 
     def _ensure_indexes(self) -> None:
         key = (self._client_class, self._main.uri, (self._assets or self._main).uri)
-        if key in _indexed:
+        if key in indexed:
             return
         self._create_indexes(extra="if-empty")
-        _indexed.add(key)
+        indexed.add(key)
 
     # ------------------------------------------------------------------ writes
     def _insert_one(self, doc_type: str, coll_name: str, doc: Mapping, *,
                     assets: bool = False) -> None:
         from pymongo.errors import DuplicateKeyError
 
-        record = _bson(dict(doc))
+        record = to_bson(dict(doc))
         uid = record["uid"]
         with self._errors(assets):
             self._ensure_indexes()
@@ -662,7 +392,7 @@ class MongoStore(Store):
     def insert_stop(self, doc: Mapping) -> None:
         from pymongo.errors import DuplicateKeyError
 
-        record = _bson(dict(doc))
+        record = to_bson(dict(doc))
         uid, run = record["uid"], record["run_start"]
 
         def already_stopped():
@@ -693,11 +423,11 @@ class MongoStore(Store):
         self._insert_one("resource", "resource", doc, assets=True)
 
     def insert_datum_page(self, page: Mapping) -> None:
-        ids = _pylist(page["datum_id"])
+        ids = to_bson_list(page["datum_id"])
         if not ids:
             return
         resource = page["resource"]
-        kwargs = {k: _pylist(v) for k, v in page["datum_kwargs"].items()}
+        kwargs = {k: to_bson_list(v) for k, v in page["datum_kwargs"].items()}
         docs = [{"datum_id": datum_id, "resource": resource,
                  "datum_kwargs": {k: col[i] for k, col in kwargs.items()}}
                 for i, datum_id in enumerate(ids)]
@@ -705,14 +435,14 @@ class MongoStore(Store):
                           f"resource {resource!r}", assets=True)
 
     def insert_event_page(self, page: Mapping) -> None:
-        uids = _pylist(page["uid"])
+        uids = to_bson_list(page["uid"])
         if not uids:
             return
         descriptor = page["descriptor"]
-        seq = _pylist(page["seq_num"])
-        time = _pylist(page["time"])
-        data = {k: _pylist(v) for k, v in page["data"].items()}
-        ts = {k: _pylist(v) for k, v in page["timestamps"].items()}
+        seq = to_bson_list(page["seq_num"])
+        time = to_bson_list(page["time"])
+        data = {k: to_bson_list(v) for k, v in page["data"].items()}
+        ts = {k: to_bson_list(v) for k, v in page["timestamps"].items()}
         docs = [{"uid": uid, "descriptor": descriptor, "seq_num": seq[i], "time": time[i],
                  "data": {k: col[i] for k, col in data.items()},
                  "timestamps": {k: col[i] for k, col in ts.items()}}
@@ -726,7 +456,7 @@ class MongoStore(Store):
         from pymongo.errors import BulkWriteError
 
         ids = [d[key] for d in docs]
-        dup = _first_repeat(ids)
+        dup = first_repeat(ids)
         if dup is not None:
             raise DuplicateUidError(
                 f"{doc_type} {dup!r} ({context}) appears twice in this {page_name}; "
@@ -806,7 +536,7 @@ class MongoStore(Store):
     # ------------------------------------------------------------------ reads
     def get_start(self, uid: str) -> dict | None:
         with self._errors():
-            return _clean(self._mds().run_start.find_one({"uid": uid}, {"_id": 0}))
+            return clean_doc(self._mds().run_start.find_one({"uid": uid}, {"_id": 0}))
 
     def start_uids_with_prefix(self, prefix: str, limit: int = 2) -> list[str]:
         with self._errors():
@@ -822,18 +552,18 @@ class MongoStore(Store):
         """Start documents matching a Mongo query (evaluated by the server), newest first."""
         query = dict(query or {})
         validate_query(query)
-        yield from self._starts(_bson(query))
+        yield from self._starts(to_bson(query))
 
     def _starts(self, query: dict) -> Iterator[dict]:
         with self._errors():
             cur = self._mds().run_start.find(query, {"_id": 0},
                                              sort=[("time", -1), ("_id", -1)], batch_size=500)
             for doc in cur:
-                yield _clean(doc)
+                yield clean_doc(doc)
 
     def get_stop(self, run_uid: str) -> dict | None:
         with self._errors():
-            return _clean(self._mds().run_stop.find_one({"run_start": run_uid}, {"_id": 0}))
+            return clean_doc(self._mds().run_stop.find_one({"run_start": run_uid}, {"_id": 0}))
 
     def get_descriptor(self, uid: str) -> dict | None:
         with self._errors():
@@ -854,7 +584,7 @@ class MongoStore(Store):
                 else:
                     run_uid = ref
             doc["run_start"] = run_uid
-        return _clean(doc)
+        return clean_doc(doc)
 
     def descriptors(self, run_uid: str) -> list[dict]:
         with self._errors():
@@ -916,18 +646,18 @@ class MongoStore(Store):
         if fixed:
             raise InvalidArgumentError(
                 f"resource {resource_uid!r}: {fixed} identify the resource and cannot be updated")
-        changes = _bson(changes)
+        changes = to_bson(changes)
         with self._errors(assets=True):
             self._ensure_indexes()
             stored = self._find_resource(resource_uid)
             if stored is None:
                 raise UnknownReferenceError(
-                    f"no resource with uid {resource_uid!r} in {_mask(self.asset_registry_uri)}; "
+                    f"no resource with uid {resource_uid!r} in {mask_uri(self.asset_registry_uri)}; "
                     "nothing was updated")
             old = self._resource(stored)
             new = {**old, **changes}
-            record = {"resource": resource_uid, "old": _bson(old), "new": _bson(new),
-                      "time": _time.time(), "cmd": cmd, "cmd_kwargs": _bson(dict(cmd_kwargs))}
+            record = {"resource": resource_uid, "old": to_bson(old), "new": to_bson(new),
+                      "time": _time.time(), "cmd": cmd, "cmd_kwargs": to_bson(dict(cmd_kwargs))}
             history = self._ar().resource_update
             record_id = history.insert_one(record).inserted_id
             try:
@@ -940,22 +670,22 @@ class MongoStore(Store):
                     logger.warning("resource %r: an update failed and its history record %s "
                                    "could not be removed", resource_uid, record_id)
                 raise
-        return _restore(new)
+        return restore(new)
 
     def resource_history(self, resource_uid: str) -> list[dict]:
         with self._errors(assets=True):
             cur = self._ar().resource_update.find({"resource": resource_uid},
                                                    sort=[("time", 1), ("_id", 1)])
-            return [{"resource": d.get("resource"), "old": _clean(d.get("old")),
-                     "new": _clean(d.get("new")), "time": d.get("time"), "cmd": d.get("cmd"),
-                     "cmd_kwargs": _restore(d.get("cmd_kwargs"))} for d in cur]
+            return [{"resource": d.get("resource"), "old": clean_doc(d.get("old")),
+                     "new": clean_doc(d.get("new")), "time": d.get("time"), "cmd": d.get("cmd"),
+                     "cmd_kwargs": restore(d.get("cmd_kwargs"))} for d in cur]
 
     @staticmethod
     def _resource(doc: Mapping) -> dict:
         doc = dict(doc)
         if "uid" not in doc:
             doc["uid"] = str(doc["_id"])
-        return _clean(doc)
+        return clean_doc(doc)
 
     def resources(self, run_uid: str) -> list[dict]:
         with self._errors(assets=True):
@@ -969,8 +699,8 @@ class MongoStore(Store):
     def _datum(doc: Mapping) -> dict:
         res = doc.get("resource")
         return {"datum_id": doc["datum_id"],
-                "resource": res if isinstance(res, str) else _restore(res),
-                "datum_kwargs": _restore(doc.get("datum_kwargs", {}))}
+                "resource": res if isinstance(res, str) else restore(res),
+                "datum_kwargs": restore(doc.get("datum_kwargs", {}))}
 
     def datum(self, datum_ids: Sequence[str]) -> dict[str, dict]:
         ids = list(dict.fromkeys(datum_ids))
@@ -1078,7 +808,7 @@ class MongoStore(Store):
         cursor = coll.find(query, projection, sort=_EVENT_SORT, batch_size=batch,
                            allow_disk_use=True)
         rows: list[Mapping] = []
-        for doc in _last_of_each_seq_num(cursor):
+        for doc in last_of_each_seq_num(cursor):
             if rows and (len(rows) >= batch or rows[-1]["descriptor"] != doc["descriptor"]):
                 yield self._page(rows, fields, timestamps, uids, arrays)
                 rows = []
@@ -1092,8 +822,8 @@ class MongoStore(Store):
         # Servers differ: MongoDB nests a dotted projection ({"data": {"x": 1}}),
         # nx-27017 returns it flat ({"data.x": 1}).
         flat = any("." in k for k in rows[0])
-        datas = [_part(r, "data", flat) for r in rows]
-        tss = [_part(r, "timestamps", flat) for r in rows] if timestamps else []
+        datas = [sub_document(r, "data", flat) for r in rows]
+        tss = [sub_document(r, "timestamps", flat) for r in rows] if timestamps else []
         if fields is None:
             names: list[str] = list(dict.fromkeys(k for d in datas for k in d))
         else:
@@ -1106,9 +836,9 @@ class MongoStore(Store):
             if all(v is _MISSING for v in column):
                 continue  # not a field of this descriptor
             column = [None if v is _MISSING else v for v in column]
-            data[name] = (_to_array_column if name in array_names else _to_column)(column)
+            data[name] = (to_array_column if name in array_names else to_column)(column)
             if timestamps:
-                ts[name] = _to_column([t.get(name) for t in tss])
+                ts[name] = to_column([t.get(name) for t in tss])
         return EventPageColumns(
             descriptor=rows[0]["descriptor"],
             seq_num=np.asarray([r["seq_num"] for r in rows], dtype="<i8"),

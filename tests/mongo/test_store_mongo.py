@@ -25,6 +25,7 @@ from dask_broker.errors import (
 from dask_broker.stores import open_store, store_class
 from dask_broker.stores import mongo as mongo_module
 from dask_broker.stores.conformance import StoreConformance
+from dask_broker.stores import mongo_uri, mongo_values
 from dask_broker.stores.mongo import DEFAULT_SERVER_SELECTION_TIMEOUT_MS, MongoStore
 
 pytestmark = pytest.mark.mongo
@@ -497,7 +498,7 @@ def test_ndarray_values_read_as_lists_unless_declared_arrays(any_store):
 
 
 def test_projection_results_nested_or_flat():
-    part = mongo_module._part
+    from dask_broker.stores.mongo_values import sub_document as part
     assert part({"data": {"x": 1}, "seq_num": 1}, "data", False) == {"x": 1}
     assert part({"seq_num": 1}, "data", False) == {}
     assert part({"data.x": 2, "data.y": 3, "timestamps.x": 4}, "data", True) == {"x": 2, "y": 3}
@@ -515,7 +516,7 @@ def test_projection_results_nested_or_flat():
     ([0.5, 2**63], "f"),
 ])
 def test_column_conversion(values, kind):
-    col = mongo_module._to_column(values)
+    col = mongo_values.to_column(values)
     if kind is None:
         assert col == values and isinstance(col, list)
     else:
@@ -635,9 +636,9 @@ def _child_reads_and_writes(store, run_uid, conn, parent_client_id):
         start = store.get_start(run_uid)
         other = event_model.compose_run()
         store.insert_start(other.start_doc)
-        client = mongo_module._client_for(store._main, store._client_class)
+        client = mongo_uri.client_for(store._main, store._client_class)
         conn.send((start["uid"], other.start_doc["uid"], id(client) != parent_client_id,
-                   mongo_module._clients_pid == os.getpid()))
+                   mongo_uri._clients_pid == os.getpid()))
     except BaseException as err:  # pragma: no cover - reported to the parent
         conn.send(repr(err))
     finally:
@@ -647,7 +648,7 @@ def _child_reads_and_writes(store, run_uid, conn, parent_client_id):
 def test_forked_child_makes_its_own_client(mongo_store):
     run = _run()
     mongo_store.insert_start(run.start_doc)
-    parent_client = mongo_module._client_for(mongo_store._main, None)
+    parent_client = mongo_uri.client_for(mongo_store._main, None)
     ctx = multiprocessing.get_context("fork")
     recv, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child_reads_and_writes,
