@@ -10,7 +10,6 @@ Measured in the same run:
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path

@@ -10,13 +10,12 @@ external fields, fills -- just those two frames.
 from __future__ import annotations
 
 from dataclasses import dataclass, field as dc_field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import dask.array as da
 import numpy as np
 import xarray as xr
 
-from .errors import UnknownFieldError
 from .stores import open_store
 from .table import plan_table
 from .timestruct import TimeStruct
@@ -131,7 +130,7 @@ class EventColumnArray:
         order = [found.get(s) for s in seqs.tolist()]
         if self.filler is not None:
             present = [i for i, v in enumerate(order) if v is not None]
-            for i, frame in zip(present, self.filler([order[i] for i in present])):
+            for i, frame in zip(present, self.filler([order[i] for i in present]), strict=True):
                 order[i] = frame
         scalar = not self.frame_shape
         for i, v in enumerate(order):

@@ -455,7 +455,7 @@ def _relocate(db: Any, target: Any, new_root: Any, *, move: bool, verify: bool, 
     report = FilesReport(op, new_root, dry_run)
     done = {"copy": "moved" if move else "copied", "skip": "skipped", "clean": "cleaned"}
     todo = sum(s for p in plans if p.action == "copy"
-               for (_, d), s in zip(p.pairs, p.sizes) if d not in p.present)
+               for (_, d), s in zip(p.pairs, p.sizes, strict=True) if d not in p.present)
     n_files = sum(len(p.pairs) for p in plans if p.action == "copy")
     bar = _progress_bar(False if dry_run else progress, todo, op)
     placed = 0

@@ -296,8 +296,8 @@ class FillContext:
                     f"not a datum id"
                 )
         ids = [out["data"][k] for k in todo]
-        where = {i: f"event {event.get('uid')!r} field {k!r}" for i, k in zip(ids, todo)}
-        for key, value in zip(todo, self._fill_ids(ids, where)):
+        where = {i: f"event {event.get('uid')!r} field {k!r}" for i, k in zip(ids, todo, strict=True)}
+        for key, value in zip(todo, self._fill_ids(ids, where), strict=True):
             out["data"][key] = value
             flags[key] = True
         return out
@@ -386,7 +386,7 @@ class FillContext:
                     cells.append((col, row))
                     ids.append(value)
         arrays = self._fill_ids(ids, None) if ids else []
-        for (col, row), array in zip(cells, arrays):
+        for (col, row), array in zip(cells, arrays, strict=True):
             values[col][row] = array
         for col in columns:
             column = np.empty(len(df), dtype=object)
@@ -404,7 +404,7 @@ class FillContext:
             groups.setdefault(docs[datum_id]["resource"], []).append(datum_id)
         values: dict[str, np.ndarray] = {}
         for resource_uid, group in groups.items():
-            values.update(zip(group, self._read_resource(resource_uid, group, docs)))
+            values.update(zip(group, self._read_resource(resource_uid, group, docs), strict=True))
         return [values[i] for i in ids]
 
     def _datum_docs(self, ids: list[str], where: Mapping[str, str] | None) -> dict[str, Mapping]:
@@ -481,7 +481,7 @@ class FillContext:
             except Exception:
                 pass  # read one datum at a time below: the error then names the failing datum
         out = []
-        for datum_id, kwargs in zip(group, kwargs_list):
+        for datum_id, kwargs in zip(group, kwargs_list, strict=True):
             try:
                 out.append(np.asarray(handler(**kwargs)))
             except Exception as err:

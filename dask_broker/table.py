@@ -21,10 +21,9 @@ works, and the same table has the same task names (a run that grew gets new ones
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
 
-import dask
 import numpy as np
 import pandas as pd
 

@@ -118,7 +118,7 @@ def test_ingest_numpy_values(fmt, tmp_path, capsys):
     got = Broker.from_uri(uri_of(tmp_path / "cat.db"))[-1].table().compute()
     want = reference[-1].table().compute()
     pd.testing.assert_frame_equal(got.drop(columns="spectrum"), want.drop(columns="spectrum"))
-    for a, b in zip(got["spectrum"], want["spectrum"]):
+    for a, b in zip(got["spectrum"], want["spectrum"], strict=True):
         np.testing.assert_array_equal(a, b)
 
 

@@ -319,7 +319,7 @@ def test_worker_plugin_bounds_and_closes_the_shared_cache(run, tmp_path, shared)
     assert len(shared) == 0
     assert open_files_under(tmp_path) == []
     with FillContext([run.descriptor], run.resources, run.datum) as ctx:
-        for value, expected in zip(values, ctx.fill_datum(ids)):
+        for value, expected in zip(values, ctx.fill_datum(ids), strict=True):
             np.testing.assert_array_equal(value, expected)
 
 

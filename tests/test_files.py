@@ -81,7 +81,7 @@ def assert_consistent(s: Setup) -> None:
     got = frames(Broker.from_uri(s.uri)[-1])
     for col, arrays in s.expected.items():
         assert len(got[col]) == len(arrays)
-        for a, b in zip(got[col], arrays):
+        for a, b in zip(got[col], arrays, strict=True):
             np.testing.assert_array_equal(a, b)
     assert not [p for p in tree(s.raw, s.archive) if p.endswith(PARTIAL_SUFFIX)]
 

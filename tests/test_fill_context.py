@@ -111,7 +111,7 @@ def test_fill_datum_order_and_duplicates(run):
     with ctx_for(run) as ctx:
         values = ctx.fill_datum(ids)
     assert len(values) == len(ids)
-    for datum_id, value in zip(ids, values):
+    for datum_id, value in zip(ids, values, strict=True):
         np.testing.assert_array_equal(value, expected_value(run, datum_id))
     assert ctx.fill_datum([]) == []
 
@@ -140,7 +140,7 @@ def test_fill_datum_groups_by_resource_and_uses_read_many(run):
         values = ctx.fill_datum(ids)
     assert counting.bulk_calls == [4, 4, 4]  # one bulk read per file, all points at once
     assert counting.single_calls == []
-    for datum_id, value in zip(ids, values):
+    for datum_id, value in zip(ids, values, strict=True):
         np.testing.assert_array_equal(value, expected_value(run, datum_id))
 
 
@@ -162,7 +162,7 @@ def test_plain_handler_is_called_one_datum_at_a_time(run):
     with ctx_for(run, registry={"AD_HDF5": Plain, "NPY": NpyHandler}) as ctx:
         values = ctx.fill_datum(ids)
     assert Plain.calls == len(ids)
-    for datum_id, value in zip(ids, values):
+    for datum_id, value in zip(ids, values, strict=True):
         np.testing.assert_array_equal(value, expected_value(run, datum_id))
 
 
@@ -173,7 +173,7 @@ def test_lazy_results_are_materialized_while_the_handler_is_open(run):
     registry.register("AD_HDF5", adh.AreaDetectorHDF5Handler)  # returns dask arrays
     with ctx_for(run, registry=registry) as ctx:
         values = ctx.fill_datum(ids)
-    for datum_id, value in zip(ids, values):  # usable after every file is closed
+    for datum_id, value in zip(ids, values, strict=True):  # usable after every file is closed
         assert isinstance(value, np.ndarray)
         expected = expected_value(run, datum_id)
         np.testing.assert_array_equal(value.reshape(expected.shape), expected)
@@ -194,7 +194,7 @@ def test_fill_table(run):
     assert list(filled.index) == list(df.index)
     for key in ("img", "spectrum"):
         assert filled[key].dtype == object
-        for datum_id, value in zip(df[key], filled[key]):
+        for datum_id, value in zip(df[key], filled[key], strict=True):
             assert isinstance(value, np.ndarray)
             np.testing.assert_array_equal(value, expected_value(run, datum_id))
     assert list(only["img"]) == list(df["img"])

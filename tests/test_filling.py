@@ -77,7 +77,7 @@ def test_filled_table_equals_files(run):
     assert isinstance(df, dd.DataFrame) and df.npartitions == 3
     got = df.compute()
     assert list(got.index) == [e["seq_num"] for e in ext.events]
-    for event, (_, row) in zip(ext.events, got.iterrows()):
+    for event, (_, row) in zip(ext.events, got.iterrows(), strict=True):
         for field in ("img", "spectrum"):
             np.testing.assert_array_equal(row[field], read_directly(ext.locations[event["data"][field]]))
         assert row["motor"] == event["data"]["motor"]
@@ -100,7 +100,7 @@ def test_docs_fill(run):
     db, h, ext = run
     events = [doc for name, doc in h.docs(fill=True) if name == "event"]
     assert len(events) == len(ext.events)
-    for got, original in zip(events, ext.events):
+    for got, original in zip(events, ext.events, strict=True):
         assert got["filled"] == {"img": True, "spectrum": True}
         for field in ("img", "spectrum"):
             np.testing.assert_array_equal(got["data"][field],

@@ -9,7 +9,6 @@ import threading
 import time
 
 import cloudpickle
-import numpy as np
 import pytest
 
 from dask_broker import Broker

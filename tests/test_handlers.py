@@ -79,7 +79,7 @@ def test_ad_hdf5_read_many_equals_one_at_a_time(h5file, fpp):
         many = h.read_many([{"point_number": p} for p in points])
         single = [h(point_number=p) for p in points]
     assert len(many) == len(points)
-    for a, b in zip(many, single):
+    for a, b in zip(many, single, strict=True):
         np.testing.assert_array_equal(a, b)
     # A repeated point gets its own array, not a view shared with the first.
     assert not np.shares_memory(many[5], many[2])

@@ -38,7 +38,7 @@ def _frames(df):
 def _assert_same_frames(a, b):
     for col in a:
         assert len(a[col]) == len(b[col])
-        for x, y in zip(a[col], b[col]):
+        for x, y in zip(a[col], b[col], strict=True):
             np.testing.assert_array_equal(x, y)
 
 

@@ -165,7 +165,7 @@ def test_ophyd_npy_seq_frames_filled_through_entry_point(engine, devices):
     assert db.handlers.lookup("NPY_SEQ").__module__ == "ophyd.sim"
     frames = h.table(fill=True)["img"].compute()
     datum = {d["datum_id"]: d for n, d in emitted if n == "datum"}
-    for datum_id, frame in zip(h.table()["img"].compute(), frames):
+    for datum_id, frame in zip(h.table()["img"].compute(), frames, strict=True):
         index = datum[datum_id]["datum_kwargs"]["index"]
         path = os.path.join(resource["root"], resource["resource_path"])
         expected = np.load(f"{path}_{index}.npy")

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dask_broker import Broker, DaskBrokerError, NoEventDescriptors, UnknownFieldError
+from dask_broker import DaskBrokerError, NoEventDescriptors, UnknownFieldError
 from dask_broker.timestruct import TimeStruct
 
 RAW = TimeStruct(convert_times=False)
@@ -77,7 +77,7 @@ def _assert_scalar_equal(got: pd.DataFrame, want: pd.DataFrame, fields: list[str
     assert got.index.name == "seq_num"
     for f in fields:
         if f == "spectrum":
-            for a, b in zip(got[f], want[f]):
+            for a, b in zip(got[f], want[f], strict=True):
                 np.testing.assert_array_equal(a, np.asarray(b))
         else:
             assert list(got[f]) == list(want[f]), f
@@ -129,7 +129,7 @@ def test_partitions_and_divisions(scan, chunk_size):
     assert list(df.divisions) == [*starts, n]
     parts = [p.compute() for p in df.partitions]
     assert [len(p) for p in parts] == [min(chunk_size, n - s + 1) for s in starts]
-    for p, s in zip(parts, starts):
+    for p, s in zip(parts, starts, strict=True):
         assert p.index[0] == s
 
 

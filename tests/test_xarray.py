@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from dask_broker import Broker
 
 DATA_KEYS = {
     "x": {"source": "PV:x", "dtype": "number", "shape": [], "units": "mm"},

@@ -158,7 +158,7 @@ def _same(got, expected) -> bool:
                 and all(_same(got[k], expected[k]) for k in expected))
     if isinstance(expected, (list, tuple)):
         return (isinstance(got, list) and len(got) == len(expected)
-                and all(_same(g, e) for g, e in zip(got, expected)))
+                and all(_same(g, e) for g, e in zip(got, expected, strict=True)))
     if isinstance(expected, float) and math.isnan(expected):
         return isinstance(got, float) and math.isnan(got)
     return type(got) is type(expected) and got == expected
@@ -166,7 +166,7 @@ def _same(got, expected) -> bool:
 
 def _assert_same_events(got: list[dict], expected: list[dict]) -> None:
     assert [e["uid"] for e in got] == [e["uid"] for e in expected]
-    for g, e in zip(got, expected):
+    for g, e in zip(got, expected, strict=True):
         assert _same(g, e), f"event {e['uid']} read back as {g!r}, stored {e!r}"
 
 
