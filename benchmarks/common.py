@@ -45,8 +45,15 @@ def timeit(fn: Callable[[], object], repeat: int = 3, warmup: int = 1) -> list[f
 
 def measure(scenario: str, method: str, size: int, fn: Callable[[], object], *,
             repeat: int = 3, warmup: int = 1, unit: str = "events", **extra) -> Result:
+    """Median wall time of ``fn``, and this process's peak RSS while it ran.
+
+    The peak is the kernel's high-water mark, reset before the first call: it
+    includes what the process already held (the interpreter, earlier data).
+    """
+    reset_peak_rss()
     runs = timeit(fn, repeat=repeat, warmup=warmup)
-    return Result(scenario, method, size, statistics.median(runs), runs, unit, extra=extra)
+    return Result(scenario, method, size, statistics.median(runs), runs, unit,
+                  peak_rss_mb=peak_rss_mb(), extra=extra)
 
 
 def current_rss_mb() -> float:
