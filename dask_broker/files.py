@@ -3,13 +3,15 @@
 :func:`copy_files` and :func:`move_files` relocate the files of resources to a
 new root, keeping each file's path relative to the old root, and re-point the
 resource documents (recording the change in the resource's history).  The work
-is done resource by resource, in an order that is safe to interrupt anywhere:
+is done in an order that is safe to interrupt anywhere:
 
-1. copy each file to a temporary name next to its destination, fsync it, and
-   rename it into place (a destination is either absent or complete);
+1. for each resource: copy each file to a temporary name next to its destination,
+   fsync it, and rename it into place (a destination is either absent or complete);
 2. verify each copy (size and checksum of what was read against what is on disk);
 3. update the resource document, in one transaction with its history record;
-4. for a move, delete the old files (only now that the catalog points at the copy).
+4. for a move, once *every* resource of the call points at its copies, delete
+   the old files (so a file shared by several resources of the call is never
+   deleted while one of them still points at it).
 
 An interruption therefore never loses a file, the catalog always points at a
 complete copy, and calling the same function again finishes the job: a
@@ -460,6 +462,7 @@ def _relocate(db: Any, target: Any, new_root: Any, *, move: bool, verify: bool, 
     bar = _progress_bar(False if dry_run else progress, todo, op)
     placed = 0
     with bar:
+        # Phase 1: every resource gets complete, verified copies and is re-pointed.
         for plan in plans:
             res = plan.resource
             entry = ResourceReport(res["uid"], str(res.get("spec")), done[plan.action],
@@ -476,8 +479,14 @@ def _relocate(db: Any, target: Any, new_root: Any, *, move: bool, verify: bool, 
                     bar.set_postfix_str(f"{placed}/{n_files} files", refresh=False)
                 es.update_resource(res["uid"], root=new_root, cmd=op,
                                    cmd_kwargs={"new_root": new_root, "verify": verify})
-            if move and plan.action in ("copy", "clean"):
-                entry.deleted = _delete(plan.pairs, res, check=plan.action == "clean")
+        # Phase 2 (a move): only once every resource points at the new copies are old
+        # files deleted, so a file shared by several resources is never deleted while
+        # one of them still points at it.
+        if move and not dry_run:
+            for plan, entry in zip(plans, report.resources, strict=True):
+                if plan.action in ("copy", "clean"):
+                    entry.deleted = _delete(plan.pairs, plan.resource,
+                                            check=plan.action == "clean")
     return report
 
 

@@ -313,12 +313,13 @@ def test_permission_error_on_delete(s, monkeypatch):
     with pytest.raises(DaskBrokerError, match="could not be deleted") as info:
         move_files(s.db, s.h, s.archive)
     assert "nothing is lost" in str(info.value) and s.ext.files[0] in str(info.value)
-    assert s.resources()[0]["root"] == str(s.archive)  # updated before deleting
+    # every resource is re-pointed before any old file is deleted
+    assert [r["root"] for r in s.resources()] == [str(s.archive)] * 6
     assert all(os.path.exists(f) for f in s.ext.files)
     assert_consistent(s)
     monkeypatch.undo()
     report = move_files(s.db, s.h, s.archive)
-    assert [r.action for r in report.resources] == ["cleaned"] + ["moved"] * 5
+    assert [r.action for r in report.resources] == ["cleaned"] * 6
     assert report.resources[0].deleted == [s.ext.files[0]]
     assert_moved(s, report)
 
@@ -427,3 +428,39 @@ def test_cli_subprocess(s):
     proc = subprocess.run([*_CLI, "files", "list", s.uri, "no-such-run"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "no-such-run" in proc.stderr
+
+
+def test_move_resources_sharing_a_file(tmp_path):
+    """Two resources pointing at one file: the move re-points both before deleting it."""
+    import event_model
+    import numpy as np
+
+    from dask_broker import Broker, move_files
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    frame = np.arange(6.0).reshape(2, 3)
+    np.save(old / "a.npy", frame)
+    db = Broker.temp()
+    bundle = event_model.compose_run()
+    db.insert("start", bundle.start_doc)
+    desc = bundle.compose_descriptor(name="primary", data_keys={
+        "a": {"source": "a", "dtype": "array", "shape": [2, 3], "external": "FILESTORE:"},
+        "b": {"source": "b", "dtype": "array", "shape": [2, 3], "external": "FILESTORE:"}})
+    db.insert("descriptor", desc.descriptor_doc)
+    data = {}
+    for field in ("a", "b"):
+        res = bundle.compose_resource(spec="NPY", root=str(old), resource_path="a.npy",
+                                      resource_kwargs={})
+        db.insert("resource", res.resource_doc)
+        datum = res.compose_datum(datum_kwargs={})
+        db.insert("datum", datum)
+        data[field] = datum["datum_id"]
+    db.insert("event", desc.compose_event(data=data, timestamps={"a": 0.0, "b": 0.0}))
+    h = db[-1]
+    move_files(db, h, new, progress=False)
+    assert not (old / "a.npy").exists()
+    assert [r["root"] for r in h.resources()] == [str(new), str(new)]
+    row = h.table(fill=True).compute().iloc[0]
+    np.testing.assert_array_equal(row["a"], frame)
+    np.testing.assert_array_equal(row["b"], frame)
