@@ -202,3 +202,34 @@ def test_unpickled_store_in_spawned_process(tmp_path):
     with ctx.Pool(1) as pool:
         got = pool.apply(operator.methodcaller("get_start", run.start_doc["uid"]), (store,))
     assert got == run.start_doc
+
+
+def test_workers_never_create_an_empty_catalog(tmp_path):
+    """A process that opens a catalog by URI (a worker, an unpickled store) needs the file."""
+    import pickle
+    import shutil
+
+    import event_model
+
+    from dask_broker import Broker
+    from dask_broker.errors import StoreURIError
+    from dask_broker.stores import _cache
+
+    folder = tmp_path / "cat"
+    db = Broker.from_uri(f"sqlite:///{folder / 'catalog.db'}")
+    bundle = event_model.compose_run()
+    db.insert("start", bundle.start_doc)
+    desc = bundle.compose_descriptor(name="primary",
+                                     data_keys={"x": {"source": "x", "dtype": "number", "shape": []}})
+    db.insert("descriptor", desc.descriptor_doc)
+    db.insert("event", desc.compose_event(data={"x": 1.0}, timestamps={"x": 0.0}))
+    df = db[-1].table()
+    blob = pickle.dumps(db.store)
+    db.store.close()
+    shutil.move(folder, tmp_path / "elsewhere")
+    _cache.clear()
+    with pytest.raises(StoreURIError, match="no catalog at"):
+        df.compute(scheduler="sync")
+    with pytest.raises(StoreURIError, match=str(folder)):
+        pickle.loads(blob)
+    assert not folder.exists()

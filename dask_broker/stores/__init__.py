@@ -52,7 +52,10 @@ def store_class(uri: str) -> type[Store]:
 
 
 def open_store(uri: str, **kwargs: Any) -> Store:
-    """Open the store named by ``uri``, reusing this process's store for that URI.
+    """Open the existing store named by ``uri``, reusing this process's store for that URI.
+
+    This is how tasks on workers reach the catalog: it never creates one (see
+    :meth:`Store.open_existing`).
 
     Examples
     --------
@@ -62,5 +65,5 @@ def open_store(uri: str, **kwargs: Any) -> Store:
     with _lock:
         store = _cache.get(key)
         if store is None:
-            store = _cache[key] = store_class(uri).from_uri(uri, **kwargs)
+            store = _cache[key] = store_class(uri).open_existing(uri, **kwargs)
         return store

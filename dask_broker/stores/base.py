@@ -63,8 +63,18 @@ class Store(abc.ABC):
     def from_uri(cls, uri: str, **kwargs: Any) -> "Store":
         """Open (creating if needed) the store named by ``uri``."""
 
+    @classmethod
+    def open_existing(cls, uri: str, **kwargs: Any) -> "Store":
+        """Open the store at ``uri`` where it must already exist (workers, unpickling).
+
+        Backends that create storage on open override this to refuse to create
+        it, so that a worker that cannot see the catalog fails instead of
+        reading an empty one.
+        """
+        return cls.from_uri(uri, **kwargs)
+
     def __reduce__(self):
-        return (type(self).from_uri, (self.uri,))
+        return (type(self).open_existing, (self.uri,))
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and other.uri == self.uri  # type: ignore[attr-defined]

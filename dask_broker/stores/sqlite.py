@@ -150,8 +150,14 @@ class SQLiteStore(Store):
 
     schemes = ("sqlite",)
 
-    def __init__(self, path: str | os.PathLike, *, synchronous: str = "full"):
+    def __init__(self, path: str | os.PathLike, *, synchronous: str = "full",
+                 create: bool = True):
         self._path = Path(path).absolute()
+        if not create and not self._path.exists():
+            raise StoreURIError(
+                f"there is no catalog at {self._path} (process {os.getpid()}); a process that "
+                "opens a catalog by its URI -- a Dask worker, an unpickled store -- must see "
+                "the same file system as the one that made it")
         self._synchronous = synchronous
         self._local = threading.local()
         self._pid = os.getpid()
@@ -180,6 +186,11 @@ class SQLiteStore(Store):
         path, options = parse_sqlite_uri(uri)
         options.update(kwargs)
         return cls(path, **options)
+
+    @classmethod
+    def open_existing(cls, uri: str, **kwargs: Any) -> "SQLiteStore":
+        """Open the catalog at ``uri``, which must exist (never create an empty one)."""
+        return cls.from_uri(uri, create=False, **kwargs)
 
     @classmethod
     def temp(cls) -> "SQLiteStore":
