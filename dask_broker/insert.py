@@ -9,7 +9,6 @@ document leaves the store unchanged.
 
 from __future__ import annotations
 
-import threading
 from typing import Any, Callable, Mapping
 
 import event_model
@@ -121,7 +120,6 @@ class Inserter:
         self._descriptor_keys: dict[str, frozenset] = {}
         self._known_starts: set[str] = set()
         self._known_resources: set[str] = set()
-        self._lock = threading.Lock()
         self._routes: dict[str, Callable[[Mapping], None]] = {
             "start": self.start, "stop": self.stop, "descriptor": self.descriptor,
             "event": self.event, "event_page": self.event_page,
@@ -226,9 +224,8 @@ class Inserter:
         for events in doc.values():  # check every event (not just each page's first) first
             for event in events:
                 self._check_keys("event", event, self._data_keys("event", event, event["descriptor"]))
-        pages = event_model.bulk_events_to_event_pages(doc)
-        for page in pages:
-            self.store.insert_event_page(page)
+        # All pages in one atomic write: a rejected bulk insert leaves nothing behind.
+        self.store.insert_event_pages(event_model.bulk_events_to_event_pages(doc))
 
     def bulk_datum(self, doc: Mapping) -> None:
         _validate("bulk_datum", doc)

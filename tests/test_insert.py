@@ -331,6 +331,18 @@ def test_bulk_events_data_keys_mismatch_in_a_later_event(catalog, rejects):
             "event", "be-2")
 
 
+def test_bulk_events_duplicate_in_a_later_descriptor_writes_nothing(catalog, rejects):
+    """bulk_events over two streams: a duplicate uid in the second stream's page rejects
+    the whole document, the first stream's page included."""
+    db, _, live = catalog
+    primary = [dict(e, uid=f"bd-p{i}", seq_num=60 + i) for i, e in
+               enumerate(live.events["primary"][:2])]
+    baseline = [dict(e, seq_num=60 + i) for i, e in enumerate(live.events["baseline"][:1])]
+    dup = baseline[0]["uid"]  # already stored
+    rejects(db, "bulk_events", {"primary": primary, "baseline": baseline}, DuplicateUidError,
+            ValueError, "event", dup)
+
+
 # ---------------------------------------------------------------- page lengths
 @pytest.mark.parametrize("column", ["data.x", "timestamps.label", "uid", "time", "seq_num"])
 def test_event_page_unequal_columns(catalog, rejects, column):

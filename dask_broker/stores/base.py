@@ -113,6 +113,15 @@ class Store(abc.ABC):
     def insert_event_page(self, page: Mapping) -> None:
         """Store an event_page atomically.  Raises DuplicateUidError naming the event uid."""
 
+    def insert_event_pages(self, pages: Sequence[Mapping]) -> None:
+        """Store several event_pages (of any descriptors) atomically: all or none.
+
+        The default writes them one by one; backends override it with one
+        transaction (SQLite) or one checked bulk write (MongoDB).
+        """
+        for page in pages:
+            self.insert_event_page(page)
+
     # ------------------------------------------------------------------ reads
     @abc.abstractmethod
     def get_start(self, uid: str) -> dict | None:

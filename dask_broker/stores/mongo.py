@@ -435,19 +435,29 @@ class MongoStore(Store):
                           f"resource {resource!r}", assets=True)
 
     def insert_event_page(self, page: Mapping) -> None:
+        self.insert_event_pages([page])
+
+    def insert_event_pages(self, pages: Sequence[Mapping]) -> None:
+        docs = [doc for page in pages for doc in self._event_docs(page)]
+        if docs:
+            descriptors = sorted({p["descriptor"] for p in pages})
+            self._insert_many("event", "event page", docs, "uid",
+                              f"descriptor {descriptors[0]!r}" if len(descriptors) == 1
+                              else f"descriptors {descriptors!r}")
+
+    @staticmethod
+    def _event_docs(page: Mapping) -> list[dict]:
+        """An event_page unpacked into mongo_normalized event documents (no ``filled``)."""
         uids = to_bson_list(page["uid"])
-        if not uids:
-            return
         descriptor = page["descriptor"]
         seq = to_bson_list(page["seq_num"])
         time = to_bson_list(page["time"])
         data = {k: to_bson_list(v) for k, v in page["data"].items()}
         ts = {k: to_bson_list(v) for k, v in page["timestamps"].items()}
-        docs = [{"uid": uid, "descriptor": descriptor, "seq_num": seq[i], "time": time[i],
+        return [{"uid": uid, "descriptor": descriptor, "seq_num": seq[i], "time": time[i],
                  "data": {k: col[i] for k, col in data.items()},
                  "timestamps": {k: col[i] for k, col in ts.items()}}
                 for i, uid in enumerate(uids)]
-        self._insert_many("event", "event page", docs, "uid", f"descriptor {descriptor!r}")
 
     def _insert_many(self, doc_type: str, page_name: str, docs: list[dict], key: str,
                      context: str, *, assets: bool = False) -> None:

@@ -364,29 +364,36 @@ class SQLiteStore(Store):
         return ids[0]
 
     def insert_event_page(self, page: Mapping) -> None:
-        n = len(page["seq_num"])
-        if n == 0:
+        self.insert_event_pages([page])
+
+    def insert_event_pages(self, pages: Sequence[Mapping]) -> None:
+        pages = [p for p in pages if len(p["seq_num"])]
+        if not pages:
             return
         encoded = [
-            self._encode_page(page, start, min(start + MAX_PAGE_EVENTS, n))
-            for start in range(0, n, MAX_PAGE_EVENTS)
+            [self._encode_page(page, start, min(start + MAX_PAGE_EVENTS, len(page["seq_num"])))
+             for start in range(0, len(page["seq_num"]), MAX_PAGE_EVENTS)]
+            for page in pages
         ]
-        uids = list(page["uid"])
+        uids = [u for page in pages for u in page["uid"]]
         try:
             with self._write() as conn:
                 conn.executemany("INSERT INTO event_uid (uid) VALUES (?)", ((u,) for u in uids))
-                if n >= SEAL_EVENTS:
-                    # Seal the open pages first: merged later, they would span this page.
-                    self._maybe_seal(conn, page["descriptor"], force=True)
-                for row, columns in encoded:
-                    self._write_page(conn, row, columns)
-                if n < SEAL_EVENTS:
-                    self._maybe_seal(conn, page["descriptor"])
+                for page, parts in zip(pages, encoded, strict=True):
+                    n = len(page["seq_num"])
+                    if n >= SEAL_EVENTS:
+                        # Seal the open pages first: merged later, they would span this page.
+                        self._maybe_seal(conn, page["descriptor"], force=True)
+                    for row, columns in parts:
+                        self._write_page(conn, row, columns)
+                    if n < SEAL_EVENTS:
+                        self._maybe_seal(conn, page["descriptor"])
         except sqlite3.IntegrityError as err:
             dup = self._first_duplicate("event_uid", "uid", uids)
+            descriptor = next(p["descriptor"] for p in pages if dup in p["uid"])
             raise DuplicateUidError(
-                f"event {dup!r} (descriptor {page['descriptor']!r}) is already stored; "
-                "nothing of this event page was written"
+                f"event {dup!r} (descriptor {descriptor!r}) is already stored; "
+                f"nothing of these {len(uids)} events was written"
             ) from err
 
     @staticmethod
