@@ -10,14 +10,15 @@ external fields, fills -- just those two frames.
 from __future__ import annotations
 
 from dataclasses import dataclass, field as dc_field
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import dask.array as da
 import numpy as np
+import pandas as pd
 import xarray as xr
 
-from .stores import open_store
-from .table import plan_table
+from .stores import StoreRef
+from .table import ColumnSpec, PartitionSpec, TableReader, plan_table
 from .timestruct import TimeStruct
 
 if TYPE_CHECKING:
@@ -28,7 +29,11 @@ __all__ = ["EventColumnArray", "build_dataset"]
 
 @dataclass(frozen=True, eq=False)
 class SeqIndex:
-    """Position -> seq_num: an arithmetic range when seq_nums are contiguous, else an array."""
+    """Position -> seq_num of a stream's rows (in table order).
+
+    An arithmetic range when seq_nums are contiguous and unique (the usual case:
+    nothing to ship), else the array of seq_nums.
+    """
 
     start: int
     length: int
@@ -51,6 +56,12 @@ class SeqIndex:
             return self.values[positions]
         return self.start + np.asarray(positions, dtype="i8")
 
+    def first_position(self, seq_num: int) -> int:
+        """Position of the first row whose seq_num is ``seq_num`` (or the next one)."""
+        if self.values is not None:
+            return int(np.searchsorted(self.values, seq_num, side="left"))
+        return seq_num - self.start
+
     def token(self) -> tuple:
         if self.values is None:
             return (self.start, self.length)
@@ -59,17 +70,24 @@ class SeqIndex:
         return (self.start, self.length, tokenize(self.values))
 
 
+_RAW_TIMES = TimeStruct(convert_times=False)
+
+
 @dataclass(frozen=True, eq=False)
 class EventColumnArray:
     """An array-like over one field of a stream: shape ``(events, *frame_shape)``.
 
-    ``filler`` (optional) turns a list of datum ids into a list of arrays; it
-    must be picklable (it runs on the worker that computes a chunk).
+    Rows are in the order of the stream's table.  Reading rows reads the table
+    partition of their seq_num range (one column, through
+    :class:`~dask_broker.table.TableReader`, so multi-descriptor streams and
+    repeated seq_nums come out as in ``h.table()``).  ``filler`` (optional)
+    turns a list of datum ids into a list of arrays; it is picklable and runs
+    on the worker that computes a chunk.
     """
 
-    uri: str
+    store: StoreRef
     descriptors: tuple[str, ...]
-    field: str
+    column: ColumnSpec
     seq: SeqIndex
     frame_shape: tuple[int, ...]
     dtype: np.dtype
@@ -88,9 +106,12 @@ class EventColumnArray:
         return len(self.seq)
 
     def __dask_tokenize__(self):
-        return ("dask_broker.EventColumnArray", self.uri, self.descriptors, self.field,
-                self.seq.token(), self.frame_shape, str(self.dtype),
-                type(self.filler).__name__ if self.filler else None)
+        from dask.base import tokenize
+
+        # The filler's token changes with resource roots and the root_map.
+        return ("dask_broker.EventColumnArray", self.store.__dask_tokenize__(),
+                self.descriptors, self.column, self.seq.token(), self.frame_shape,
+                str(self.dtype), tokenize(self.filler) if self.filler is not None else None)
 
     def __array__(self, dtype=None, copy=None):
         out = self[...]
@@ -104,42 +125,32 @@ class EventColumnArray:
         first, rest = (key[0], key[1:]) if key else (slice(None), ())
         positions = np.arange(len(self.seq))[first]
         scalar = np.ndim(positions) == 0
-        positions = np.atleast_1d(positions)
-        values = self.read(self.seq.take(positions))
+        values = self.read(np.atleast_1d(positions))
         if rest:
             values = values[(slice(None), *rest)]
         return values[0] if scalar else values
 
-    def read(self, seqs: np.ndarray) -> np.ndarray:
-        """The field's values at these seq_nums, stacked into an array."""
-        out = np.empty((len(seqs), *self.frame_shape), dtype=self.dtype)
-        if len(seqs) == 0:
+    def read(self, positions: np.ndarray) -> np.ndarray:
+        """The field's values at these row positions, stacked into one array."""
+        out = np.empty((len(positions), *self.frame_shape), dtype=self.dtype)
+        if len(positions) == 0:
             return out
-        found: dict[int, Any] = {}
-        wanted = set(seqs.tolist())
-        store = open_store(self.uri)
-        for page in store.iter_event_pages(self.descriptors, fields=[self.field],
-                                           seq_range=(int(seqs.min()), int(seqs.max()) + 1),
-                                           timestamps=False):
-            column = page.data.get(self.field)
-            if column is None:
-                continue
-            for i, s in enumerate(page.seq_num.tolist()):
-                if s in wanted:
-                    found[s] = column[i]
-        order = [found.get(s) for s in seqs.tolist()]
+        seqs = self.seq.take(positions)
+        lo, hi = int(seqs.min()), int(seqs.max()) + 1
+        reader = TableReader((self.column,), _RAW_TIMES)
+        frame = reader(PartitionSpec(self.store, self.descriptors, (lo, hi)))
+        column = frame[self.column.name].to_numpy(dtype=object)
+        picked = list(column[positions - self.seq.first_position(lo)])
+        present = [i for i, v in enumerate(picked) if v is not None and v is not pd.NA
+                   and not (isinstance(v, float) and np.isnan(v) and self.filler is not None)]
         if self.filler is not None:
-            present = [i for i, v in enumerate(order) if v is not None]
-            for i, frame in zip(present, self.filler([order[i] for i in present]), strict=True):
-                order[i] = frame
+            for i, frame_ in zip(present, self.filler([picked[i] for i in present]), strict=True):
+                picked[i] = frame_
         scalar = not self.frame_shape
-        for i, v in enumerate(order):
-            out[i] = self.missing if v is None else (v if scalar else np.asarray(v))
+        missing = set(range(len(picked))) - set(present)
+        for i, v in enumerate(picked):
+            out[i] = self.missing if i in missing else (v if scalar else np.asarray(v))
         return out
-
-
-_SCALAR_DTYPES = {"number": np.dtype("f8"), "integer": np.dtype("i8"),
-                  "boolean": np.dtype("bool"), "string": np.dtype("O")}
 
 
 def build_dataset(event_source: "EventSource", header, stream_name: str = "primary",
@@ -155,7 +166,7 @@ def build_dataset(event_source: "EventSource", header, stream_name: str = "prima
                                time_struct=TimeStruct(convert_times=False)).compute()
     seq = SeqIndex.from_array(index.index.to_numpy())
     n = len(seq)
-    uri = event_source.store.uri
+    ref = event_source.store.ref
     uids = tuple(d["uid"] for d in descs)
     variables = {}
     for col in plan.columns[1:]:
@@ -163,8 +174,7 @@ def build_dataset(event_source: "EventSource", header, stream_name: str = "prima
         dk = keys[0]
         external = bool(dk.get("external"))
         filler = filler_factory(header, col.field) if (external and filler_factory) else None
-        everywhere = len(keys) == len(descs)
-        array = _column_array(uri, uids, col.field, seq, dk, external, filler, everywhere)
+        array = _column_array(ref, uids, col, seq, dk, external, filler)
         rows = max(1, min(n, plan.chunk_size)) if n else 1
         # fancy=True: dask fuses later slices into this getter only for the plain getter
         # (EventColumnArray handles integer arrays on the event axis).
@@ -192,21 +202,22 @@ def _token(array: EventColumnArray) -> str:
     return tokenize(array)
 
 
-def _column_array(uri, uids, field, seq, dk, external, filler, everywhere) -> EventColumnArray:
-    kind = dk.get("dtype", "array")
-    shape = tuple(int(s) for s in dk.get("shape") or () if s)
-    if not external and kind in _SCALAR_DTYPES and not shape:
-        dtype = _SCALAR_DTYPES[kind]
-        if not everywhere and dtype.kind in "ib":
-            dtype = np.dtype("f8") if dtype.kind == "i" else np.dtype("O")
-        missing = np.nan if dtype.kind == "f" else None
-        return EventColumnArray(uri, uids, field, seq, (), dtype, missing)
-    if external and filler is None:
-        # Unfilled: the datum ids themselves.
-        return EventColumnArray(uri, uids, field, seq, (), np.dtype("O"))
-    # Arrays (or filled frames): learn the frame's dtype and shape from the first event.
-    probe = EventColumnArray(uri, uids, field, seq, (), np.dtype("O"), filler=filler)
-    first = np.asarray(probe[0]) if len(seq) else np.empty(shape)
-    dtype = np.dtype(dk["dtype_numpy"]) if "dtype_numpy" in dk else first.dtype
-    return EventColumnArray(uri, uids, field, seq, tuple(first.shape), dtype,
+def _column_array(ref: StoreRef, uids: tuple[str, ...], col: ColumnSpec, seq: SeqIndex,
+                  dk: Mapping, external: bool, filler) -> EventColumnArray:
+    if col.dtype in ("f8", "i8", "bool"):
+        return EventColumnArray(ref, uids, col, seq, (), np.dtype(col.dtype),
+                                np.nan if col.dtype == "f8" else None)
+    if col.dtype == "string" or (external and filler is None):
+        # Strings, or unfilled external fields: their datum ids.
+        return EventColumnArray(ref, uids, col, seq, (), np.dtype("O"))
+    # Arrays and filled frames: shape and dtype from the data_key when it declares both
+    # (nothing is read on the client), else from the first event.
+    shape = dk.get("shape") or []
+    if "dtype_numpy" in dk and shape and all(isinstance(s, int) and s > 0 for s in shape):
+        frame_shape, dtype = tuple(shape), np.dtype(dk["dtype_numpy"])
+    else:
+        probe = EventColumnArray(ref, uids, col, seq, (), np.dtype("O"), filler=filler)
+        first = np.asarray(probe[0]) if len(seq) else np.empty(tuple(shape))
+        frame_shape, dtype = tuple(first.shape), first.dtype
+    return EventColumnArray(ref, uids, col, seq, frame_shape, dtype,
                             np.nan if dtype.kind == "f" else 0, filler)

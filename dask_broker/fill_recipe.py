@@ -22,7 +22,7 @@ from .errors import HandlerNotFoundError
 from .fill import FillContext
 from .handlers.cache import shared_handler_cache
 from .handlers.registry import HandlerRegistry
-from .stores import open_store
+from .stores import StoreRef
 
 __all__ = ["FillRecipe", "RunFillContext", "DEFAULT_TASK_MAX_OPEN"]
 
@@ -53,7 +53,7 @@ class FillRecipe:
     :meth:`fill_frame` on a pandas partition.
     """
 
-    uri: str
+    store: StoreRef
     descriptors: tuple[Mapping, ...]
     resources: tuple[Mapping, ...]
     handlers: tuple[tuple[str, Any], ...]
@@ -75,12 +75,12 @@ class FillRecipe:
                 handlers[spec] = registry.lookup(spec)
             except HandlerNotFoundError:
                 continue
-        return cls(store.uri, tuple(descriptors), tuple(resources), tuple(handlers.items()),
+        return cls(store.ref, tuple(descriptors), tuple(resources), tuple(handlers.items()),
                    tuple(sorted((root_map or {}).items())), max_open)
 
     def __dask_tokenize__(self):
         # A resource update (new root or path) or a new root_map gives new task names.
-        return ("dask_broker.FillRecipe", self.uri,
+        return ("dask_broker.FillRecipe", self.store.__dask_tokenize__(),
                 tuple(d["uid"] for d in self.descriptors),
                 tuple((r.get("uid"), r.get("root"), r.get("resource_path"), r.get("spec"),
                        repr(sorted(r.get("resource_kwargs", {}).items()))) for r in self.resources),
@@ -89,7 +89,7 @@ class FillRecipe:
 
     def context(self) -> FillContext:
         """A FillContext over this recipe (the worker's shared cache if its plugin runs)."""
-        store = open_store(self.uri)
+        store = self.store.open()
         resources = {r["uid"]: r for r in self.resources}
 
         def resource(uid: str) -> Mapping | None:

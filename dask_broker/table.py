@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InvalidArgumentError, UnknownFieldError
-from .stores import open_store
+from .stores import StoreRef
 from .stores.base import EventPageColumns
 from .timestruct import TimeStruct
 
@@ -63,13 +63,14 @@ class PartitionSpec:
     counts, stop uid), so a run that grew tokenizes differently.
     """
 
-    uri: str
+    store: StoreRef
     descriptors: tuple[str, ...]
     seq_range: tuple[int, int]
     state: tuple = ()
 
     def __dask_tokenize__(self):
-        return ("dask_broker.PartitionSpec", self.uri, self.descriptors, self.seq_range, self.state)
+        return ("dask_broker.PartitionSpec", self.store.__dask_tokenize__(), self.descriptors,
+                self.seq_range, self.state)
 
 
 def _column_dtype(data_keys: list[Mapping], present_everywhere: bool) -> str:
@@ -187,16 +188,16 @@ def plan_table(event_source, header, stream_name: str = "primary",
         chunk_size = max(1024, chunk_size // 1024 * 1024) if chunk_size >= 1024 else max(1, chunk_size)
     stop = event_source.store.get_stop(descs[0]["run_start"])
     state = (tuple(sorted(counts.items())), stop["uid"] if stop else None)
-    uri = event_source.store.uri
+    ref = event_source.store.ref
     if counts:
         lo = min(c[1] for c in counts.values())
         hi = max(c[2] for c in counts.values())
         bounds = list(range(lo, hi + 1, chunk_size))
-        specs = tuple(PartitionSpec(uri, uids, (b, min(b + chunk_size, hi + 1)), state)
+        specs = tuple(PartitionSpec(ref, uids, (b, min(b + chunk_size, hi + 1)), state)
                       for b in bounds)
         divisions = (*bounds, hi)
     else:
-        specs = (PartitionSpec(uri, uids, (0, 0), state),)
+        specs = (PartitionSpec(ref, uids, (0, 0), state),)
         divisions = (None, None)
     external = tuple(f for f in fields if any(d["data_keys"].get(f, {}).get("external")
                                               for d in descs))
@@ -247,7 +248,7 @@ class TableReader:
         cols = self._select(columns)
         if spec.seq_range[0] >= spec.seq_range[1]:
             return self.empty(columns)
-        store = open_store(spec.uri)
+        store = spec.store.open()
         fields = list(dict.fromkeys(c.field for c in cols if c.field is not None))
         need_ts = any(c.kind == "ts" for c in cols)
         pages = store.iter_event_pages(spec.descriptors, seq_range=spec.seq_range,
@@ -275,6 +276,8 @@ class TableReader:
         dtypes = {c.name: "f8" if c.kind in ("time", "ts") else
                   "object" if c.dtype == "string" else c.dtype for c in cols}
         seq = np.empty(capacity, dtype="i8")
+        source_of = np.empty(capacity, dtype="i4")  # which descriptor each row comes from
+        descriptors: dict[str, int] = {}
         out = {name: np.empty(capacity, dtype=dt) for name, dt in dtypes.items()}
         pos = 0
         for page in pages:
@@ -282,9 +285,11 @@ class TableReader:
             if pos + k > len(seq):
                 size = max(2 * len(seq), pos + k)
                 seq = _grown(seq, size, pos)
+                source_of = _grown(source_of, size, pos)
                 out = {name: _grown(v, size, pos) for name, v in out.items()}
             sl = slice(pos, pos + k)
             seq[sl] = page.seq_num
+            source_of[sl] = descriptors.setdefault(page.descriptor, len(descriptors))
             for c in cols:
                 if c.kind == "time":
                     out[c.name][sl] = page.time
@@ -295,8 +300,8 @@ class TableReader:
         n = pos
         seq = seq[:n]
         out = {name: v[:n] for name, v in out.items()}
-        if n and np.any(seq[1:] < seq[:-1]):
-            order = np.argsort(seq, kind="stable")
+        order = _row_order(seq, source_of[:n])
+        if order is not None:
             seq = seq[order]
             out = {k: v[order] for k, v in out.items()}
         index = pd.Index(seq, name="seq_num")
@@ -309,6 +314,29 @@ class TableReader:
                 values = pd.array(values, dtype=pd.StringDtype())
             data[c.name] = pd.Series(values, index=index, name=c.name, copy=False)
         return pd.DataFrame(data, index=index, copy=False)
+
+
+def _row_order(seq: np.ndarray, source: np.ndarray) -> np.ndarray | None:
+    """Rows in seq_num order (stable), keeping the last of repeated (descriptor, seq_num).
+
+    Repeats of a seq_num within one descriptor exist in legacy data; as databroker
+    does, the one stored last wins.  Rows of different descriptors with one
+    seq_num are all kept.  None when the rows are already in order and unique.
+    """
+    if len(seq) < 2:
+        return None
+    steps = np.diff(seq)
+    if np.all(steps > 0):
+        return None
+    order = np.argsort(seq, kind="stable")
+    sorted_seq = seq[order]
+    if not np.any(sorted_seq[1:] == sorted_seq[:-1]):
+        return order
+    keys = sorted_seq * (int(source.max()) + 1) + source[order]
+    # the last occurrence of each key, in seq order
+    _, last_from_end = np.unique(keys[::-1], return_index=True)
+    keep = np.sort(len(keys) - 1 - last_from_end)
+    return order[keep]
 
 
 def _grown(arr: np.ndarray, size: int, used: int) -> np.ndarray:

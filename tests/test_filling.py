@@ -160,6 +160,7 @@ def test_root_map(run, tmp_path):
     db, h, ext = run
     old = os.path.dirname(ext.files[0])
     new = str(tmp_path / "moved")
+    before = h.to_xarray(fields=["spectrum"])["spectrum"].data.name
     shutil.move(old, new)
     with pytest.raises(MissingFileError) as info:
         h.table(fill=True, fields=["img"]).compute()
@@ -168,6 +169,8 @@ def test_root_map(run, tmp_path):
     assert resource_uid in message or any(uid in message for uid in ext.resources)
     assert old in message and "root_map" in message
     db.set_root_map({old: new})
+    # frames now come from another place: new task names, no stale cached chunks
+    assert h.to_xarray(fields=["spectrum"])["spectrum"].data.name != before
     got = h.table(fill=True, fields=["img"]).compute()
     assert len(got) == 12 and isinstance(got["img"].iloc[0], np.ndarray)
     assert h.table(fill=True)._name != Broker.from_uri(db.uri).event_source.table(h, fill=True)._name

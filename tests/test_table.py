@@ -360,3 +360,23 @@ def test_local_cluster_processes(scan):
     pd.testing.assert_frame_equal(got, want)
     assert det_sum == pytest.approx(sum(e["data"]["det"] for e in events))
     assert len(worker_pids) == 2 and __import__("os").getpid() not in worker_pids
+
+
+def test_repeated_seq_num_last_stored_wins(db):
+    """Legacy data repeats a seq_num within a descriptor: the table keeps the one stored
+    last (as databroker does); docs() still replays every stored event."""
+    bundle = event_model.compose_run()
+    db.insert("start", bundle.start_doc)
+    desc = bundle.compose_descriptor(name="primary",
+                                     data_keys={"x": {"source": "x", "dtype": "number", "shape": []}})
+    db.insert("descriptor", desc.descriptor_doc)
+    values = [(1, 1.0), (2, 2.0), (3, 3.0), (2, 20.0), (4, 4.0), (2, 200.0)]
+    for i, (seq, x) in enumerate(values):
+        db.insert("event", desc.compose_event(data={"x": x}, timestamps={"x": 0.0}, seq_num=seq,
+                                              time=1.7e9 + i))
+    h = db[-1]
+    got = h.table(time_struct=RAW, chunk_size=2).compute()
+    assert list(got.index) == [1, 2, 3, 4]
+    assert list(got["x"]) == [1.0, 200.0, 3.0, 4.0]
+    replayed = [d["data"]["x"] for n, d in h.docs() if n == "event"]
+    assert sorted(replayed) == sorted(x for _, x in values)

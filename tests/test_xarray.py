@@ -82,3 +82,25 @@ def test_fields_selection(run):
     h, _ = run
     ds = h.to_xarray(fields=["x"])
     assert list(ds.data_vars) == ["x"]
+
+
+def test_multi_descriptor_stream_matches_table(any_db):
+    """Two descriptors in one stream, each with seq_nums 1..3: xarray rows are the table's."""
+    db = any_db
+    bundle = event_model.compose_run()
+    db.insert("start", bundle.start_doc)
+    keys = {"x": {"source": "x", "dtype": "number", "shape": []}}
+    first = bundle.compose_descriptor(name="primary", data_keys=keys)
+    second = bundle.compose_descriptor(name="primary", data_keys=keys, validate=False,
+                                       configuration={"gain": {"data": {"gain": 2}}})
+    for desc, offset in ((first, 0.0), (second, 100.0)):
+        db.insert("descriptor", desc.descriptor_doc)
+        for seq in (1, 2, 3):
+            db.insert("event", desc.compose_event(data={"x": offset + seq}, timestamps={"x": 0.0},
+                                                  seq_num=seq, validate=False))
+    h = db[-1]
+    table = h.table().compute()
+    ds = h.to_xarray(chunk_size=2)
+    np.testing.assert_array_equal(ds["x"].values, table["x"].to_numpy())
+    assert sorted(ds["x"].values) == [1.0, 2.0, 3.0, 101.0, 102.0, 103.0]
+    np.testing.assert_array_equal(ds["x"][2:5].values, table["x"].to_numpy()[2:5])

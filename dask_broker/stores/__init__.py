@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import importlib
 import threading
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
 from ..errors import StoreURIError
 from .base import EventPageColumns, Store
 
-__all__ = ["Store", "EventPageColumns", "open_store", "store_class"]
+__all__ = ["Store", "StoreRef", "EventPageColumns", "open_store", "store_class"]
 
 _BUILTIN = {
     "sqlite": "dask_broker.stores.sqlite:SQLiteStore",
@@ -67,3 +68,22 @@ def open_store(uri: str, **kwargs: Any) -> Store:
         if store is None:
             store = _cache[key] = store_class(uri).open_existing(uri, **kwargs)
         return store
+
+
+@dataclass(frozen=True)
+class StoreRef:
+    """A picklable recipe for reaching a store from any process: its URI and options.
+
+    This is what Dask graphs carry (never a connection); ``open()`` gives the
+    process's store for it (see :func:`open_store`).
+    """
+
+    uri: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def open(self) -> Store:
+        return open_store(self.uri, **dict(self.options))
+
+    def __dask_tokenize__(self):
+        return ("dask_broker.StoreRef", self.uri,
+                tuple((k, getattr(v, "__qualname__", repr(v))) for k, v in self.options))

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from ..query import match_query, validate_query
+
+if TYPE_CHECKING:
+    from . import StoreRef
 
 __all__ = ["Store", "EventPageColumns"]
 
@@ -75,6 +78,17 @@ class Store(abc.ABC):
 
     def __reduce__(self):
         return (type(self).open_existing, (self.uri,))
+
+    @property
+    def ref(self) -> "StoreRef":
+        """A picklable recipe (URI and options) from which a worker reaches this store."""
+        from . import StoreRef
+
+        return StoreRef(self.uri, self._ref_options())
+
+    def _ref_options(self) -> tuple[tuple[str, Any], ...]:
+        """Options beyond the URI that a re-opened store needs (none by default)."""
+        return ()
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and other.uri == self.uri  # type: ignore[attr-defined]

@@ -84,7 +84,6 @@ from .mongo_uri import (
 from .mongo_values import (
     clean_doc,
     first_repeat,
-    last_of_each_seq_num,
     restore,
     sub_document,
     to_array_column,
@@ -224,6 +223,11 @@ class MongoStore(Store):
         if self._client_class is None:
             return (type(self).from_uri, (self.uri,))
         return (_reopen, (type(self), self.uri, self._client_class))
+
+    def _ref_options(self) -> tuple[tuple[str, Any], ...]:
+        if self._client_class is None:
+            return ()
+        return (("mongo_client_class", self._client_class),)
 
     # ------------------------------------------------------------ connections
     def _db(self, target: MongoURI):
@@ -733,8 +737,7 @@ class MongoStore(Store):
     def event_counts(self, descriptor_uids: Sequence[str]) -> dict[str, tuple[int, int, int]]:
         """``{descriptor: (count, min seq_num, max seq_num)}``, by one aggregation.
 
-        ``count`` counts stored event documents, including any that repeat a seq_num
-        (which :meth:`iter_event_pages` collapses to the last one).
+        ``count`` counts stored event documents, including any that repeat a seq_num.
         """
         out: dict[str, tuple[int, int, int]] = {}
         uids = list(dict.fromkeys(descriptor_uids))
@@ -818,7 +821,7 @@ class MongoStore(Store):
         cursor = coll.find(query, projection, sort=_EVENT_SORT, batch_size=batch,
                            allow_disk_use=True)
         rows: list[Mapping] = []
-        for doc in last_of_each_seq_num(cursor):
+        for doc in cursor:
             if rows and (len(rows) >= batch or rows[-1]["descriptor"] != doc["descriptor"]):
                 yield self._page(rows, fields, timestamps, uids, arrays)
                 rows = []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -10,7 +10,7 @@ from ..codec import _scalar_kind
 from ..errors import DaskBrokerError
 
 __all__ = ["to_bson", "to_bson_list", "restore", "clean_doc", "first_repeat", "to_column",
-           "to_array_column", "last_of_each_seq_num", "sub_document"]
+           "to_array_column", "sub_document"]
 
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 _DECIMAL_DIGITS = 34  # what a Decimal128 holds exactly
@@ -127,18 +127,6 @@ def to_array_column(values: list) -> np.ndarray | list:
         if stacked is not None and stacked.ndim >= 2 and stacked.dtype.kind in "fiub":
             return stacked
     return to_column(values)
-
-
-def last_of_each_seq_num(docs: Iterable[Mapping]) -> Iterator[Mapping]:
-    """Events sorted by (descriptor, seq_num, time), keeping the last of each seq_num."""
-    pending = None
-    for doc in docs:
-        if pending is not None and (doc.get("seq_num") != pending.get("seq_num")
-                                    or doc.get("descriptor") != pending.get("descriptor")):
-            yield pending
-        pending = doc
-    if pending is not None:
-        yield pending
 
 
 def sub_document(doc: Mapping, part: str, flat: bool) -> Mapping:
