@@ -11,7 +11,7 @@ from typing import Any, Iterator, Mapping
 
 from .errors import AmbiguousKeyError, RunNotFoundError
 from .event_source import EventSource
-from .handlers.registry import HandlerRegistry
+from .handlers.registry import HandlerRegistry, default_registry
 from .header import Header
 from .query import validate_query
 from .stores import Store
@@ -39,7 +39,7 @@ class Broker:
     def __init__(self, store: Store, *, root_map: Mapping[str, str] | None = None):
         self.store = store
         #: The handler registry: spec -> handler class (built-ins, entry points, yours).
-        self.handlers = HandlerRegistry()
+        self.handlers = HandlerRegistry(parent=default_registry)
         self.event_source = EventSource(store, registry=self.handlers, root_map=root_map)
 
     @classmethod

@@ -453,7 +453,9 @@ class FillContext:
         spec = resource.get("spec")
         handler_class = self._handler_class(spec, uid)
         path = resource_full_path(resource, self.root_map)
-        key = (uid, path, spec, handler_class)
+        # resource_kwargs in the key: an updated resource never reuses an old handler
+        kwargs_key = repr(sorted((resource.get("resource_kwargs") or {}).items()))
+        key = (uid, path, spec, handler_class, kwargs_key)
         kwargs_list = [docs[i].get("datum_kwargs") or {} for i in group]
 
         def opener() -> Any:

@@ -59,6 +59,8 @@ class FillRecipe:
     handlers: tuple[tuple[str, Any], ...]
     root_map: tuple[tuple[str, str], ...] = ()
     max_open: int | None = DEFAULT_TASK_MAX_OPEN
+    #: spec -> why no handler was found for it on the client (raised when a task needs it)
+    missing: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def for_run(cls, store, descriptors: Sequence[Mapping], resources: Sequence[Mapping],
@@ -69,14 +71,15 @@ class FillRecipe:
         A spec without a handler is left out; filling a datum of it raises
         :class:`~dask_broker.errors.HandlerNotFoundError` in the task.
         """
-        handlers = {}
+        handlers, missing = {}, {}
         for spec in dict.fromkeys(r["spec"] for r in resources):
             try:
                 handlers[spec] = registry.lookup(spec)
-            except HandlerNotFoundError:
-                continue
+            except HandlerNotFoundError as err:
+                missing[spec] = str(err)
         return cls(store.ref, tuple(descriptors), tuple(resources), tuple(handlers.items()),
-                   tuple(sorted((root_map or {}).items())), max_open)
+                   tuple(sorted((root_map or {}).items())), max_open,
+                   tuple(missing.items()))
 
     def __dask_tokenize__(self):
         # A resource update (new root or path) or a new root_map gives new task names.
@@ -96,7 +99,8 @@ class FillRecipe:
             return resources.get(uid) or store.get_resource(uid)
 
         return FillContext(self.descriptors, resource, store.datum,
-                           registry=dict(self.handlers), root_map=dict(self.root_map),
+                           registry=_Handlers(self.handlers, self.missing),
+                           root_map=dict(self.root_map),
                            max_open=self.max_open, cache=_worker_shared_cache())
 
     def __call__(self, datum_ids: Sequence[str]) -> list[np.ndarray]:
@@ -113,6 +117,17 @@ class FillRecipe:
             return ctx.fill_table(df, fields)
 
 
+class _Handlers(dict):
+    """spec -> handler class; a spec resolved to nothing raises the client's explanation."""
+
+    def __init__(self, handlers, missing):
+        super().__init__(handlers)
+        self.missing = dict(missing)
+
+    def __missing__(self, spec: str):
+        raise HandlerNotFoundError(self.missing.get(spec) or f"no handler for spec {spec!r}")
+
+
 class RunFillContext(FillContext):
     """The fill context of a run (``h.fill_context()``): also fills Dask DataFrames, lazily.
 
@@ -123,7 +138,8 @@ class RunFillContext(FillContext):
 
     def __init__(self, recipe: FillRecipe, store, **kwargs: Any):
         super().__init__(recipe.descriptors, store.get_resource, store.datum,
-                         registry=dict(recipe.handlers), root_map=dict(recipe.root_map), **kwargs)
+                         registry=_Handlers(recipe.handlers, recipe.missing),
+                         root_map=dict(recipe.root_map), **kwargs)
         self.recipe = recipe
 
     def fill_table(self, df, fields: Iterable[str] | None = None):

@@ -203,8 +203,25 @@ def test_no_handler_error_raised_by_compute(tmp_path, any_db):
             doc = {**doc, "spec": "MYSTERY_DETECTOR"}
         db.insert(name, doc)
     df = db[-1].table(fill=True)  # planning works; the compute raises
-    with pytest.raises(HandlerNotFoundError, match="MYSTERY_DETECTOR"):
+    with pytest.raises(HandlerNotFoundError, match="MYSTERY_DETECTOR") as info:
         df.compute()
+    assert "db.register_handler('MYSTERY_DETECTOR'" in str(info.value)
+
+
+def test_process_wide_registration_reaches_brokers(run):
+    """dask_broker.handlers.register(...) counts for every Broker; db.register_handler wins."""
+    from dask_broker.handlers import registry as registry_module
+
+    db, h, ext = run
+    registry_module.register("NPY", CountingHandler)
+    try:
+        assert db.handlers.lookup("NPY") is CountingHandler
+        db.register_handler("NPY", FailingHandler)
+        assert db.handlers.lookup("NPY") is FailingHandler
+    finally:
+        registry_module.deregister("NPY")
+    db.deregister_handler("NPY")
+    assert db.handlers.lookup("NPY").__name__ == "NpyHandler"
 
 
 def test_handler_that_raises_is_wrapped(run):

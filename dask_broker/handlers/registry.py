@@ -101,11 +101,14 @@ class HandlerRegistry:
         *,
         builtins: Mapping[str, type | str] | None = None,
         entry_point_groups: Iterable[str] = ENTRY_POINT_GROUPS,
+        parent: "HandlerRegistry | None" = None,
     ):
         self._builtins: dict[str, type | str] = dict(
             BUILTIN_HANDLERS if builtins is None else builtins)
         self._groups = tuple(entry_point_groups)
         self._explicit: dict[str, Any] = {}
+        #: A registry whose explicit registrations count as this one's (after its own).
+        self.parent = parent
         self._init_state()
 
     def _init_state(self) -> None:
@@ -115,13 +118,20 @@ class HandlerRegistry:
         self._failures: dict[str, str] = {}      # spec -> why its entry point(s) failed
 
     def __getstate__(self) -> dict:
-        return {"builtins": self._builtins, "groups": self._groups, "explicit": self._explicit}
+        return {"builtins": self._builtins, "groups": self._groups, "explicit": self._explicit,
+                "parent": self.parent}
 
     def __setstate__(self, state: dict) -> None:
         self._builtins = state["builtins"]
         self._groups = state["groups"]
         self._explicit = state["explicit"]
+        self.parent = state.get("parent")
         self._init_state()
+
+    def __reduce_ex__(self, protocol):
+        if self is default_registry:  # the process-wide registry stays the receiver's own
+            return (_default_registry, ())
+        return super().__reduce_ex__(protocol)
 
     def __repr__(self) -> str:
         return (f"HandlerRegistry(explicit={sorted(self._explicit)}, "
@@ -215,6 +225,8 @@ class HandlerRegistry:
         with self._lock:
             if spec in self._explicit:
                 return self._explicit[spec]
+            if self.parent is not None and spec in self.parent._explicit:
+                return self.parent._explicit[spec]
             if spec in self._builtins:
                 target = self._builtins[spec]
                 if isinstance(target, str):
@@ -249,7 +261,9 @@ class HandlerRegistry:
             msg += f" (its {self._failures[spec]})"
         groups = " or ".join(repr(g) for g in self._groups) or "(none searched)"
         return (
-            f"{msg}. Register one with dask_broker.handlers.register({spec!r}, HandlerClass), "
+            f"{msg}. Register one with db.register_handler({spec!r}, HandlerClass) on your "
+            f"Broker (or dask_broker.handlers.register({spec!r}, HandlerClass) for every "
+            f"Broker of the process), "
             f"or install a package that provides it in the entry-point group {groups} "
             f"(area-detector-handlers provides the AD_* specs). "
             f"Known specs: {', '.join(self.specs()) or 'none'}"
@@ -367,3 +381,7 @@ def refresh_entry_points() -> None:
     >>> refresh_entry_points()
     """
     default_registry.refresh()
+
+
+def _default_registry() -> HandlerRegistry:
+    return default_registry

@@ -7,6 +7,7 @@ lazily, and a forked child never uses its parent's sockets.
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 from dataclasses import dataclass
@@ -158,6 +159,19 @@ def client_for(target: MongoURI, client_class: Any) -> Any:
                 raise StoreURIError(f"cannot open {mask_uri(target.uri)}: {err}") from err
             _clients[key] = client
         return client
+
+
+@atexit.register
+def _close_clients() -> None:
+    """Close this process's clients at exit (pymongo warns about clients left open)."""
+    with _clients_lock:
+        clients = list(_clients.values()) if _clients_pid == os.getpid() else []
+        _clients.clear()
+    for client in clients:
+        try:
+            client.close()
+        except Exception:  # noqa: BLE001 -- best effort at exit
+            pass
 
 
 def drop_client(target: MongoURI, client_class: Any) -> None:
