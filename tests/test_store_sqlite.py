@@ -233,3 +233,48 @@ def test_workers_never_create_an_empty_catalog(tmp_path):
     with pytest.raises(StoreURIError, match=str(folder)):
         pickle.loads(blob)
     assert not folder.exists()
+
+
+def test_sealing_keeps_value_types(tmp_path):
+    """1,024 single events seal into a page; values of different kinds keep their types."""
+    import event_model
+
+    from dask_broker import Broker
+    from dask_broker.stores.sqlite import SEAL_EVENTS
+
+    db = Broker.from_uri(f"sqlite:///{tmp_path / 'c.db'}")
+    bundle = event_model.compose_run()
+    db.insert("start", bundle.start_doc)
+    desc = bundle.compose_descriptor(name="primary", data_keys={
+        "x": {"source": "x", "dtype": "number", "shape": []}})
+    db.insert("descriptor", desc.descriptor_doc)
+    values = [i if i % 2 else i + 0.5 for i in range(SEAL_EVENTS + 3)]  # ints and floats
+    for v in values:
+        db.insert("event", desc.compose_event(data={"x": v}, timestamps={"x": 0.0}))
+    got = [d["data"]["x"] for n, d in db[-1].docs() if n == "event"]
+    assert got == values
+    assert [type(v) for v in got] == [type(v) for v in values]
+    (open_pages,) = db.store._conn().execute(
+        "SELECT COUNT(*) FROM event_page WHERE sealed = 0").fetchone()
+    assert open_pages < SEAL_EVENTS
+
+
+def test_failed_write_names_the_catalog_and_keeps_it_usable(tmp_path):
+    import event_model
+
+    from dask_broker import Broker
+    from dask_broker.errors import StoreURIError
+
+    db = Broker.from_uri(f"sqlite:///{tmp_path / 'c.db'}")
+    bundle = event_model.compose_run()
+    db.insert("start", bundle.start_doc)
+    conn = db.store._conn()
+    (pages,) = conn.execute("PRAGMA page_count").fetchone()
+    conn.execute(f"PRAGMA max_page_count = {pages}")  # the "disk" is full
+    desc = bundle.compose_descriptor(name="primary", data_keys={
+        "x": {"source": "x", "dtype": "number", "shape": []}})
+    with pytest.raises(StoreURIError, match="c.db"):
+        db.insert("descriptor", dict(desc.descriptor_doc, configuration={"big": {"data": {"b": "x" * 100_000}}}))
+    conn.execute("PRAGMA max_page_count = 1073741823")
+    db.insert("descriptor", desc.descriptor_doc)
+    assert [d["uid"] for d in db[-1].descriptors] == [desc.descriptor_doc["uid"]]

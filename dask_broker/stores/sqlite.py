@@ -234,15 +234,31 @@ class SQLiteStore(Store):
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed when the block ends, rolled back if it raises.
+
+        A database error other than a constraint (disk full, read-only file,
+        a lock held too long) becomes a StoreURIError naming the catalog.
+        """
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
-            conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:  # SQLite may have rolled back already
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                raise
+        except sqlite3.IntegrityError:
+            raise  # the callers name the duplicate document
+        except sqlite3.Error as err:
+            raise StoreURIError(
+                f"writing to the catalog {self._path} failed: {err} (nothing of this "
+                "document was written; check the disk space and the file's permissions)"
+            ) from err
 
     @contextmanager
     def _snapshot(self) -> Iterator[sqlite3.Connection]:
@@ -428,6 +444,17 @@ class SQLiteStore(Store):
             "SELECT COALESCE(SUM(n), 0) FROM event_page WHERE descriptor = ? AND sealed = 0",
             (descriptor,)).fetchone()
         if total == 0 or (total < SEAL_EVENTS and not force):
+            return
+        (mixed,) = conn.execute(
+            "SELECT COUNT(*) FROM (SELECT field FROM page_column JOIN event_page "
+            "ON page_column.page_id = event_page.id WHERE descriptor = ? AND sealed = 0 "
+            "GROUP BY field HAVING COUNT(DISTINCT codec) > 1 OR COUNT(DISTINCT ts_codec) > 1)",
+            (descriptor,)).fetchone()
+        if mixed:
+            # Merging would re-encode values of different kinds together (ints into
+            # floats, arrays into lists): seal the pages as they are, types intact.
+            conn.execute("UPDATE event_page SET sealed = 1 WHERE descriptor = ? AND sealed = 0",
+                         (descriptor,))
             return
         pages = list(self._read_pages(conn, descriptor_uids=[descriptor], fields=None,
                                       timestamps=True, uids=True, open_only=True))
