@@ -29,6 +29,7 @@ __all__ = [
     "UnknownDatumError",
     "HandlerError",
     "InvalidArgumentError",
+    "ColumnTypeError",
 ]
 
 
@@ -118,3 +119,7 @@ class HandlerError(DaskBrokerError, RuntimeError):
 
 class InvalidArgumentError(DaskBrokerError, ValueError):
     """An argument has a value dask_broker cannot use (the message says which)."""
+
+
+class ColumnTypeError(DaskBrokerError, TypeError):
+    """Stored values do not fit the column dtype their descriptor's data_keys declare."""

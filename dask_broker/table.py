@@ -27,7 +27,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import InvalidArgumentError, UnknownFieldError
+from .errors import ColumnTypeError, InvalidArgumentError, UnknownFieldError
 from .stores import StoreRef
 from .stores.base import EventPageColumns
 from .timestruct import TimeStruct
@@ -155,6 +155,7 @@ def plan_table(event_source, header, stream_name: str = "primary",
     elif not isinstance(time_struct, TimeStruct):
         raise InvalidArgumentError(
             f"time_struct must be a dask_broker.TimeStruct, not {type(time_struct).__name__}")
+    time_struct = time_struct.resolved()  # the client's local zone, not each worker's
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
         raise InvalidArgumentError(f"chunk_size must be a positive int, not {chunk_size!r}")
     descs = event_source._stream_descriptors(header, stream_name)
@@ -295,7 +296,13 @@ class TableReader:
                     out[c.name][sl] = page.time
                     continue
                 source = (page.data if c.kind == "data" else page.timestamps).get(c.field)
-                _copy_into(out[c.name], sl, source, c)
+                try:
+                    _copy_into(out[c.name], sl, source, c)
+                except ColumnTypeError as err:
+                    raise ColumnTypeError(
+                        f"field {c.field!r} of descriptor {page.descriptor!r} (seq_num "
+                        f"{page.seq_num[0]}..{page.seq_num[-1]}): {err}; read this field with "
+                        "docs() to see the stored values") from None
             pos += k
         n = pos
         seq = seq[:n]
@@ -339,22 +346,54 @@ def _row_order(seq: np.ndarray, source: np.ndarray) -> np.ndarray | None:
     return order[keep]
 
 
+def _numeric(values: list, dtype: np.dtype) -> np.ndarray:
+    """A list column as an array, None as NaN where the column is float."""
+    if dtype.kind == "f":
+        values = [np.nan if v is None else v for v in values]
+    try:
+        return np.asarray(values)
+    except (ValueError, TypeError):
+        return np.asarray(values, dtype=object)
+
+
+def _example(values: Any) -> Any:
+    for v in values:
+        if v is None or not isinstance(v, (int, float, bool, np.generic)) or (
+                isinstance(v, float) and not float(v).is_integer()):
+            return v
+    return values[0]
+
+
 def _grown(arr: np.ndarray, size: int, used: int) -> np.ndarray:
     new = np.empty(size, dtype=arr.dtype)
     new[:used] = arr[:used]
     return new
 
 
+_ACCEPTED_KINDS = {"i": "iu", "b": "b", "f": "fiub"}
+
+
 def _copy_into(target: np.ndarray, sl: slice, source: Any, col: ColumnSpec) -> None:
-    """Copy one page's column into a slice of the output column."""
+    """Copy one page's column into a slice of the output column.
+
+    Values that do not fit the column's dtype (a float or None in a column
+    declared integer, a string in a number column) raise ColumnTypeError rather
+    than being cast silently.
+    """
     if source is None:  # field absent from this page's descriptor
         target[sl] = col.missing if col.dtype != "bool" else False
         return
     if target.dtype != object:
-        if isinstance(source, np.ndarray) and source.ndim == 1:
-            target[sl] = source
-        else:
-            target[sl] = np.asarray([np.nan if v is None else v for v in source], dtype=target.dtype)
+        values = source if isinstance(source, np.ndarray) else _numeric(source, target.dtype)
+        if values.ndim != 1 or values.dtype.kind not in _ACCEPTED_KINDS[target.dtype.kind]:
+            if target.dtype.kind == "i" and values.ndim == 1 and values.dtype.kind == "f" and \
+                    np.all(np.isfinite(values)) and np.all(values == np.round(values)):
+                target[sl] = values  # integral floats (e.g. 3.0) in an integer column
+                return
+            raise ColumnTypeError(
+                f"values of kind {values.dtype} (for example {_example(source)!r}) do not fit "
+                f"the column's dtype {target.dtype}, which the descriptor's data_keys declare")
+        target[sl] = values
         return
     start = sl.start
     if isinstance(source, np.ndarray) and source.ndim == 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 from dataclasses import dataclass
@@ -27,8 +28,9 @@ class TimeStruct:
         Turn epoch seconds into ``datetime64`` values.  With False, times stay
         float seconds since the epoch and the other options are ignored.
     timezone
-        An IANA zone name (``"America/New_York"``); None means the system's
-        local zone.
+        An IANA zone name (``"America/New_York"``); None means the local zone
+        of the process that builds the table (the client's, also where the
+        table is computed on workers elsewhere).
     localize_times
         Convert from UTC to ``timezone`` and drop the zone (naive local
         times, as databroker v0 did).  With False, naive UTC times.
@@ -45,7 +47,7 @@ class TimeStruct:
     localize_times: bool = True
 
     def __post_init__(self) -> None:
-        if self.timezone is not None:
+        if isinstance(self.timezone, str):
             try:
                 ZoneInfo(self.timezone)
             except (ZoneInfoNotFoundError, ValueError) as err:
@@ -63,6 +65,12 @@ class TimeStruct:
             zone = self.timezone or local_timezone()
             values = values.tz_localize("UTC").tz_convert(zone).tz_localize(None)
         return np.asarray(values, dtype="datetime64[ns]")
+
+    def resolved(self) -> "TimeStruct":
+        """This TimeStruct with ``timezone=None`` replaced by this process's local zone."""
+        if self.convert_times and self.localize_times and self.timezone is None:
+            return dataclasses.replace(self, timezone=local_timezone())
+        return self
 
     @property
     def dtype(self) -> np.dtype:

@@ -380,3 +380,42 @@ def test_repeated_seq_num_last_stored_wins(db):
     assert list(got["x"]) == [1.0, 200.0, 3.0, 4.0]
     replayed = [d["data"]["x"] for n, d in h.docs() if n == "event"]
     assert sorted(replayed) == sorted(x for _, x in values)
+
+
+def test_values_that_do_not_fit_the_declared_dtype(db):
+    """An integer column holding 2.7 (or None) is an error naming the field, not a silent cast."""
+    from dask_broker.errors import ColumnTypeError
+
+    bundle = event_model.compose_run()
+    db.insert("start", bundle.start_doc)
+    desc = bundle.compose_descriptor(name="primary", data_keys={
+        "n": {"source": "n", "dtype": "integer", "shape": []},
+        "x": {"source": "x", "dtype": "number", "shape": []}})
+    db.insert("descriptor", desc.descriptor_doc)
+    for n, x in ((1, 1.5), (2.0, None), (3, 2.5)):
+        db.insert("event", desc.compose_event(data={"n": n, "x": x}, timestamps={"n": 0, "x": 0}))
+    h = db[-1]
+    got = h.table(time_struct=RAW).compute()
+    assert list(got["n"]) == [1, 2, 3] and got["n"].dtype == np.dtype("i8")  # 2.0 is integral
+    assert got["x"].isna().tolist() == [False, True, False]
+    db.insert("event", desc.compose_event(data={"n": 2.7, "x": 0.0}, timestamps={"n": 0, "x": 0}))
+    with pytest.raises(ColumnTypeError, match="'n'.*2.7"):
+        h.table(time_struct=RAW).compute()
+
+
+@pytest.mark.slow
+def test_local_times_are_the_clients_on_workers_in_another_zone(scan, monkeypatch):
+    """TimeStruct(timezone=None) means the client's zone, also on workers set to another."""
+    distributed = pytest.importorskip("distributed")
+    import dask_broker.timestruct as ts
+
+    h, events = scan
+    monkeypatch.setattr(ts, "local_timezone", lambda: "America/Chicago")
+    want = (pd.Series(pd.to_datetime([e["time"] for e in events], unit="s"))
+            .dt.tz_localize("UTC").dt.tz_convert("America/Chicago").dt.tz_localize(None))
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  dashboard_address=None, env={"TZ": "Asia/Tokyo"}) as cluster, \
+            distributed.Client(cluster) as client:
+        assert client.run(lambda: __import__("os").environ.get("TZ")).popitem()[1] == "Asia/Tokyo"
+        got = client.compute(h.table(fields=[], chunk_size=20)).result()["time"]
+    np.testing.assert_array_equal(got.to_numpy(), want.to_numpy())
