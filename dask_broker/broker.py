@@ -9,7 +9,7 @@ import tempfile
 import weakref
 from typing import Any, Iterator, Mapping
 
-from .errors import AmbiguousKeyError, RunNotFoundError
+from .errors import AmbiguousKeyError, InvalidArgumentError, RunNotFoundError
 from .event_source import EventSource
 from .handlers.registry import HandlerRegistry, default_registry
 from .header import Header
@@ -191,6 +191,8 @@ class Broker:
         >>> db[-1]        # doctest: +SKIP
         >>> db[42]        # the most recent run with scan_id 42  # doctest: +SKIP
         """
+        if isinstance(key, slice):
+            return self._recent_slice(key)
         if isinstance(key, str):
             return self._header(self._by_uid(key))
         if isinstance(key, bool) or not isinstance(key, int):
@@ -209,6 +211,18 @@ class Broker:
             raise RunNotFoundError(f"no run with scan_id {key} in {self.store.uri}")
         return self._header(start)
 
+    def _recent_slice(self, key: slice) -> list[Header]:
+        """``db[-3:]``: the three most recent runs, oldest first (negative indices only)."""
+        start, stop, step = key.start, key.stop, key.step
+        if any(v is not None and (not isinstance(v, int) or v >= 0) for v in (start, stop)) or (
+                step not in (None, 1)):
+            raise TypeError(
+                f"db[{start}:{stop}{'' if step is None else ':' + str(step)}]: slices count back "
+                "from the most recent run with negative indices, as in db[-5:] or db[-10:-5]")
+        newest = list(itertools.islice(self.store.iter_starts(), -(start or -0) if start else None))
+        chronological = newest[::-1]
+        return [self._header(s) for s in chronological[slice(start, stop)]]
+
     def _by_uid(self, key: str) -> dict:
         start = self.store.get_start(key)
         if start is not None:
@@ -224,9 +238,10 @@ class Broker:
         return self.store.get_start(matches[0])
 
     def __contains__(self, key: str | int) -> bool:
+        """True when ``db[key]`` names exactly one run (an ambiguous prefix does not)."""
         try:
             self[key]
-        except (KeyError, ValueError):
+        except (KeyError, ValueError, TypeError):
             return False
         return True
 
@@ -237,23 +252,42 @@ class Broker:
         """Every run, newest first."""
         return (self._header(s) for s in self.store.iter_starts())
 
-    def search(self, query: Mapping | None = None) -> list[Header]:
+    def search(self, query: Mapping | None = None, *, since: Any = None,
+               until: Any = None) -> list[Header]:
         """Runs whose start document matches a Mongo-style query, newest first.
 
         Supported: equality, ``$in``, ``$nin``, ``$ne``, ``$gt``, ``$gte``,
         ``$lt``, ``$lte``, ``$exists``, ``$and``, ``$or``, ``$nor``, dotted keys.
 
+        Parameters
+        ----------
+        query
+            A query on start-document fields.
+        since, until
+            Runs that started at or after ``since`` and before ``until``: a date
+            string (``"2024-03-01"``, ``"2024-03-01 14:00"``; local time unless
+            it has a zone), a datetime, or epoch seconds -- as databroker's
+            ``db(since=..., until=...)``.
+
         Examples
         --------
         >>> db.search({"plan_name": "scan", "scan_id": {"$gte": 10}})  # doctest: +SKIP
+        >>> db(since="2024-03-01", until="2024-03-02", plan_name="count")  # doctest: +SKIP
         """
         query = dict(query or {})
+        window = {}
+        if since is not None:
+            window["$gte"] = _epoch(since, "since")
+        if until is not None:
+            window["$lt"] = _epoch(until, "until")
+        if window:
+            query = {"$and": [query, {"time": window}]} if query else {"time": window}
         validate_query(query)
         return [self._header(s) for s in self.store.search(query)]
 
-    def __call__(self, **query: Any) -> list[Header]:
-        """``db(plan_name="scan")`` is ``db.search({"plan_name": "scan"})``."""
-        return self.search(query)
+    def __call__(self, since: Any = None, until: Any = None, **query: Any) -> list[Header]:
+        """``db(plan_name="scan", since="2024-03-01")``: :meth:`search` with keywords."""
+        return self.search(query, since=since, until=until)
 
 
 def _rebuild_broker(event_source: EventSource) -> Broker:
@@ -262,3 +296,22 @@ def _rebuild_broker(event_source: EventSource) -> Broker:
     broker.handlers = event_source.registry
     broker.event_source = event_source
     return broker
+
+
+def _epoch(when: Any, name: str) -> float:
+    """Epoch seconds of a date string, datetime or number (naive times are local)."""
+    import pandas as pd
+
+    from .timestruct import local_timezone
+
+    if isinstance(when, (int, float)) and not isinstance(when, bool):
+        return float(when)
+    try:
+        stamp = pd.Timestamp(when)
+    except (ValueError, TypeError) as err:
+        raise InvalidArgumentError(
+            f"{name}={when!r} is not a time: give a date string such as '2024-03-01 14:00', "
+            "a datetime, or epoch seconds") from err
+    if stamp.tzinfo is None:
+        stamp = stamp.tz_localize(local_timezone())
+    return stamp.timestamp()

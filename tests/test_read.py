@@ -417,3 +417,30 @@ def test_resource_without_run_start(db, make_run):
         legacy_datum = [d for n, d in docs if n == "datum"
                         and d["resource"] == legacy.resource_doc["uid"]]
         assert [d["datum_kwargs"]["index"] for d in legacy_datum] == [1, 2, 3]
+
+
+def test_since_until_slices_and_contains():
+    """databroker v0 habits: db(since=..., until=...), db[-3:], `prefix in db`."""
+    import event_model
+
+    from dask_broker import Broker
+    from dask_broker.errors import InvalidArgumentError
+
+    db = Broker.temp()
+    t0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+    uids = []
+    for day in range(5):
+        bundle = event_model.compose_run(time=t0 + day * 86400, metadata={"scan_id": day + 1})
+        db.insert("start", bundle.start_doc)
+        uids.append(bundle.start_doc["uid"])
+    got = db(since=t0 + 86400, until=t0 + 3 * 86400)
+    assert [h.uid for h in got] == [uids[2], uids[1]]
+    iso = db.search({"scan_id": {"$gte": 2}}, since="2023-11-16T00:00:00Z")
+    assert [h.uid for h in iso] == [uids[4], uids[3], uids[2]]
+    with pytest.raises(InvalidArgumentError, match="since"):
+        db(since="not a date")
+    assert [h.uid for h in db[-3:]] == uids[2:]
+    assert [h.uid for h in db[-4:-2]] == uids[1:3]
+    with pytest.raises(TypeError, match="negative"):
+        db[1:3]
+    assert uids[0][:8] in db and "zzzz" not in db and 99 not in db
