@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
-import shutil
-import tempfile
-import weakref
 from typing import Any, Iterator, Mapping
 
 from .errors import AmbiguousKeyError, InvalidArgumentError, RunNotFoundError
@@ -92,10 +88,7 @@ class Broker:
         >>> len(db)
         0
         """
-        folder = tempfile.mkdtemp(prefix="dask-broker-")
-        store = SQLiteStore(os.path.join(folder, "catalog.db"))
-        weakref.finalize(store, shutil.rmtree, folder, ignore_errors=True)
-        return cls(store)
+        return cls(SQLiteStore.temp())
 
     def __repr__(self) -> str:
         return f"Broker({self.store.uri!r})"

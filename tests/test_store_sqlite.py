@@ -278,3 +278,26 @@ def test_failed_write_names_the_catalog_and_keeps_it_usable(tmp_path):
     conn.execute("PRAGMA max_page_count = 1073741823")
     db.insert("descriptor", desc.descriptor_doc)
     assert [d["uid"] for d in db[-1].descriptors] == [desc.descriptor_doc["uid"]]
+
+
+def test_close_reaches_every_threads_connection(tmp_path):
+    import threading
+
+    from dask_broker.stores.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "c.db")
+
+    def open_files():
+        return sum(1 for fd in os.listdir("/proc/self/fd")
+                   if os.path.realpath(f"/proc/self/fd/{fd}").startswith(str(tmp_path)))
+
+    threads = [threading.Thread(target=lambda: store.get_start("nope")) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert open_files() >= 4
+    store.close()
+    assert open_files() == 0
+    assert store.get_start("nope") is None  # usable again: it re-opens
+    store.close()

@@ -24,9 +24,11 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import sqlite3
 import tempfile
 import threading
+import weakref
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -160,6 +162,7 @@ class SQLiteStore(Store):
                 "the same file system as the one that made it")
         self._synchronous = synchronous
         self._local = threading.local()
+        self._open = _Connections()
         self._pid = os.getpid()
         self._path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -194,9 +197,11 @@ class SQLiteStore(Store):
 
     @classmethod
     def temp(cls) -> "SQLiteStore":
-        """A store in a new temporary folder."""
+        """A store in a new temporary folder, closed and removed when garbage collected."""
         folder = tempfile.mkdtemp(prefix="dask-broker-")
-        return cls(os.path.join(folder, "catalog.db"))
+        store = cls(os.path.join(folder, "catalog.db"))
+        weakref.finalize(store, _remove_catalog, store._open, folder)
+        return store
 
     @property
     def uri(self) -> str:
@@ -217,20 +222,22 @@ class SQLiteStore(Store):
         return conn
 
     def _conn(self) -> sqlite3.Connection:
-        """This thread's connection (re-created after a fork)."""
+        """This thread's connection (re-created after a fork, and after :meth:`close`)."""
         if self._pid != os.getpid():
             self._local = threading.local()
+            self._open = _Connections()  # the parent's belong to the parent
             self._pid = os.getpid()
         conn = getattr(self._local, "conn", None)
-        if conn is None:
+        if conn is None or getattr(self._local, "generation", None) != self._open.generation:
             conn = self._local.conn = self._connect()
+            self._local.generation = self._open.generation
+            self._open.add(conn)
         return conn
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        """Close every connection this store opened, in every thread (it re-opens on use)."""
+        if self._pid == os.getpid():
+            self._open.close_all()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -630,6 +637,31 @@ def _batches(pages: list[tuple[int, int]], max_events: int) -> Iterator[list[int
         events += n
     if batch:
         yield batch
+
+
+def _remove_catalog(connections: "_Connections", folder: str) -> None:
+    connections.close_all()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+class _Connections:
+    """The per-thread connections of one store, so that close() reaches them all."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._conns: list[sqlite3.Connection] = []
+        self.generation = 0
+
+    def add(self, conn: sqlite3.Connection) -> None:
+        with self._lock:
+            self._conns.append(conn)
+
+    def close_all(self) -> None:
+        with self._lock:
+            conns, self._conns = self._conns, []
+            self.generation += 1
+        for conn in conns:
+            conn.close()
 
 
 class _PageColumns(EventPageColumns):
