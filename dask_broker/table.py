@@ -123,12 +123,12 @@ class TablePlan:
     chunk_size: int
     stream_name: str
     run_uid: str
+    #: (FillRecipe, external field names) when external fields are filled
+    fill: tuple | None = None
 
     @property
     def npartitions(self) -> int:
         return len(self.specs)
-
-    fill: Any = None  # a FillRecipe when external fields are filled
 
     def reader(self) -> "TableReader":
         return TableReader(self.columns, self.time_struct, self.fill)
