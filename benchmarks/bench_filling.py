@@ -77,9 +77,9 @@ def raw_per_frame(files: list[str]) -> int:
 
 
 def run(quick: bool = True):
-    num = 2_000 if quick else 10_000
-    per_file = 200 if quick else 500
-    repeat = 3
+    num = 1_000 if quick else 10_000
+    per_file = 100 if quick else 500
+    repeat = 2 if quick else 3
     results: list[Result] = []
     notes: list[str] = []
     scenario = f"filled frames {num:,}"

@@ -44,8 +44,8 @@ def _timed(fn) -> float:
 
 
 def run(quick: bool = True):
-    n_single = 2_000 if quick else 20_000
-    n_pages = 200_000 if quick else 1_000_000
+    n_single = 1_000 if quick else 20_000
+    n_pages = 100_000 if quick else 1_000_000
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="dask-broker-bench-") as tmp:
         folder = Path(tmp)

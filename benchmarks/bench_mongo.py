@@ -84,7 +84,7 @@ def pymongo_baseline(uri: str, descriptor_uid: str) -> pd.DataFrame:
 
 
 def run(quick: bool = True):
-    num = 20_000 if quick else 100_000
+    num = 5_000 if quick else 100_000
     results: list[Result] = []
     notes: list[str] = []
     with mongo_server() as (server, kind):
