@@ -96,8 +96,9 @@ def report(results: list[Result], baselines: dict[str, str], title: str) -> str:
         base = next((r for r in rows if r.method == baselines.get(scenario)), None)
         for r in rows:
             ratio = ""
-            if base is not None:
-                ratio = f"{r.median_s / base.median_s:5.2f}x time of {base.method}"
+            if base is not None:  # per item, so runs of different sizes compare fairly
+                ratio = (f"{base.throughput / r.throughput:5.2f}x time per "
+                         f"{r.unit.rstrip('s')} of {base.method}")
             peak = f"{r.peak_rss_mb:9.0f}" if r.peak_rss_mb is not None else f"{'':9}"
             lines.append(f"{scenario:<28}{r.method:<34}{r.size:>11,}{r.median_s:>10.3f}"
                          f"{r.throughput:>13,.0f}{peak}  {ratio}")
