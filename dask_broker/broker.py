@@ -239,7 +239,7 @@ class Broker:
         return True
 
     def __len__(self) -> int:
-        return sum(1 for _ in self.store.iter_starts())
+        return self.store.count_starts()
 
     def __iter__(self) -> Iterator[Header]:
         """Every run, newest first."""

@@ -444,3 +444,25 @@ def test_since_until_slices_and_contains():
     with pytest.raises(TypeError, match="negative"):
         db[1:3]
     assert uids[0][:8] in db and "zzzz" not in db and 99 not in db
+
+
+def test_indexed_search_agrees_with_python_matching():
+    """SQLite answers scan_id/uid/time conditions with SQL, with the same results as Python."""
+    import event_model
+
+    from dask_broker import Broker
+    from dask_broker.query import match_query
+
+    db = Broker.temp()
+    starts = []
+    for i, scan_id in enumerate([3, 3, 4, 1, None, 5, 2]):
+        meta = {} if scan_id is None else {"scan_id": scan_id}
+        bundle = event_model.compose_run(time=1000.0 + i, metadata=meta)
+        db.insert("start", bundle.start_doc)
+        starts.append(bundle.start_doc)
+    for query in ({"scan_id": 3}, {"scan_id": {"$gte": 3}}, {"scan_id": {"$ne": 3}},
+                  {"time": {"$lt": 1003.0}}, {"scan_id": {"$lt": 5}, "time": {"$gt": 1000.5}},
+                  {"uid": starts[2]["uid"]}):
+        want = [s["uid"] for s in reversed(starts) if match_query(s, query)]
+        assert [h.uid for h in db.search(query)] == want, query
+    assert len(db) == 7

@@ -157,6 +157,10 @@ class Store(abc.ABC):
             if match_query(doc, query):
                 yield doc
 
+    def count_starts(self) -> int:
+        """How many runs the store holds."""
+        return sum(1 for _ in self.iter_starts())
+
     @abc.abstractmethod
     def get_stop(self, run_uid: str) -> dict | None:
         """The stop document of a run, or None while it is in progress."""

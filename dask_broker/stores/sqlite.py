@@ -45,6 +45,7 @@ from ..errors import (
     StoreURIError,
     UnknownReferenceError,
 )
+from ..query import match_query, validate_query
 from .base import EventPageColumns, Store
 
 __all__ = ["SQLiteStore", "parse_sqlite_uri"]
@@ -292,7 +293,9 @@ class SQLiteStore(Store):
         scan_id = doc.get("scan_id")
         self._insert_unique(
             "INSERT INTO run_start (uid, time, scan_id, doc) VALUES (?, ?, ?, ?)",
-            (doc["uid"], doc["time"], scan_id if isinstance(scan_id, int) else None, dumps(doc)),
+            (doc["uid"], doc["time"],
+             scan_id if isinstance(scan_id, (int, float)) and not isinstance(scan_id, bool)
+             else None, dumps(doc)),
             "start", doc["uid"],
         )
 
@@ -504,11 +507,41 @@ class SQLiteStore(Store):
         return [r[0] for r in rows]
 
     def iter_starts(self) -> Iterator[dict]:
+        return self._starts("", ())
+
+    def _starts(self, where: str, params: tuple) -> Iterator[dict]:
         with self._snapshot() as conn:
-            cur = conn.execute("SELECT doc FROM run_start ORDER BY time DESC, id DESC")
+            cur = conn.execute(
+                f"SELECT doc FROM run_start {where} ORDER BY time DESC, id DESC", params)
             while rows := cur.fetchmany(256):
                 for (doc,) in rows:
                     yield json.loads(doc)
+
+    def search(self, query: Mapping | None = None) -> Iterator[dict]:
+        """Like :meth:`Store.search`, with indexed SQL for top-level ``scan_id``, ``uid``
+        and ``time`` conditions; whatever else the query says is matched in Python."""
+        query = dict(query or {})
+        validate_query(query)
+        clauses, params = [], []
+        for key in ("scan_id", "uid", "time"):
+            cond = query.get(key)
+            ops = cond if isinstance(cond, Mapping) else {"$eq": cond}
+            for op, value in ops.items():
+                sql = _SQL_OPS.get(op)
+                if sql and isinstance(value, (int, float, str)) and not isinstance(value, bool) \
+                        and (key != "uid") == (not isinstance(value, str)):
+                    # rows whose scan_id is not a plain number (NULL) go to the Python match
+                    clauses.append(f"({key} {sql} ? OR {key} IS NULL)" if key == "scan_id"
+                                   else f"{key} {sql} ?")
+                    params.append(value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        for doc in self._starts(where, tuple(params)):
+            if match_query(doc, query):  # the SQL prefilter is a superset; this decides
+                yield doc
+
+    def count_starts(self) -> int:
+        (n,) = self._conn().execute("SELECT COUNT(*) FROM run_start").fetchone()
+        return n
 
     def get_stop(self, run_uid: str) -> dict | None:
         return self._one_doc("SELECT doc FROM run_stop WHERE run_start = ?", (run_uid,))
@@ -642,6 +675,9 @@ def _batches(pages: list[tuple[int, int]], max_events: int) -> Iterator[list[int
 def _remove_catalog(connections: "_Connections", folder: str) -> None:
     connections.close_all()
     shutil.rmtree(folder, ignore_errors=True)
+
+
+_SQL_OPS = {"$eq": "=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 
 
 class _Connections:
