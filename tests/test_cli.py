@@ -405,3 +405,23 @@ def test_bench_forwards_or_explains(tmp_path):
                           env={**os.environ, "PYTHONPATH": ""})
     assert proc.returncode == 0, proc.stderr
     assert "python -m benchmarks" in proc.stdout
+
+
+def test_ingest_resumes_a_partial_ingest(tmp_path, capsys, make_run):
+    """An ingest interrupted half-way is finished by running it again with --skip-existing;
+    the catalog then holds exactly the saved documents."""
+    run = make_run(external=False)
+    serialize("jsonl", run.docs, tmp_path / "saved")
+    cat = tmp_path / "cat.db"
+    db = Broker.from_uri(uri_of(cat))
+    half = len(run.docs) // 2
+    for name, doc in run.docs[:half]:  # what an interrupted ingest left behind
+        db.insert(name, doc)
+    code, out, _ = run_cli(capsys, "ingest", cat, tmp_path / "saved", "--no-progress",
+                           "--skip-existing")
+    assert code == 0, out
+    again = Broker.from_uri(uri_of(cat))
+    h = again[run.docs[0][1]["uid"]]
+    stored = [(n, d["uid"] if "uid" in d else d["datum_id"]) for n, d in h.docs()]
+    saved = [(n, d.get("uid", d.get("datum_id"))) for n, d in run.docs]
+    assert sorted(stored) == sorted(saved)

@@ -11,6 +11,8 @@ temporary and file-based catalogs write them:
 
 from __future__ import annotations
 
+import event_model
+
 import argparse
 import json
 import os
@@ -19,7 +21,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..errors import DaskBrokerError, DuplicateUidError
+from ..errors import DaskBrokerError, DuplicateUidError, RunAlreadyStoppedError
 
 __all__ = ["IngestError", "read_documents", "find_files", "ingest", "register"]
 
@@ -135,47 +137,112 @@ def find_files(paths: list[str]) -> list[Path]:
     return files
 
 
+#: Consecutive events (or datum) batched into one page insert.
+BATCH = 1000
+
+
+class _Inserter:
+    """Inserts documents in order, batching runs of events (datum) into pages.
+
+    With ``skip_existing``, documents already in the catalog are skipped one by
+    one, so a partly ingested file can be ingested again to finish the job.
+    """
+
+    def __init__(self, db, skip_existing: bool):
+        self.db = db
+        self.skip_existing = skip_existing
+        self.pending: list[dict] = []
+        self.pending_name: str | None = None
+        self.inserted: dict[str, int] = {}
+        self.skipped: dict[str, int] = {}
+
+    def add(self, name: str, doc: dict) -> None:
+        key = {"event": "descriptor", "datum": "resource"}.get(name)
+        if key is not None:
+            if self.pending and (self.pending_name != name or len(self.pending) >= BATCH
+                                 or self.pending[0].get(key) != doc.get(key)):
+                self.flush()
+            self.pending_name = name
+            self.pending.append(doc)
+            return
+        self.flush()
+        self._insert(name, doc, [doc])
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        docs, name = self.pending, self.pending_name
+        self.pending, self.pending_name = [], None
+        if len(docs) == 1:
+            self._insert(name, docs[0], docs)
+            return
+        page = (event_model.pack_event_page(*docs) if name == "event"
+                else event_model.pack_datum_page(*docs))
+        try:
+            self.db.insert(f"{name}_page", page)
+        except DuplicateUidError:
+            if not self.skip_existing:
+                raise
+            for doc in docs:  # some are stored already: insert the others one by one
+                self._insert(name, doc, [doc])
+            return
+        self.inserted[name] = self.inserted.get(name, 0) + len(docs)
+
+    def _insert(self, name: str, doc: dict, docs: list) -> None:
+        try:
+            self.db.insert(name, doc)
+        except (DuplicateUidError, RunAlreadyStoppedError):
+            stored_stop = (self.db.store.get_stop(doc.get("run_start")) or {}
+                           if name == "stop" else {})
+            if not self.skip_existing or (
+                    name == "stop" and stored_stop.get("uid") != doc.get("uid")):
+                raise
+            self.skipped[name] = self.skipped.get(name, 0) + 1
+            return
+        self.inserted[name] = self.inserted.get(name, 0) + 1
+
+
 def ingest(db, paths: list[str], *, progress: bool = True, skip_existing: bool = False,
            out=print) -> dict[str, int]:
     """Insert every document of ``paths`` into ``db``; returns counts by document name.
 
+    Consecutive events of one descriptor (datum of one resource) are inserted as
+    pages of up to :data:`BATCH`, which is much faster than one transaction per event.
+
     Parameters
     ----------
     skip_existing
-        Skip runs whose start uid is already in the catalog (instead of failing).
+        Skip documents already in the catalog (instead of failing), so that an
+        interrupted ingest can be run again to finish it.
     """
     from tqdm.auto import tqdm
 
     files = find_files(paths)
     total = sum(f.stat().st_size for f in files)
-    counts: dict[str, int] = {}
-    runs, skipped = 0, 0
+    inserter = _Inserter(db, skip_existing)
     with tqdm(total=total, unit="B", unit_scale=True, desc="ingesting",
               disable=not progress) as bar:
         for path in files:
             bar.set_postfix_str(path.name[-40:], refresh=False)
-            skipping = False
-            for index, (name, doc) in enumerate(read_documents(path, bar.update)):
-                if name == "start":
-                    skipping = skip_existing and db.store.get_start(doc.get("uid")) is not None
-                    runs += not skipping
-                    skipped += skipping
-                if skipping:
-                    continue
-                try:
-                    db.insert(name, doc)
-                except DuplicateUidError as err:
-                    raise IngestError(f"{path}: document {index} ({name}): {err} (use "
-                                      "--skip-existing to skip runs already in the catalog)"
-                                      ) from err
-                except DaskBrokerError as err:
-                    raise IngestError(f"{path}: document {index} ({name}): {err}") from err
-                counts[name] = counts.get(name, 0) + 1
-    n_docs = sum(counts.values())
+            index, name = -1, "?"
+            try:
+                for index, (name, doc) in enumerate(read_documents(path, bar.update)):
+                    inserter.add(name, doc)
+                inserter.flush()
+            except DuplicateUidError as err:
+                raise IngestError(f"{path}: near document {index} ({name}): {err} (use "
+                                  "--skip-existing to skip what is already in the catalog)"
+                                  ) from err
+            except DaskBrokerError as err:
+                raise IngestError(f"{path}: near document {index} ({name}): {err}") from err
+    counts = inserter.inserted
+    runs = counts.get("start", 0)
     detail = ", ".join(f"{v} {k}" for k, v in counts.items())
-    out(f"ingested {runs} run(s), {n_docs} document(s) from {len(files)} file(s)"
+    skipped = sum(inserter.skipped.values())
+    out(f"ingested {runs} run(s), {sum(counts.values())} document(s) from {len(files)} file(s)"
         + (f": {detail}" if detail else "")
-        + (f"; skipped {skipped} run(s) already in the catalog" if skipped else ""))
+        + (f"; skipped {inserter.skipped.get('start', 0)} run(s) ({skipped} document(s)) "
+           "already in the catalog" if skipped else ""))
     return counts
 
 
