@@ -7,7 +7,6 @@ lazily, and a forked child never uses its parent's sockets.
 
 from __future__ import annotations
 
-import atexit
 import os
 import threading
 from dataclasses import dataclass
@@ -17,7 +16,8 @@ from urllib.parse import unquote
 from ..errors import StoreURIError
 
 __all__ = ["MongoURI", "parse_store_uri", "split_uri", "with_timeout", "mask_uri",
-           "client_for", "drop_client", "indexed", "DEFAULT_SERVER_SELECTION_TIMEOUT_MS",
+           "client_for", "drop_client", "close_clients", "indexed",
+           "DEFAULT_SERVER_SELECTION_TIMEOUT_MS",
            "ASSET_PARAM", "TIMEOUT_OPTION"]
 
 #: How long an operation waits for an unreachable server before failing (ms).
@@ -161,9 +161,12 @@ def client_for(target: MongoURI, client_class: Any) -> Any:
         return client
 
 
-@atexit.register
-def _close_clients() -> None:
-    """Close this process's clients at exit (pymongo warns about clients left open)."""
+def close_clients() -> None:
+    """Close every client of this process (they are made again on next use).
+
+    Not registered with atexit: closing a client whose server is gone can
+    block for the server-selection timeout.
+    """
     with _clients_lock:
         clients = list(_clients.values()) if _clients_pid == os.getpid() else []
         _clients.clear()
