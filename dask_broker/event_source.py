@@ -456,13 +456,15 @@ class EventSource:
                 yield "descriptor", stream.descriptor
         merged = heapq.merge(*(s.keyed() for s in streams if s.has_events()))
         with (self.fill_context(run_uid) if fill else contextlib.nullcontext()) as fc:
+            for stream in streams:
+                stream.fill_context = fc
             for *_, stream, event in merged:
                 if not stream.emitted_descriptor:
                     stream.emitted_descriptor = True
                     yield "descriptor", stream.descriptor
                 yield from emitter.for_event(event, stream.external)
                 if fc is not None and stream.external:
-                    event = fc.fill(event, stream.external)
+                    event = stream.filled(event)
                 yield "event", event
         stop = self.store.get_stop(run_uid)
         if stop is not None:
@@ -484,11 +486,16 @@ class _EventStream:
             **descriptor, "data_keys": {k: v for k, v in keys.items() if k in self.fields}}
         self.external = [f for f in self.fields if keys[f].get("external")]
         self.emitted_descriptor = False
+        self.fill_context = None  # set by docs(fill=True)
+        self.frames: dict[str, Any] = {}
         self._order = next(self._counter)
         self._count = store.event_counts([descriptor["uid"]]).get(descriptor["uid"], (0,))[0]
 
     def has_events(self) -> bool:
         return self._count > 0
+
+    #: Events whose frames are read together when filling (one bulk read per resource).
+    FILL_BATCH = 64
 
     def keyed(self) -> Iterator[tuple[float, int, int, "_EventStream", dict]]:
         pages = self.store.iter_event_pages([self.descriptor["uid"]], fields=self.fields,
@@ -496,8 +503,26 @@ class _EventStream:
         events = itertools.chain.from_iterable(
             _page_to_events(self.emitter.prefetch(page, self.external), self.fields, self.external)
             for page in pages)
-        for i, event in enumerate(events):
-            yield event["time"], self._order, i, self, event
+        i = 0
+        while batch := list(itertools.islice(events, self.FILL_BATCH)):
+            if self.fill_context is not None and self.external:
+                ids = list(dict.fromkeys(e["data"][f] for e in batch for f in self.external
+                                         if isinstance(e["data"][f], str)))
+                # One batch of frames in memory at a time (the merge has emitted the
+                # previous batch before it asks for the next event).
+                self.frames = dict(zip(ids, self.fill_context.fill_datum(ids), strict=True))
+            for event in batch:
+                yield event["time"], self._order, i, self, event
+                i += 1
+
+    def filled(self, event: dict) -> dict:
+        """The event with its external fields' datum ids replaced by the frames read."""
+        data, filled = dict(event["data"]), dict(event["filled"])
+        for f in self.external:
+            if isinstance(data.get(f), str):
+                data[f] = self.frames[data[f]]
+                filled[f] = True
+        return {**event, "data": data, "filled": filled}
 
 
 def _page_to_events(page: EventPageColumns, fields: list[str], external: list[str]) -> Iterator[dict]:

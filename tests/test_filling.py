@@ -98,7 +98,9 @@ def test_unselected_columns_are_not_filled(run):
 
 def test_docs_fill(run):
     db, h, ext = run
+    db.register_handler("AD_HDF5", CountingHandler)
     events = [doc for name, doc in h.docs(fill=True) if name == "event"]
+    assert len(CountingHandler.reads) == 3  # one bulk read per file, not one per event
     assert len(events) == len(ext.events)
     for got, original in zip(events, ext.events, strict=True):
         assert got["filled"] == {"img": True, "spectrum": True}
