@@ -128,7 +128,7 @@ def run(quick: bool = True):
 
         for workers in (1, 2):
             with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                          dashboard_address=None) as cluster, \
+                                          dashboard_address=":0") as cluster, \
                     distributed.Client(cluster):
                 check(xarray_sum())
                 results.append(measure(scenario, f"table(fill=True) reduce {workers} worker(s)",

@@ -110,7 +110,7 @@ def run(quick: bool = True):
         chunk = max(1, num // 8)
         for k in (1, 2):
             with distributed.LocalCluster(n_workers=k, threads_per_worker=1, processes=True,
-                                          dashboard_address=None) as cluster, \
+                                          dashboard_address=":0") as cluster, \
                     distributed.Client(cluster):
                 results.append(measure(scenario, f"h.table().compute() {k} worker(s)", num,
                                        lambda: h.table(time_struct=RAW, chunk_size=chunk)

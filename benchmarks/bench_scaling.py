@@ -45,7 +45,7 @@ def run(quick: bool = True):
         chunk = max(1, n // 8)
         for k in workers:
             with distributed.LocalCluster(n_workers=k, threads_per_worker=1, processes=True,
-                                          dashboard_address=None) as cluster, \
+                                          dashboard_address=":0") as cluster, \
                     distributed.Client(cluster):
                 results.append(measure("vs workers", f"{k} worker(s)", n,
                                        lambda: h.table(time_struct=RAW, chunk_size=chunk).compute()))

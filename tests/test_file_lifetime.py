@@ -307,7 +307,7 @@ def test_worker_plugin_bounds_and_closes_the_shared_cache(run, tmp_path, shared)
     distributed = pytest.importorskip("distributed")
     ids = [e["data"]["img"] for e in run.events]
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster:
+                                  dashboard_address=":0") as cluster:
         with distributed.Client(cluster) as client:
             client.register_plugin(HandlerCachePlugin(max_open=2))
             assert shared.maxsize == 2   # in-process worker: this process's shared cache

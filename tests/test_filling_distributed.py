@@ -84,7 +84,7 @@ def many_files(tmp_path_factory):
 @pytest.fixture(scope="module")
 def client():
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, \
+                                  dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as c:
         yield c
 
@@ -123,7 +123,7 @@ def test_fill_on_workers_bounded_and_closed(many_files, client):
 def test_shared_worker_cache_closed_by_plugin_teardown(many_files):
     db, h, ext, folder = many_files
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
-                                  dashboard_address=None) as cluster, \
+                                  dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as c:
         c.register_plugin(HandlerCachePlugin(max_open=5))
         (pid,) = c.run(os.getpid).values()
@@ -148,7 +148,7 @@ def test_worker_killed_mid_compute(many_files):
     db.register_handler("AD_HDF5", SlowHandler)
     try:
         with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                      dashboard_address=None) as cluster, \
+                                      dashboard_address=":0") as cluster, \
                 distributed.Client(cluster) as c:
             df = h.table(fill=True, fields=["img"], chunk_size=40)  # 12 tasks of ~0.8 s
             future = c.compute(df.img.apply(lambda a: int(a.sum(dtype="u8")),

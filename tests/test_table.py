@@ -351,7 +351,7 @@ def test_local_cluster_processes(scan):
     h, events = scan
     want = h.table(chunk_size=9, time_struct=RAW).compute(scheduler="threads")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, \
+                                  dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as client:
         df = h.table(chunk_size=9, time_struct=RAW)
         got = client.compute(df).result()
@@ -414,7 +414,7 @@ def test_local_times_are_the_clients_on_workers_in_another_zone(scan, monkeypatc
     want = (pd.Series(pd.to_datetime([e["time"] for e in events], unit="s"))
             .dt.tz_localize("UTC").dt.tz_convert("America/Chicago").dt.tz_localize(None))
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                                  dashboard_address=None, env={"TZ": "Asia/Tokyo"}) as cluster, \
+                                  dashboard_address=":0", env={"TZ": "Asia/Tokyo"}) as cluster, \
             distributed.Client(cluster) as client:
         assert client.run(lambda: __import__("os").environ.get("TZ")).popitem()[1] == "Asia/Tokyo"
         got = client.compute(h.table(fields=[], chunk_size=20)).result()["time"]
