@@ -87,7 +87,7 @@ def reset_peak_rss() -> bool:
 def report(results: list[Result], baselines: dict[str, str], title: str) -> str:
     """A text table with ratios of each method to each scenario's baseline method."""
     lines = [f"\n## {title}", ""]
-    header = f"{'scenario':<28}{'method':<34}{'size':>11}{'median s':>10}{'per s':>13}{'peak MB':>9}  ratio"
+    header = f"{'scenario':<28}{'method':<46}{'size':>11}{'median s':>10}{'per s':>13}{'peak MB':>9}  ratio"
     lines += [header, "-" * len(header)]
     by_scenario: dict[str, list[Result]] = {}
     for r in results:
@@ -100,7 +100,7 @@ def report(results: list[Result], baselines: dict[str, str], title: str) -> str:
                 ratio = (f"{base.throughput / r.throughput:5.2f}x time per "
                          f"{r.unit.rstrip('s')} of {base.method}")
             peak = f"{r.peak_rss_mb:9.0f}" if r.peak_rss_mb is not None else f"{'':9}"
-            lines.append(f"{scenario:<28}{r.method:<34}{r.size:>11,}{r.median_s:>10.3f}"
+            lines.append(f"{scenario:<28}{r.method:<46}{r.size:>11,}{r.median_s:>10.3f}"
                          f"{r.throughput:>13,.0f}{peak}  {ratio}")
     return "\n".join(lines)
 
