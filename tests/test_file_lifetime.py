@@ -373,3 +373,48 @@ def test_bound_holds_with_concurrent_readers():
     assert state["max"] <= 2
     cache.close_all()
     assert state["alive"] == 0
+
+
+def test_slow_open_does_not_stall_other_keys():
+    """Opening happens outside the cache's lock: a hit on another key proceeds meanwhile,
+    and a second thread asking for the key being opened waits for that one open."""
+    import threading
+
+    from dask_broker.handlers.cache import HandlerCache
+
+    cache = HandlerCache(maxsize=4)
+    with cache.acquire("fast", dict):
+        pass
+    started, release = threading.Event(), threading.Event()
+    opened = []
+
+    def slow_opener():
+        opened.append("slow")
+        started.set()
+        assert release.wait(10)
+        return {"slow": True}
+
+    def open_slow():
+        with cache.acquire("slow", slow_opener):
+            pass
+
+    t1 = threading.Thread(target=open_slow)
+    t1.start()
+    assert started.wait(10)
+    hit = threading.Event()
+
+    def use_fast():
+        with cache.acquire("fast", dict) as (_, created):
+            assert not created
+            hit.set()
+
+    t2 = threading.Thread(target=use_fast)
+    t2.start()
+    assert hit.wait(5)  # not blocked by the slow open
+    t3 = threading.Thread(target=open_slow)
+    t3.start()
+    release.set()
+    for t in (t1, t2, t3):
+        t.join(10)
+    assert opened == ["slow"]  # opened once, although two threads asked
+    assert cache.close_all() == 2

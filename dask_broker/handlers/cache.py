@@ -36,6 +36,7 @@ class _Entry:
     handler: Any
     refs: int = 0
     evicted: bool = False
+    opening: bool = False  # its opener is running (outside the cache's lock)
 
 
 def _validate_maxsize(maxsize: int | None) -> int | None:
@@ -135,8 +136,10 @@ class HandlerCache:
 
         Yields ``(handler, created)``; the handler is not closed while acquired.
         To stay within the bound, the least recently used handler is closed
-        *before* ``opener`` runs.  ``opener`` runs under the cache's lock, so a
-        key is opened at most once even when threads race.
+        *before* ``opener`` runs.  ``opener`` and the closing of evicted
+        handlers run outside the cache's lock (a slow open or a close waiting
+        for the HDF5 lock does not stall other threads); a key is still opened
+        at most once when threads race: the others wait for that open.
 
         Examples
         --------
@@ -148,24 +151,51 @@ class HandlerCache:
         ...     created
         False
         """
+        created = False
         with self._lock:
             while True:
                 entry = self._entries.get(key)
-                created = entry is None
-                if not created:
+                if entry is not None:
+                    if entry.opening:
+                        self._slot_freed.wait()  # another thread is opening this key
+                        continue
                     self._entries.move_to_end(key)
                     break
                 # Make room first, so that never more than maxsize handlers are alive.
-                self._close(self._evict_locked(room=1))
+                evicted = self._evict_locked(room=1)
+                if evicted:
+                    self._lock.release()
+                    try:
+                        self._close(evicted)
+                    finally:
+                        self._lock.acquire()
+                    continue  # the cache may have changed meanwhile
                 if (self._maxsize is None or self._alive < self._maxsize
                         or getattr(self._held, "count", 0)):
-                    entry = _Entry(opener())
-                    self._alive += 1
+                    entry = _Entry(None, opening=True)
+                    self._alive += 1  # the slot is ours while we open
                     self._entries[key] = entry
+                    created = True
                     break
                 self._slot_freed.wait()  # every slot is in use by other threads
             entry.refs += 1
             self._held.count = getattr(self._held, "count", 0) + 1
+        if created:
+            try:
+                handler = opener()
+            except BaseException:
+                with self._lock:
+                    entry.opening = False
+                    entry.refs -= 1
+                    self._held.count -= 1
+                    if self._entries.get(key) is entry:
+                        del self._entries[key]
+                    self._alive -= 1
+                    self._slot_freed.notify_all()
+                raise
+            with self._lock:
+                entry.handler, entry.opening = handler, False
+                self._slot_freed.notify_all()
         try:
             yield entry.handler, created
         finally:
