@@ -81,11 +81,15 @@ class ResourceReport:
     files: list[tuple[str, str]] = field(default_factory=list)
     bytes: int = 0
     deleted: list[str] = field(default_factory=list)
+    #: uids of other resources that still point at the old files (which were kept)
+    kept_for: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         n = len(self.files)
+        kept = (f"; old files kept: resource(s) {', '.join(self.kept_for)} still use them"
+                if self.kept_for else "")
         return (f"{self.action:<14} {self.spec:<10} {self.uid}  "
-                f"{n} file{'s' if n != 1 else ''}, {_human(self.bytes)}")
+                f"{n} file{'s' if n != 1 else ''}, {_human(self.bytes)}{kept}")
 
 
 @dataclass
@@ -308,6 +312,7 @@ class _Plan:
     pairs: list[tuple[str, str]] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
     present: set[str] = field(default_factory=set)  # destinations already holding the content
+    old_root: str | None = None  # for "clean": the root the files were moved from
 
 
 def _norm(root: str) -> str:
@@ -350,7 +355,7 @@ def _plan(es: Any, resource: dict, new_root: str, move: bool) -> _Plan:
         old_root = _previous_root(es, resource, new_root) if move else None
         if old_root is None:
             return _Plan(resource, "skip")
-        plan = _Plan(resource, "clean")
+        plan = _Plan(resource, "clean", old_root=old_root)
         for path in _files_of(es, resource):
             old = os.path.join(mapped(old_root), _relative(path, mapped(root), resource))
             if os.path.lexists(old) and not _same_file(old, path):
@@ -427,6 +432,17 @@ def _delete(pairs: Iterable[tuple[str, str]], resource: Mapping, check: bool) ->
     return deleted
 
 
+def _other_users(store: Store, plan: _Plan, moved: set[str]) -> list[str]:
+    """Uids of resources not in ``moved`` that still point at this plan's old files."""
+    res = plan.resource
+    old_root = plan.old_root if plan.old_root is not None else res.get("root")
+    try:
+        users = store.find_resources(root=old_root, resource_path=res.get("resource_path"))
+    except NotImplementedError:
+        return []  # the store cannot tell; as before, the files go
+    return [r["uid"] for r in users if r.get("uid") not in moved]
+
+
 def _progress_bar(progress: bool | None, total: int, desc: str) -> Any:
     from tqdm.auto import tqdm
 
@@ -483,8 +499,13 @@ def _relocate(db: Any, target: Any, new_root: Any, *, move: bool, verify: bool, 
         # files deleted, so a file shared by several resources is never deleted while
         # one of them still points at it.
         if move and not dry_run:
+            moved = {p.resource["uid"] for p in plans}
             for plan, entry in zip(plans, report.resources, strict=True):
-                if plan.action in ("copy", "clean"):
+                if plan.action not in ("copy", "clean"):
+                    continue
+                # Resources outside this call (other runs) may point at the same files.
+                entry.kept_for = _other_users(store, plan, moved)
+                if not entry.kept_for:
                     entry.deleted = _delete(plan.pairs, plan.resource,
                                             check=plan.action == "clean")
     return report

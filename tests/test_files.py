@@ -464,3 +464,42 @@ def test_move_resources_sharing_a_file(tmp_path):
     row = h.table(fill=True).compute().iloc[0]
     np.testing.assert_array_equal(row["a"], frame)
     np.testing.assert_array_equal(row["b"], frame)
+
+
+def test_move_keeps_files_another_run_still_uses(tmp_path):
+    """A file shared with a resource of another run is copied and re-pointed for the moved
+    run, but kept in place, since the other run still points at it."""
+    import event_model
+    import numpy as np
+
+    from dask_broker import Broker, move_files
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    frame = np.arange(4.0)
+    np.save(old / "shared.npy", frame)
+    db = Broker.temp()
+    heads = []
+    for _ in range(2):
+        bundle = event_model.compose_run()
+        db.insert("start", bundle.start_doc)
+        desc = bundle.compose_descriptor(name="primary", data_keys={
+            "a": {"source": "a", "dtype": "array", "shape": [4], "external": "FILESTORE:"}})
+        db.insert("descriptor", desc.descriptor_doc)
+        res = bundle.compose_resource(spec="NPY", root=str(old), resource_path="shared.npy",
+                                      resource_kwargs={})
+        db.insert("resource", res.resource_doc)
+        datum = res.compose_datum(datum_kwargs={})
+        db.insert("datum", datum)
+        db.insert("event", desc.compose_event(data={"a": datum["datum_id"]},
+                                              timestamps={"a": 0.0}))
+        heads.append(db[-1])
+    first, second = heads
+    report = move_files(db, first, new, progress=False)
+    assert (old / "shared.npy").exists() and (new / "shared.npy").exists()
+    (entry,) = report.resources
+    assert entry.deleted == [] and entry.kept_for == [second.resources()[0]["uid"]]
+    for h in heads:
+        np.testing.assert_array_equal(h.table(fill=True).compute()["a"].iloc[0], frame)
+    assert first.resources()[0]["root"] == str(new)
+    assert second.resources()[0]["root"] == str(old)

@@ -177,6 +177,13 @@ class Store(abc.ABC):
     def get_resource(self, uid: str) -> dict | None:
         """The resource with this uid, or None."""
 
+    def find_resources(self, *, root: str | None, resource_path: str | None) -> list[dict]:
+        """Every resource (of any run) with this ``root`` and ``resource_path``.
+
+        Used before deleting files, to find resources that still point at them.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot search resources by path")
+
     @abc.abstractmethod
     def resources(self, run_uid: str) -> list[dict]:
         """A run's resources in insertion order."""

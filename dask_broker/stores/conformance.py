@@ -280,6 +280,22 @@ class StoreConformance:
         for r in resources:
             assert store.get_resource(r["uid"]) == r
 
+    def test_find_resources_by_path_across_runs(self, store):
+        run, other = _Run(), _Run()
+        store.insert_start(run.start)
+        store.insert_start(other.start)
+        mine = run.resource("shared.h5").resource_doc
+        theirs = other.resource("shared.h5").resource_doc
+        elsewhere = other.resource("other.h5").resource_doc
+        for r in (mine, theirs, elsewhere):
+            store.insert_resource(r)
+        try:
+            found = store.find_resources(root=mine["root"], resource_path="shared.h5")
+        except NotImplementedError:
+            pytest.skip(f"{type(store).__name__} cannot search resources by path")
+        assert sorted(r["uid"] for r in found) == sorted([mine["uid"], theirs["uid"]])
+        assert store.find_resources(root="/nowhere", resource_path="shared.h5") == []
+
     def test_datum_pages_round_trip(self, store):
         run = _Run()
         store.insert_start(run.start)

@@ -701,6 +701,16 @@ class MongoStore(Store):
             doc["uid"] = str(doc["_id"])
         return clean_doc(doc)
 
+    def find_resources(self, *, root: str | None, resource_path: str | None) -> list[dict]:
+        with self._errors(assets=True):
+            roots = [root] if root else ["", None]
+            out: dict[str, dict] = {}
+            for doc in self._ar().resource.find(
+                    {"resource_path": resource_path, "root": {"$in": roots}}, sort=[("_id", 1)]):
+                res = self._resource(doc)
+                out.setdefault(res["uid"], res)
+            return list(out.values())
+
     def resources(self, run_uid: str) -> list[dict]:
         with self._errors(assets=True):
             out: dict[str, dict] = {}

@@ -555,6 +555,12 @@ class SQLiteStore(Store):
     def get_resource(self, uid: str) -> dict | None:
         return self._one_doc("SELECT doc FROM resource WHERE uid = ?", (uid,))
 
+    def find_resources(self, *, root: str | None, resource_path: str | None) -> list[dict]:
+        return self._docs(
+            "SELECT doc FROM resource WHERE json_extract(doc, '$.resource_path') IS ? "
+            "AND COALESCE(json_extract(doc, '$.root'), '') = COALESCE(?, '') ORDER BY id",
+            (resource_path, root))
+
     def resources(self, run_uid: str) -> list[dict]:
         return self._docs("SELECT doc FROM resource WHERE run_start = ? ORDER BY id", (run_uid,))
 
