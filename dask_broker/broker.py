@@ -212,8 +212,8 @@ class Broker:
             raise TypeError(
                 f"db[{start}:{stop}{'' if step is None else ':' + str(step)}]: slices count back "
                 "from the most recent run with negative indices, as in db[-5:] or db[-10:-5]")
-        newest = list(itertools.islice(self.store.iter_starts(), -(start or -0) if start else None))
-        chronological = newest[::-1]
+        needed = -start if start is not None else None  # how many recent runs to read
+        chronological = list(itertools.islice(self.store.iter_starts(), needed))[::-1]
         return [self._header(s) for s in chronological[slice(start, stop)]]
 
     def _by_uid(self, key: str) -> dict:
