@@ -22,7 +22,38 @@ from ..query import match_query, validate_query
 if TYPE_CHECKING:
     from . import StoreRef
 
-__all__ = ["Store", "EventPageColumns"]
+__all__ = ["Store", "EventPageColumns", "chunked", "first_repeat", "check_resource_changes"]
+
+
+def chunked(seq: Sequence, size: int) -> Iterator[Sequence]:
+    """Consecutive slices of ``seq`` of at most ``size`` items (for ``IN (...)`` queries)."""
+    for i in range(0, len(seq), size):
+        yield seq[i:i + size]
+
+
+def first_repeat(values: Iterable) -> Any:
+    """The first value that occurs twice in ``values`` (None if none does)."""
+    seen = set()
+    for v in values:
+        if v in seen:
+            return v
+        seen.add(v)
+    return None
+
+
+#: Keys that identify a resource: :meth:`Store.update_resource` never changes them.
+RESOURCE_IDENTITY_KEYS = ("uid", "run_start")
+
+
+def check_resource_changes(resource_uid: str, changes: Mapping) -> dict:
+    """``changes`` as a dict, refusing the keys that identify a resource."""
+    from ..errors import InvalidArgumentError
+
+    fixed = [k for k in RESOURCE_IDENTITY_KEYS if k in changes]
+    if fixed:
+        raise InvalidArgumentError(
+            f"resource {resource_uid!r}: {fixed} identify the resource and cannot be updated")
+    return dict(changes)
 
 
 @dataclass

@@ -63,13 +63,12 @@ import numpy as np
 from ..errors import (
     DaskBrokerError,
     DuplicateUidError,
-    InvalidArgumentError,
     RunAlreadyStoppedError,
     StoreURIError,
     UnknownReferenceError,
 )
 from ..query import validate_query
-from .base import EventPageColumns, Store
+from .base import EventPageColumns, Store, check_resource_changes, chunked, first_repeat
 from .mongo_uri import (
     ASSET_PARAM,
     DEFAULT_SERVER_SELECTION_TIMEOUT_MS,
@@ -83,7 +82,6 @@ from .mongo_uri import (
 )
 from .mongo_values import (
     clean_doc,
-    first_repeat,
     restore,
     sub_document,
     to_array_column,
@@ -111,11 +109,6 @@ _EVENT_SORT = [("descriptor", 1), ("seq_num", 1), ("time", 1)]
 
 
 # ----------------------------------------------------------------- helpers
-def _chunks(seq: Sequence, size: int) -> Iterator[Sequence]:
-    for i in range(0, len(seq), size):
-        yield seq[i:i + size]
-
-
 _MISSING = object()
 
 
@@ -479,7 +472,7 @@ class MongoStore(Store):
             self._ensure_indexes()
             coll = (self._ar() if assets else self._mds())[
                 {"event": "event", "datum": "datum"}[doc_type]]
-            for chunk in _chunks(ids, IN_CHUNK):
+            for chunk in chunked(ids, IN_CHUNK):
                 found = coll.find_one({key: {"$in": list(chunk)}}, {key: 1, "_id": 0})
                 if found is not None:
                     raise DuplicateUidError(
@@ -489,7 +482,7 @@ class MongoStore(Store):
                 d["_id"] = ObjectId()
             done = 0
             try:
-                for chunk in _chunks(docs, INSERT_CHUNK):
+                for chunk in chunked(docs, INSERT_CHUNK):
                     coll.insert_many(chunk, ordered=False)
                     done += len(chunk)
             except Exception as err:  # noqa: BLE001 -- whatever it was, undo first
@@ -512,7 +505,7 @@ class MongoStore(Store):
         else:
             written = None  # unknown: the connection failed mid-write
         try:
-            for chunk in _chunks([d["_id"] for d in docs], IN_CHUNK):
+            for chunk in chunked([d["_id"] for d in docs], IN_CHUNK):
                 coll.delete_many({"_id": {"$in": list(chunk)}})
             undone = None
         except PyMongoError as undo_err:
@@ -655,12 +648,7 @@ class MongoStore(Store):
 
         from pymongo.errors import PyMongoError
 
-        changes = dict(changes)
-        fixed = [k for k in ("uid", "run_start") if k in changes]
-        if fixed:
-            raise InvalidArgumentError(
-                f"resource {resource_uid!r}: {fixed} identify the resource and cannot be updated")
-        changes = to_bson(changes)
+        changes = to_bson(check_resource_changes(resource_uid, changes))
         with self._errors(assets=True):
             self._ensure_indexes()
             stored = self._find_resource(resource_uid)
@@ -731,7 +719,7 @@ class MongoStore(Store):
         out: dict[str, dict] = {}
         with self._errors(assets=True):
             coll = self._ar().datum
-            for chunk in _chunks(ids, IN_CHUNK):
+            for chunk in chunked(ids, IN_CHUNK):
                 for doc in coll.find({"datum_id": {"$in": list(chunk)}}, {"_id": 0}):
                     out[doc["datum_id"]] = self._datum(doc)
         return out
@@ -753,7 +741,7 @@ class MongoStore(Store):
         uids = list(dict.fromkeys(descriptor_uids))
         with self._errors():
             coll = self._mds().event
-            for chunk in _chunks(uids, IN_CHUNK):
+            for chunk in chunked(uids, IN_CHUNK):
                 pipeline = [
                     {"$match": {"descriptor": {"$in": list(chunk)}}},
                     {"$group": {"_id": "$descriptor", "n": {"$sum": 1},
@@ -809,7 +797,7 @@ class MongoStore(Store):
             if len(cache) > 100_000:
                 cache.clear()
             coll = self._mds().event_descriptor
-            for chunk in _chunks(missing, IN_CHUNK):
+            for chunk in chunked(missing, IN_CHUNK):
                 for doc in coll.find({"uid": {"$in": list(chunk)}}, {"uid": 1, "data_keys": 1}):
                     keys = doc.get("data_keys") or {}
                     cache[doc["uid"]] = frozenset(

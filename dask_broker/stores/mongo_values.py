@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from ..codec import _scalar_kind
 from ..errors import DaskBrokerError
 
-__all__ = ["to_bson", "to_bson_list", "restore", "clean_doc", "first_repeat", "to_column",
+__all__ = ["to_bson", "to_bson_list", "restore", "clean_doc", "to_column",
            "to_array_column", "sub_document"]
 
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
@@ -86,15 +86,6 @@ def clean_doc(doc: Mapping | None) -> dict | None:
     doc = dict(doc)
     doc.pop("_id", None)
     return restore(doc)
-
-
-def first_repeat(values: Iterable) -> Any:
-    seen = set()
-    for v in values:
-        if v in seen:
-            return v
-        seen.add(v)
-    return None
 
 
 def to_column(values: list) -> np.ndarray | list:

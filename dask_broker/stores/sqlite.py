@@ -40,13 +40,12 @@ import numpy as np
 from ..codec import decode_column, dumps, encode_column, column_to_list
 from ..errors import (
     DuplicateUidError,
-    InvalidArgumentError,
     RunAlreadyStoppedError,
     StoreURIError,
     UnknownReferenceError,
 )
 from ..query import match_query, validate_query
-from .base import EventPageColumns, Store
+from .base import EventPageColumns, Store, check_resource_changes, chunked, first_repeat
 
 __all__ = ["SQLiteStore", "parse_sqlite_uri"]
 
@@ -127,9 +126,8 @@ def parse_sqlite_uri(uri: str) -> tuple[Path, dict[str, str]]:
     return Path(os.path.abspath(rest)), options
 
 
-def _chunks(seq: Sequence, size: int = _SQL_VARS) -> Iterator[Sequence]:
-    for i in range(0, len(seq), size):
-        yield seq[i:i + size]
+def _chunks(seq: Sequence) -> Iterator[Sequence]:
+    return chunked(seq, _SQL_VARS)
 
 
 def _marks(n: int) -> str:
@@ -347,11 +345,7 @@ class SQLiteStore(Store):
 
     def update_resource(self, resource_uid: str, changes: Mapping, *, cmd: str,
                         cmd_kwargs: Mapping) -> dict:
-        changes = dict(changes)
-        fixed = [k for k in ("uid", "run_start") if k in changes]
-        if fixed:
-            raise InvalidArgumentError(
-                f"resource {resource_uid!r}: {fixed} identify the resource and cannot be updated")
+        changes = check_resource_changes(resource_uid, changes)
         with self._write() as conn:
             row = conn.execute("SELECT doc FROM resource WHERE uid = ?", (resource_uid,)).fetchone()
             if row is None:
@@ -375,11 +369,9 @@ class SQLiteStore(Store):
                 for t, cmd, kwargs, old, new in rows]
 
     def _first_duplicate(self, table: str, column: str, ids: Sequence[str]) -> str:
-        seen: set[str] = set()
-        for i in ids:
-            if i in seen:
-                return i
-            seen.add(i)
+        repeated = first_repeat(ids)
+        if repeated is not None:
+            return repeated
         conn = self._conn()
         for chunk in _chunks(ids):
             row = conn.execute(
