@@ -161,9 +161,11 @@ def build_dataset(event_source: "EventSource", header, stream_name: str = "prima
     plan = plan_table(event_source, header, stream_name, fields,
                       TimeStruct(convert_times=False), False, chunk_size,
                       size_for_frames=filler_factory is not None)
-    descs = event_source._stream_descriptors(header, stream_name)
-    index = event_source.table(header, stream_name, fields=[],
-                               time_struct=TimeStruct(convert_times=False)).compute()
+    descs = plan.descriptors
+    # The rows' seq_num and time, read here (they become the index coordinate), from the
+    # same plan: one partition at a time, the time column only.
+    times = TableReader(plan.columns[:1], plan.time_struct)
+    index = pd.concat([times(spec) for spec in plan.specs])
     seq = SeqIndex.from_array(index.index.to_numpy())
     n = len(seq)
     ref = event_source.store.ref

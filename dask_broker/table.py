@@ -125,6 +125,8 @@ class TablePlan:
     run_uid: str
     #: (FillRecipe, external field names) when external fields are filled
     fill: tuple | None = None
+    #: the stream's descriptor documents
+    descriptors: tuple[dict, ...] = ()
 
     @property
     def npartitions(self) -> int:
@@ -204,7 +206,7 @@ def plan_table(event_source, header, stream_name: str = "primary",
                                               for d in descs))
     filling = (fill, external) if fill is not None and external else None
     return TablePlan(tuple(columns), specs, divisions, time_struct, chunk_size,
-                     stream_name, descs[0]["run_start"], filling)
+                     stream_name, descs[0]["run_start"], filling, tuple(descs))
 
 
 class TableReader:
