@@ -222,6 +222,11 @@ def test_export_roundtrip(fmt, catalog, tmp_path, capsys):
     else:
         got = pd.read_csv(out_file, index_col="seq_num", parse_dates=["time"])
     pd.testing.assert_frame_equal(got, want, check_dtype=False)
+    # and against the documents that went in, not only against another read path
+    events = runs[1].events["primary"]
+    assert list(got.index) == [e["seq_num"] for e in events]
+    for field in events[0]["data"]:
+        assert list(got[field]) == [e["data"][field] for e in events], field
 
 
 def test_export_options(catalog, tmp_path, capsys):
