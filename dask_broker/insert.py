@@ -16,6 +16,7 @@ import jsonschema
 import numpy as np
 
 from .codec import to_jsonable
+from .stream_data import Intervals, stream_keys
 from .errors import (
     DataKeysMismatchError,
     DocumentValidationError,
@@ -31,6 +32,7 @@ __all__ = ["Inserter", "DOCUMENT_NAMES"]
 DOCUMENT_NAMES = (
     "start", "descriptor", "event", "event_page", "resource", "datum", "datum_page",
     "stop", "bulk_events", "bulk_datum", "bulkevent", "bulkdatum",
+    "stream_resource", "stream_datum",
 )
 
 _VALIDATORS = event_model.schema_validators
@@ -60,6 +62,36 @@ def _validate(name: str, doc: Any) -> None:
             f"{name} {_uid_of(name, doc)!r} violates the event-model schema at {where}: "
             f"{err.message}"
         ) from err
+
+
+#: event-model 1.19-1.20 stream_resource (before ``mimetype``/``uri``/``parameters``):
+#: the 1.24 schema rejects it, so it is checked against this one.
+_LEGACY_STREAM_RESOURCE = {
+    "type": "object",
+    "properties": {
+        "uid": {"type": "string"}, "data_key": {"type": "string"},
+        "spec": {"type": "string"}, "mimetype": {"type": "string"},
+        "root": {"type": "string"}, "resource_path": {"type": "string"},
+        "resource_kwargs": {"type": "object"}, "parameters": {"type": "object"},
+        "run_start": {"type": "string"}, "path_semantics": {"type": "string"},
+    },
+    "required": ["uid", "data_key", "resource_path"],
+    "anyOf": [{"required": ["spec"]}, {"required": ["mimetype"]}],
+}
+
+
+def _validate_stream_resource(doc: Any) -> None:
+    """A stream_resource of event-model >= 1.21, or of the older spec/root/resource_path form."""
+    if isinstance(doc, Mapping) and "uri" not in doc and "resource_path" in doc:
+        try:
+            jsonschema.validate(to_jsonable(dict(doc)), _LEGACY_STREAM_RESOURCE)
+        except jsonschema.ValidationError as err:
+            where = "/".join(str(p) for p in err.absolute_path) or "<top level>"
+            raise DocumentValidationError(
+                f"stream_resource {_uid_of('stream_resource', doc)!r} (older spec/root/"
+                f"resource_path form) is invalid at {where}: {err.message}") from err
+        return
+    _validate("stream_resource", doc)
 
 
 def _is_kind(column: Any, kinds: str) -> bool:
@@ -101,6 +133,17 @@ def _validate_page(name: str, doc: Any) -> None:
         _validate(name, doc)
 
 
+def _declared_rows(resource: Mapping) -> int | None:
+    """Rows a stream_resource says its dataset holds, when its parameters say so."""
+    params = resource.get("parameters") or resource.get("resource_kwargs") or {}
+    shape = params.get("shape")
+    if isinstance(shape, (list, tuple)) and shape and isinstance(shape[0], int):
+        per_row = params.get("multiplier", params.get("frame_per_point", 1))
+        if isinstance(per_row, int) and per_row > 0:
+            return shape[0] // per_row
+    return None
+
+
 class Inserter:
     """Insert documents into a store, validating each one first.
 
@@ -118,14 +161,21 @@ class Inserter:
     def __init__(self, store: Store):
         self.store = store
         self._descriptor_keys: dict[str, frozenset] = {}
+        self._descriptors: dict[str, Mapping] = {}
         self._known_starts: set[str] = set()
         self._known_resources: set[str] = set()
+        self._stream_resources: dict[str, Mapping] = {}
+        # (run, stream name, data_key) -> seq_num ranges; stream_resource uid -> index ranges
+        self._seq_ranges: dict[tuple[str, str, str], Intervals] = {}
+        self._index_ranges: dict[str, Intervals] = {}
+        self._loaded_streams: set[tuple[str, str]] = set()
         self._routes: dict[str, Callable[[Mapping], None]] = {
             "start": self.start, "stop": self.stop, "descriptor": self.descriptor,
             "event": self.event, "event_page": self.event_page,
             "resource": self.resource, "datum": self.datum, "datum_page": self.datum_page,
             "bulk_events": self.bulk_events, "bulkevent": self.bulk_events,
             "bulk_datum": self.bulk_datum, "bulkdatum": self.bulk_datum,
+            "stream_resource": self.stream_resource, "stream_datum": self.stream_datum,
         }
 
     def __call__(self, name: str, doc: Mapping) -> None:
@@ -149,16 +199,29 @@ class Inserter:
             )
         self._known_starts.add(run_uid)
 
-    def _data_keys(self, name: str, doc: Mapping, descriptor_uid: Any) -> frozenset:
-        keys = self._descriptor_keys.get(descriptor_uid)
-        if keys is None:
+    def _descriptor(self, name: str, doc: Mapping, descriptor_uid: Any) -> Mapping:
+        desc = self._descriptors.get(descriptor_uid)
+        if desc is None:
             desc = self.store.get_descriptor(descriptor_uid) if isinstance(descriptor_uid, str) else None
             if desc is None:
                 raise UnknownReferenceError(
                     f"{name} {_uid_of(name, doc)!r} refers to descriptor {descriptor_uid!r}, "
                     "which is not stored; insert the descriptor first"
                 )
-            keys = self._descriptor_keys[descriptor_uid] = frozenset(desc["data_keys"])
+            self._remember_descriptor(desc)
+        return desc
+
+    def _remember_descriptor(self, desc: Mapping) -> None:
+        self._descriptors[desc["uid"]] = desc
+        # Events never carry the keys streamed through stream_datum (external "STREAM:").
+        self._descriptor_keys[desc["uid"]] = (
+            frozenset(desc["data_keys"]) - frozenset(stream_keys(desc)))
+
+    def _data_keys(self, name: str, doc: Mapping, descriptor_uid: Any) -> frozenset:
+        keys = self._descriptor_keys.get(descriptor_uid)
+        if keys is None:
+            self._descriptor(name, doc, descriptor_uid)
+            keys = self._descriptor_keys[descriptor_uid]
         return keys
 
     def _check_keys(self, name: str, doc: Mapping, expected: frozenset) -> None:
@@ -169,7 +232,8 @@ class Inserter:
                 raise DataKeysMismatchError(
                     f"{name} {_uid_of(name, doc)!r}: its {part} keys do not match descriptor "
                     f"{doc['descriptor']!r} (missing {missing}, not in the descriptor {extra}); "
-                    "an event must carry exactly its descriptor's data_keys"
+                    "an event must carry exactly its descriptor's data_keys (but those whose "
+                    "external is 'STREAM:', which stream_datum documents cover)"
                 )
 
     # ------------------------------------------------------------- routes
@@ -187,7 +251,7 @@ class Inserter:
         _validate("descriptor", doc)
         self._require_start("descriptor", doc, doc["run_start"])
         self.store.insert_descriptor(doc)
-        self._descriptor_keys[doc["uid"]] = frozenset(doc["data_keys"])
+        self._remember_descriptor(doc)
 
     def resource(self, doc: Mapping) -> None:
         _validate("resource", doc)
@@ -195,6 +259,96 @@ class Inserter:
             self._require_start("resource", doc, doc["run_start"])
         self.store.insert_resource(doc)
         self._known_resources.add(doc["uid"])
+
+    def stream_resource(self, doc: Mapping) -> None:
+        _validate_stream_resource(doc)
+        if "run_start" in doc:
+            self._require_start("stream_resource", doc, doc["run_start"])
+        self.store.insert_stream_resource(doc)
+        self._stream_resources[doc["uid"]] = doc
+
+    def stream_datum(self, doc: Mapping) -> None:
+        _validate("stream_datum", doc)
+        uid = _uid_of("stream_datum", doc)
+        resource = self._stream_resource(doc)
+        desc = self._descriptor("stream_datum", doc, doc["descriptor"])
+        key = resource["data_key"]
+        streamed = stream_keys(desc)
+        if key not in streamed:
+            raise DataKeysMismatchError(
+                f"stream_datum {uid!r}: its stream_resource {resource['uid']!r} holds data key "
+                f"{key!r}, which descriptor {desc['uid']!r} does not stream (its keys with "
+                f"external 'STREAM:' are {sorted(streamed)}); the descriptor must declare "
+                f"{key!r} with external 'STREAM:'")
+        run = desc["run_start"]
+        if resource.get("run_start", run) != run:
+            raise DocumentValidationError(
+                f"stream_datum {uid!r} joins stream_resource {resource['uid']!r} of run "
+                f"{resource['run_start']!r} to descriptor {desc['uid']!r} of run {run!r}; "
+                "a stream_datum must stay within its run")
+        seq, idx = doc["seq_nums"], doc["indices"]
+        width = seq["stop"] - seq["start"]
+        if seq["start"] < 1 or idx["start"] < 0 or width < 0 or \
+                idx["stop"] - idx["start"] != width:
+            raise DocumentValidationError(
+                f"stream_datum {uid!r}: seq_nums {dict(seq)} and indices {dict(idx)} must be "
+                "half-open ranges [start, stop) of equal width, seq_nums counting from 1 and "
+                "indices from 0")
+        declared = _declared_rows(resource)
+        if declared is not None and idx["stop"] > declared:
+            raise DocumentValidationError(
+                f"stream_datum {uid!r}: indices {dict(idx)} reach past the {declared} rows "
+                f"that stream_resource {resource['uid']!r} declares")
+        seq_ranges, index_ranges = self._ranges(run, desc.get("name", "primary"), key,
+                                                resource["uid"])
+        clash = seq_ranges.overlap(seq["start"], seq["stop"])
+        if clash is not None:
+            raise DocumentValidationError(
+                f"stream_datum {uid!r}: seq_nums [{seq['start']}, {seq['stop']}) of data key "
+                f"{key!r} overlap [{clash[0]}, {clash[1]}), already covered by another "
+                f"stream_datum of stream {desc.get('name', 'primary')!r} of run {run!r}")
+        clash = index_ranges.overlap(idx["start"], idx["stop"])
+        if clash is not None:
+            raise DocumentValidationError(
+                f"stream_datum {uid!r}: indices [{idx['start']}, {idx['stop']}) overlap "
+                f"[{clash[0]}, {clash[1]}), already pointed at by another stream_datum of "
+                f"stream_resource {resource['uid']!r}")
+        self.store.insert_stream_datums([doc])
+        seq_ranges.add(seq["start"], seq["stop"])
+        index_ranges.add(idx["start"], idx["stop"])
+
+    def _stream_resource(self, doc: Mapping) -> Mapping:
+        uid = doc["stream_resource"]
+        resource = self._stream_resources.get(uid)
+        if resource is None:
+            resource = self.store.get_stream_resource(uid)
+            if resource is None:
+                raise UnknownReferenceError(
+                    f"stream_datum {_uid_of('stream_datum', doc)!r} refers to stream_resource "
+                    f"{uid!r}, which is not stored; insert the stream_resource first")
+            self._stream_resources[uid] = resource
+        return resource
+
+    def _ranges(self, run: str, stream: str, key: str, resource_uid: str
+                ) -> tuple[Intervals, Intervals]:
+        """The seq_num ranges of (run, stream, key) and index ranges of a stream_resource."""
+        if (run, stream) not in self._loaded_streams:
+            # First stream_datum of this stream seen by this inserter: learn what is stored.
+            descs = [d for d in self.store.descriptors(run) if d.get("name", "primary") == stream]
+            stored = self.store.stream_datums([d["uid"] for d in descs]) if descs else []
+            keys = {}
+            for sd in stored:
+                sr_uid = sd["stream_resource"]
+                if sr_uid not in keys:
+                    sr = self._stream_resources.get(sr_uid) or self.store.get_stream_resource(sr_uid)
+                    keys[sr_uid] = sr["data_key"] if sr else None
+                self._seq_ranges.setdefault((run, stream, keys[sr_uid]), Intervals()).add(
+                    sd["seq_nums"]["start"], sd["seq_nums"]["stop"])
+                self._index_ranges.setdefault(sr_uid, Intervals()).add(
+                    sd["indices"]["start"], sd["indices"]["stop"])
+            self._loaded_streams.add((run, stream))
+        return (self._seq_ranges.setdefault((run, stream, key), Intervals()),
+                self._index_ranges.setdefault(resource_uid, Intervals()))
 
     def event(self, doc: Mapping) -> None:
         _validate("event", doc)

@@ -30,6 +30,7 @@ import pandas as pd
 from .errors import ColumnTypeError, InvalidArgumentError, UnknownFieldError
 from .stores import StoreRef
 from .stores.base import EventPageColumns
+from .stream_data import StreamLayout, stream_keys
 from .timestruct import TimeStruct
 
 __all__ = ["PartitionSpec", "ColumnSpec", "TablePlan", "TableReader", "plan_table",
@@ -47,7 +48,7 @@ class ColumnSpec:
 
     name: str
     field: str | None  # None for "time"
-    kind: str  # "time", "data" or "ts"
+    kind: str  # "time", "data", "ts", or "stream" (a key read through stream_datum)
     dtype: str  # "f8", "i8", "bool", "string" or "object"
 
     @property
@@ -127,13 +128,18 @@ class TablePlan:
     fill: tuple | None = None
     #: the stream's descriptor documents
     descriptors: tuple[dict, ...] = ()
+    #: where the stream's STREAM: keys live (None if it has none)
+    layout: StreamLayout | None = None
+    #: a StreamFill when STREAM: keys are filled
+    stream_fill: Any = None
 
     @property
     def npartitions(self) -> int:
         return len(self.specs)
 
     def reader(self) -> "TableReader":
-        return TableReader(self.columns, self.time_struct, self.fill)
+        return TableReader(self.columns, self.time_struct, self.fill, self.layout,
+                           self.stream_fill)
 
     def meta(self) -> pd.DataFrame:
         return self.reader().empty()
@@ -142,13 +148,16 @@ class TablePlan:
 def plan_table(event_source, header, stream_name: str = "primary",
                fields: Sequence[str] | None = None, time_struct: TimeStruct | None = None,
                timestamps: bool = False, chunk_size: int | None = None,
-               fill: Any = None, size_for_frames: bool | None = None) -> TablePlan:
+               fill: Any = None, size_for_frames: bool | None = None,
+               stream_fill: Any = None) -> TablePlan:
     """Plan a table of one stream: columns, partition specs and divisions.
 
-    Reads only descriptors and event counts, never event data.  ``fill`` is a
-    :class:`~dask_broker.fill_recipe.FillRecipe` when external fields are filled.
-    ``size_for_frames`` (default: whether ``fill`` is given) sizes the default
-    chunk for filled frames rather than datum ids.
+    Reads only descriptors, event counts and stream_datum, never event data.
+    ``fill`` is a :class:`~dask_broker.fill_recipe.FillRecipe` when external
+    fields are filled; ``stream_fill`` a callable ``(layout, descriptors) ->
+    StreamFill`` when STREAM: keys are.  ``size_for_frames`` (default: whether
+    ``fill`` is given) sizes the default chunk for filled frames rather than
+    datum ids.
     """
     if size_for_frames is None:
         size_for_frames = fill is not None
@@ -173,28 +182,49 @@ def plan_table(event_source, header, stream_name: str = "primary",
             raise UnknownFieldError(
                 f"field(s) {unknown} are not in stream {stream_name!r} of run "
                 f"{descs[0]['run_start']!r}; available: {all_fields}")
+    uids = tuple(d["uid"] for d in descs)
+    counts = event_source.store.event_counts(uids)
+    run_uid = descs[0]["run_start"]
+    streamed = set(k for d in descs for k in stream_keys(d))
+    layout = None
+    if streamed:
+        store = event_source.store
+        layout = StreamLayout.build(descs, store.stream_datums(uids),
+                                    store.stream_resources(run_uid))
+    gaps = layout is not None and _rows_without_events(counts, layout)
+    filler = None
+    if layout is not None and stream_fill is not None and streamed & set(fields):
+        filler = stream_fill(layout, descs)
     columns = [ColumnSpec("time", None, "time", "time")]
     sizes = 16  # seq_num and time
     for f in fields:
         keys = [d["data_keys"][f] for d in descs if f in d["data_keys"]]
-        col = ColumnSpec(f, f, "data", _column_dtype(keys, len(keys) == len(descs)))
+        if f in streamed:
+            col = ColumnSpec(f, f, "stream", _stream_dtype(keys[0], filler is not None))
+        else:
+            col = ColumnSpec(f, f, "data",
+                             _column_dtype(keys, len(keys) == len(descs) and not gaps))
         columns.append(col)
-        sizes += _itemsize(col, keys, size_for_frames)
+        sizes += _itemsize(col, keys, size_for_frames or filler is not None)
     if timestamps:
         for f in fields:
-            columns.append(ColumnSpec(f"ts_{f}", f, "ts", "f8"))
-            sizes += 8
-    uids = tuple(d["uid"] for d in descs)
-    counts = event_source.store.event_counts(uids)
+            if f not in streamed:  # stream_datum carry no timestamps
+                columns.append(ColumnSpec(f"ts_{f}", f, "ts", "f8"))
+                sizes += 8
     if chunk_size is None:
         chunk_size = DEFAULT_PARTITION_BYTES // sizes
         chunk_size = max(1024, chunk_size // 1024 * 1024) if chunk_size >= 1024 else max(1, chunk_size)
-    stop = event_source.store.get_stop(descs[0]["run_start"])
+    stop = event_source.store.get_stop(run_uid)
     state = (tuple(sorted(counts.items())), stop["uid"] if stop else None)
+    bounds_ = [(c[1], c[2]) for c in counts.values()]
+    if layout is not None:
+        state = (*state, layout.__dask_tokenize__())
+        if layout.seq_bounds() is not None:
+            bounds_.append(layout.seq_bounds())
     ref = event_source.store.ref
-    if counts:
-        lo = min(c[1] for c in counts.values())
-        hi = max(c[2] for c in counts.values())
+    if bounds_:
+        lo = min(b[0] for b in bounds_)
+        hi = max(b[1] for b in bounds_)
         bounds = list(range(lo, hi + 1, chunk_size))
         specs = tuple(PartitionSpec(ref, uids, (b, min(b + chunk_size, hi + 1)), state)
                       for b in bounds)
@@ -202,11 +232,38 @@ def plan_table(event_source, header, stream_name: str = "primary",
     else:
         specs = (PartitionSpec(ref, uids, (0, 0), state),)
         divisions = (None, None)
-    external = tuple(f for f in fields if any(d["data_keys"].get(f, {}).get("external")
-                                              for d in descs))
+    external = tuple(f for f in fields if f not in streamed and any(
+        d["data_keys"].get(f, {}).get("external") for d in descs))
     filling = (fill, external) if fill is not None and external else None
     return TablePlan(tuple(columns), specs, divisions, time_struct, chunk_size,
-                     stream_name, descs[0]["run_start"], filling, tuple(descs))
+                     stream_name, run_uid, filling, tuple(descs), layout, filler)
+
+
+def _rows_without_events(counts: Mapping[str, tuple[int, int, int]],
+                         layout: StreamLayout) -> bool:
+    """Whether some rows of the stream may have no event (so no time, no internal values).
+
+    Exact when the events' seq_nums are contiguous (the usual case); otherwise
+    assumed (columns are then made nullable, which is always safe).
+    """
+    intervals = layout.intervals()
+    if not intervals:
+        return False
+    if len(counts) != 1:
+        return True
+    n, lo, hi = next(iter(counts.values()))
+    if n != hi - lo + 1:
+        return True
+    return any(a < lo or b - 1 > hi for a, b in intervals)
+
+
+def _stream_dtype(data_key: Mapping, filled: bool) -> str:
+    """A STREAM: key's column: references (object) unfilled; scalars per row as f8 filled."""
+    shape = list(data_key.get("shape") or [])
+    dtype = data_key.get("dtype_numpy")
+    if filled and shape in ([], [1]) and dtype and np.dtype(dtype).kind in "fiub":
+        return "f8"
+    return "object"
 
 
 class TableReader:
@@ -216,14 +273,20 @@ class TableReader:
     """
 
     def __init__(self, columns: Sequence[ColumnSpec], time_struct: TimeStruct,
-                 fill: tuple | None = None):
+                 fill: tuple | None = None, layout: StreamLayout | None = None,
+                 stream_fill: Any = None):
         self.columns = tuple(columns)
         self.time_struct = time_struct
         self.fill = fill  # (FillRecipe, external field names) or None
+        self.layout = layout  # rows and references of STREAM: keys
+        self.stream_fill = stream_fill  # StreamFill, when STREAM: keys are filled
         self._by_name = {c.name: c for c in self.columns}
 
     def __dask_tokenize__(self):
-        return ("dask_broker.TableReader", self.columns, self.time_struct, self.fill)
+        from dask.base import tokenize
+
+        return ("dask_broker.TableReader", self.columns, self.time_struct, self.fill,
+                tokenize(self.layout), tokenize(self.stream_fill))
 
     def __repr__(self) -> str:
         return f"TableReader({[c.name for c in self.columns]})"
@@ -252,18 +315,47 @@ class TableReader:
         if spec.seq_range[0] >= spec.seq_range[1]:
             return self.empty(columns)
         store = spec.store.open()
-        fields = list(dict.fromkeys(c.field for c in cols if c.field is not None))
+        event_cols = [c for c in cols if c.kind != "stream"]
+        fields = list(dict.fromkeys(c.field for c in event_cols if c.field is not None))
         need_ts = any(c.kind == "ts" for c in cols)
         pages = store.iter_event_pages(spec.descriptors, seq_range=spec.seq_range,
                                        fields=fields, timestamps=need_ts)
         lo, hi = spec.seq_range
-        frame = self.assemble(pages, cols, capacity=hi - lo)
+        frame = self.assemble(pages, event_cols, capacity=hi - lo)
+        if self.layout is not None:
+            frame = self._with_stream_rows(frame, cols, lo, hi)
         if self.fill is not None:
             recipe, external = self.fill
             # Only the selected external columns are filled; the handlers (open
             # files) are closed before this task returns.
             frame = recipe.fill_frame(frame, [f for f in external if f in frame.columns])
         return frame
+
+    def _with_stream_rows(self, frame: pd.DataFrame, cols: list[ColumnSpec], lo: int,
+                          hi: int) -> pd.DataFrame:
+        """Add the rows only stream_datum cover, then the STREAM: columns.
+
+        Rows without an event get NaT / NaN / None in the event columns: no time
+        is invented for them.
+        """
+        covered = self.layout.covered(lo, hi)
+        extra = np.setdiff1d(covered, frame.index.to_numpy())
+        if len(extra):
+            event_names = [c.name for c in cols if c.kind != "stream"]
+            index = pd.Index(extra, name="seq_num")
+            missing = self.empty(event_names).reindex(index)
+            frame = pd.concat([frame, missing]) if len(frame) else missing
+            frame = frame.sort_index(kind="mergesort")
+        seq = frame.index.to_numpy()
+        for c in cols:
+            if c.kind != "stream":
+                continue
+            if self.stream_fill is not None:
+                values = self.stream_fill.read(c.field, seq)
+            else:
+                values = self.layout.references(c.field, seq)
+            frame[c.name] = pd.Series(values, index=frame.index, dtype=self._pandas_dtype(c))
+        return frame[[c.name for c in cols]]
 
     def assemble(self, pages: Iterable[EventPageColumns], cols: list[ColumnSpec],
                  capacity: int | None = None) -> pd.DataFrame:

@@ -275,6 +275,46 @@ class Store(abc.ABC):
             f"{type(self).__name__} does not implement resource_history: this catalog backend "
             "does not record resource updates (yet)")
 
+    # ------------------------------------------------- stream_resource / stream_datum
+    # Not abstract, so that a third-party backend written before them still opens;
+    # both built-in stores implement them (``supports_stream_data``).
+
+    #: Whether this backend stores stream_resource / stream_datum documents.
+    supports_stream_data: bool = False
+
+    def _no_stream_data(self, what: str):
+        return NotImplementedError(
+            f"{type(self).__name__} does not implement {what}: this catalog backend cannot "
+            "store stream_resource / stream_datum documents (ophyd-async detectors)")
+
+    def insert_stream_resource(self, doc: Mapping) -> None:
+        """Store a stream_resource document.  Raises DuplicateUidError."""
+        raise self._no_stream_data("insert_stream_resource")
+
+    def insert_stream_datums(self, docs: Sequence[Mapping]) -> None:
+        """Store stream_datum documents atomically: all or none.
+
+        Raises DuplicateUidError naming the first uid already stored (or repeated).
+        """
+        raise self._no_stream_data("insert_stream_datums")
+
+    def get_stream_resource(self, uid: str) -> dict | None:
+        """The stream_resource with this uid, or None."""
+        raise self._no_stream_data("get_stream_resource")
+
+    def stream_resources(self, run_uid: str) -> list[dict]:
+        """A run's stream_resources in insertion order.
+
+        Those whose ``run_start`` is the run, and those (without ``run_start``,
+        as ophyd-async emits them) that a stream_datum of the run's descriptors
+        points at.
+        """
+        raise self._no_stream_data("stream_resources")
+
+    def stream_datums(self, descriptor_uids: Sequence[str]) -> list[dict]:
+        """Every stream_datum of these descriptors, in insertion order."""
+        raise self._no_stream_data("stream_datums")
+
     @abc.abstractmethod
     def datum(self, datum_ids: Sequence[str]) -> dict[str, dict]:
         """The datum documents with these ids (missing ids are absent)."""

@@ -89,6 +89,16 @@ CREATE TABLE IF NOT EXISTS resource_update (
     id INTEGER PRIMARY KEY, resource TEXT NOT NULL, time REAL NOT NULL, cmd TEXT NOT NULL,
     cmd_kwargs TEXT NOT NULL, old TEXT NOT NULL, new TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS resource_update_resource ON resource_update (resource, id);
+CREATE TABLE IF NOT EXISTS stream_resource (
+    id INTEGER PRIMARY KEY, uid TEXT NOT NULL UNIQUE, run_start TEXT, data_key TEXT,
+    doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS stream_resource_run ON stream_resource (run_start, id);
+CREATE TABLE IF NOT EXISTS stream_datum (
+    id INTEGER PRIMARY KEY, uid TEXT NOT NULL UNIQUE, stream_resource TEXT NOT NULL,
+    descriptor TEXT NOT NULL, seq_start INTEGER NOT NULL, seq_stop INTEGER NOT NULL,
+    doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS stream_datum_descriptor ON stream_datum (descriptor, id);
+CREATE INDEX IF NOT EXISTS stream_datum_resource ON stream_datum (stream_resource, id);
 """
 
 
@@ -343,17 +353,67 @@ class SQLiteStore(Store):
                 "nothing of this datum_page was written"
             ) from err
 
+    supports_stream_data = True
+
+    def insert_stream_resource(self, doc: Mapping) -> None:
+        self._insert_unique(
+            "INSERT INTO stream_resource (uid, run_start, data_key, doc) VALUES (?, ?, ?, ?)",
+            (doc["uid"], doc.get("run_start"), doc.get("data_key"), dumps(doc)),
+            "stream_resource", doc["uid"],
+        )
+
+    def insert_stream_datums(self, docs: Sequence[Mapping]) -> None:
+        if not docs:
+            return
+        rows = [(d["uid"], d["stream_resource"], d["descriptor"], d["seq_nums"]["start"],
+                 d["seq_nums"]["stop"], dumps(d)) for d in docs]
+        try:
+            with self._write() as conn:
+                conn.executemany(
+                    "INSERT INTO stream_datum (uid, stream_resource, descriptor, seq_start, "
+                    "seq_stop, doc) VALUES (?, ?, ?, ?, ?, ?)", rows)
+        except sqlite3.IntegrityError as err:
+            dup = self._first_duplicate("stream_datum", "uid", [d["uid"] for d in docs])
+            raise DuplicateUidError(
+                f"stream_datum {dup!r} is already stored; nothing of these {len(docs)} "
+                "stream_datum was written") from err
+
+    def get_stream_resource(self, uid: str) -> dict | None:
+        return self._one_doc("SELECT doc FROM stream_resource WHERE uid = ?", (uid,))
+
+    def stream_resources(self, run_uid: str) -> list[dict]:
+        return self._docs(
+            "SELECT doc FROM stream_resource WHERE run_start = ? OR uid IN ("
+            " SELECT sd.stream_resource FROM stream_datum sd JOIN descriptor d"
+            " ON sd.descriptor = d.uid WHERE d.run_start = ?) ORDER BY id", (run_uid, run_uid))
+
+    def stream_datums(self, descriptor_uids: Sequence[str]) -> list[dict]:
+        out: list[tuple[int, str]] = []
+        conn = self._conn()
+        for chunk in _chunks(list(descriptor_uids)):
+            out.extend(conn.execute(
+                f"SELECT id, doc FROM stream_datum WHERE descriptor IN ({_marks(len(chunk))})",
+                chunk).fetchall())
+        out.sort()
+        return [json.loads(doc) for _, doc in out]
+
     def update_resource(self, resource_uid: str, changes: Mapping, *, cmd: str,
                         cmd_kwargs: Mapping) -> dict:
         changes = check_resource_changes(resource_uid, changes)
         with self._write() as conn:
+            table = "resource"
             row = conn.execute("SELECT doc FROM resource WHERE uid = ?", (resource_uid,)).fetchone()
             if row is None:
+                table = "stream_resource"
+                row = conn.execute("SELECT doc FROM stream_resource WHERE uid = ?",
+                                   (resource_uid,)).fetchone()
+            if row is None:
                 raise UnknownReferenceError(
-                    f"no resource with uid {resource_uid!r} in {self.uri}; nothing was updated")
+                    f"no resource or stream_resource with uid {resource_uid!r} in {self.uri}; "
+                    "nothing was updated")
             old = json.loads(row[0])
             new = {**old, **changes}
-            conn.execute("UPDATE resource SET doc = ? WHERE uid = ?", (dumps(new), resource_uid))
+            conn.execute(f"UPDATE {table} SET doc = ? WHERE uid = ?", (dumps(new), resource_uid))
             conn.execute(
                 "INSERT INTO resource_update (resource, time, cmd, cmd_kwargs, old, new) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
