@@ -30,6 +30,11 @@ __all__ = [
     "HandlerError",
     "InvalidArgumentError",
     "ColumnTypeError",
+    "ReaderNotFoundError",
+    "DuplicateReaderError",
+    "ReaderError",
+    "OutOfRangeError",
+    "UnsupportedStreamResourceError",
 ]
 
 
@@ -123,3 +128,24 @@ class InvalidArgumentError(DaskBrokerError, ValueError):
 
 class ColumnTypeError(DaskBrokerError, TypeError):
     """Stored values do not fit the column dtype their descriptor's data_keys declare."""
+
+
+# ---------------------------------------------------------------- stream readers
+class ReaderNotFoundError(_KeyErrorMessage, DaskBrokerError, KeyError):
+    """No reader is registered for a stream_resource's mimetype."""
+
+
+class DuplicateReaderError(DaskBrokerError, ValueError):
+    """A reader is already registered for the mimetype (pass overwrite=True)."""
+
+
+class ReaderError(DaskBrokerError, RuntimeError):
+    """A reader could not read a stream_resource's file (wraps the original with ``from``)."""
+
+
+class OutOfRangeError(DaskBrokerError, IndexError):
+    """Entries were asked for outside a dataset (names the path and the dataset's length)."""
+
+
+class UnsupportedStreamResourceError(DaskBrokerError, NotImplementedError):
+    """A stream_resource uses a form of its mimetype that no built-in reader supports."""
