@@ -8,6 +8,8 @@ from typing import Any, Iterator, Mapping
 from .errors import AmbiguousKeyError, InvalidArgumentError, RunNotFoundError
 from .event_source import EventSource
 from .handlers.registry import HandlerRegistry, default_registry
+from .readers import ReaderRegistry
+from .readers import default_registry as default_readers
 from .header import Header
 from .query import validate_query
 from .stores import Store
@@ -36,7 +38,10 @@ class Broker:
         self.store = store
         #: The handler registry: spec -> handler class (built-ins, entry points, yours).
         self.handlers = HandlerRegistry(parent=default_registry)
-        self.event_source = EventSource(store, registry=self.handlers, root_map=root_map)
+        #: The reader registry: stream_resource mimetype -> reader class.
+        self.readers = ReaderRegistry(parent=default_readers)
+        self.event_source = EventSource(store, registry=self.handlers, root_map=root_map,
+                                        readers=self.readers)
 
     @classmethod
     def from_uri(cls, uri: str, *, root_map: Mapping[str, str] | None = None,
@@ -119,6 +124,25 @@ class Broker:
         >>> db.deregister_handler("AD_TIFF")  # doctest: +SKIP
         """
         self.handlers.deregister(spec)
+
+    def register_reader(self, mimetype: str, reader_class: Any, overwrite: bool = False) -> None:
+        """Use ``reader_class`` for stream_resource documents of ``mimetype``.
+
+        Explicit registrations win over built-in readers and the
+        ``dask_broker.readers`` entry points.  A reader is constructed as
+        ``reader_class(path, parameters)`` and has ``read(start, stop)``,
+        ``describe()``, ``paths(...)`` and ``close()``
+        (see :class:`~dask_broker.readers.StreamReader`).
+
+        Examples
+        --------
+        >>> db.register_reader("multipart/related;type=image/png", PNGReader)  # doctest: +SKIP
+        """
+        self.readers.register(mimetype, reader_class, overwrite=overwrite)
+
+    def deregister_reader(self, mimetype: str) -> None:
+        """Forget an explicit reader registration (built-ins and entry points remain)."""
+        self.readers.deregister(mimetype)
 
     def set_root_map(self, root_map: Mapping[str, str]) -> None:
         """Remap file roots: ``{resource root as stored: where it is mounted now}``.
@@ -287,6 +311,7 @@ def _rebuild_broker(event_source: EventSource) -> Broker:
     broker = Broker.__new__(Broker)
     broker.store = event_source.store
     broker.handlers = event_source.registry
+    broker.readers = event_source.readers
     broker.event_source = event_source
     return broker
 

@@ -153,18 +153,78 @@ class EventColumnArray:
         return out
 
 
+@dataclass(frozen=True, eq=False)
+class StreamColumnArray:
+    """An array-like over one STREAM: key of a stream: shape ``(rows, *row_shape)``.
+
+    Reading rows is one bulk read per run of consecutive indices of a
+    stream_resource (:meth:`~dask_broker.stream_fill.StreamFill.read`); rows no
+    stream_datum covers hold ``missing``.
+    """
+
+    key: str
+    seq: SeqIndex
+    fill: Any  # StreamFill
+    frame_shape: tuple[int, ...]
+    dtype: np.dtype
+    missing: Any = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.seq), *self.frame_shape)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return len(self.seq)
+
+    def __dask_tokenize__(self):
+        from dask.base import tokenize
+
+        return ("dask_broker.StreamColumnArray", self.key, self.seq.token(),
+                tokenize(self.fill), self.frame_shape, str(self.dtype))
+
+    __array__ = EventColumnArray.__array__
+    __getitem__ = EventColumnArray.__getitem__
+
+    def read(self, positions: np.ndarray) -> np.ndarray:
+        seqs = self.seq.take(positions)
+        resource, _ = self.fill.layout.blocks(self.key).locate(seqs)
+        if len(seqs) and np.all(resource >= 0):
+            return np.asarray(self.fill.read(self.key, seqs, stacked=True), dtype=self.dtype)
+        out = np.empty((len(seqs), *self.frame_shape), dtype=self.dtype)
+        for i, v in enumerate(self.fill.read(self.key, seqs)):
+            out[i] = self.missing if v is None or (np.ndim(v) == 0 and v != v) else v
+        return out
+
+
+def _stream_array(key: str, seq: SeqIndex, fill, plan) -> StreamColumnArray:
+    shape = fill.shape(key)
+    if shape.known:
+        frame_shape, dtype = shape.row_shape, np.dtype(shape.dtype)
+    else:
+        # No dtype_numpy in the descriptor: read the first row (one small read).
+        probe = np.asarray(fill.read(key, seq.take(np.arange(min(1, len(seq)))), stacked=True))
+        frame_shape, dtype = tuple(probe.shape[1:]) or shape.row_shape, probe.dtype
+    missing = np.nan if dtype.kind in "fc" else 0
+    return StreamColumnArray(key, seq, fill, frame_shape, dtype, missing)
+
+
 def build_dataset(event_source: "EventSource", header, stream_name: str = "primary",
                   fields: Sequence[str] | None = None, *, filler_factory=None,
-                  chunk_size: int | None = None) -> xr.Dataset:
+                  chunk_size: int | None = None, stream_fill=None) -> xr.Dataset:
     """A lazy :class:`xarray.Dataset` of one stream (see :meth:`EventSource.to_xarray`)."""
     # Size chunks as for a filled table: external fields become frames here.
     plan = plan_table(event_source, header, stream_name, fields,
                       TimeStruct(convert_times=False), False, chunk_size,
-                      size_for_frames=filler_factory is not None)
+                      size_for_frames=filler_factory is not None, stream_fill=stream_fill)
     descs = plan.descriptors
     # The rows' seq_num and time, read here (they become the index coordinate), from the
-    # same plan: one partition at a time, the time column only.
-    times = TableReader(plan.columns[:1], plan.time_struct)
+    # same plan: one partition at a time, the time column only (rows that only
+    # stream_datum cover have no time: NaN).
+    times = TableReader(plan.columns[:1], plan.time_struct, None, plan.layout)
     index = pd.concat([times(spec) for spec in plan.specs])
     seq = SeqIndex.from_array(index.index.to_numpy())
     n = len(seq)
@@ -175,17 +235,26 @@ def build_dataset(event_source: "EventSource", header, stream_name: str = "prima
         keys = [d["data_keys"][col.field] for d in descs if col.field in d["data_keys"]]
         dk = keys[0]
         external = bool(dk.get("external"))
-        filler = filler_factory(header, col.field) if (external and filler_factory) else None
-        array = _column_array(ref, uids, col, seq, dk, external, filler)
+        if col.kind == "stream" and plan.stream_fill is not None:
+            array = _stream_array(col.field, seq, plan.stream_fill, plan)
+        elif col.kind == "stream":
+            array = _reference_array(col.field, seq, plan.layout)
+        else:
+            filler = filler_factory(header, col.field) if (external and filler_factory) else None
+            array = _column_array(ref, uids, col, seq, dk, external, filler)
         rows = max(1, min(n, plan.chunk_size)) if n else 1
         # fancy=True: dask fuses later slices into this getter only for the plain getter
         # (EventColumnArray handles integer arrays on the event axis).
-        data = da.from_array(array, chunks=(rows, *array.frame_shape), asarray=False,
-                             fancy=True, lock=False,
-                             name=f"{col.field}-{_token(array)}")
-        dims = tuple(dk.get("dims") or ()) if array.frame_shape else ()
-        if len(dims) != len(array.frame_shape):
-            dims = tuple(f"{col.field}_dim_{i}" for i in range(len(array.frame_shape)))
+        if isinstance(array, np.ndarray):  # references, already in memory
+            data = da.from_array(array, chunks=(rows,), name=False)
+        else:
+            data = da.from_array(array, chunks=(rows, *array.frame_shape), asarray=False,
+                                 fancy=True, lock=False,
+                                 name=f"{col.field}-{_token(array)}")
+        frame_shape = data.shape[1:]
+        dims = tuple(dk.get("dims") or ()) if frame_shape else ()
+        if len(dims) != len(frame_shape):
+            dims = tuple(f"{col.field}_dim_{i}" for i in range(len(frame_shape)))
         attrs = {k: dk[k] for k in ("units", "source", "precision", "shape", "dtype",
                                     "external", "object_name") if k in dk}
         variables[col.field] = xr.Variable(("time", *dims), data, attrs=attrs)
@@ -196,6 +265,11 @@ def build_dataset(event_source: "EventSource", header, stream_name: str = "prima
     if "scan_id" in start:
         attrs["scan_id"] = start["scan_id"]
     return xr.Dataset(variables, coords=coords, attrs=attrs)
+
+
+def _reference_array(key: str, seq: SeqIndex, layout) -> np.ndarray:
+    """Unfilled STREAM: cells (``"<stream_resource uid>/<index>"``): small, built here."""
+    return layout.references(key, seq.take(np.arange(len(seq))))
 
 
 def _token(array: EventColumnArray) -> str:

@@ -20,8 +20,10 @@ from .codec import column_to_list
 from .errors import NoEventDescriptors, UnknownFieldError
 from .fill_recipe import DEFAULT_TASK_MAX_OPEN, FillRecipe, RunFillContext
 from .handlers.registry import HandlerRegistry
+from .readers import ReaderRegistry
 from .insert import Inserter
 from .stores.base import EventPageColumns, Store
+from .stream_data import stream_keys
 from .dataset import build_dataset
 from .table import plan_table
 from .timestruct import TimeStruct
@@ -59,9 +61,11 @@ class EventSource:
     NoEventDescriptors = NoEventDescriptors
 
     def __init__(self, store: Store, *, registry: HandlerRegistry | None = None,
-                 root_map: Mapping[str, str] | None = None):
+                 root_map: Mapping[str, str] | None = None,
+                 readers: "ReaderRegistry | None" = None):
         self.store = store
         self.registry = HandlerRegistry() if registry is None else registry
+        self.readers = ReaderRegistry() if readers is None else readers
         self.root_map: dict[str, str] = dict(root_map or {})
         self._inserter = Inserter(store)
 
@@ -69,7 +73,7 @@ class EventSource:
         return f"EventSource({self.store!r})"
 
     def __reduce__(self):
-        return (_rebuild_event_source, (self.store, self.registry, self.root_map))
+        return (_rebuild_event_source, (self.store, self.registry, self.root_map, self.readers))
 
     # ------------------------------------------------------------ assets
     def set_root_map(self, root_map: Mapping[str, str]) -> None:
@@ -310,7 +314,7 @@ class EventSource:
         """
         recipe = self.fill_recipe(header) if fill else None
         plan = plan_table(self, header, stream_name, fields, time_struct, timestamps, chunk_size,
-                          fill=recipe)
+                          fill=recipe, stream_fill=self._stream_fill_factory() if fill else None)
         with dask.config.set({"dataframe.convert-string": False}):
             # Array columns hold numpy arrays; dask must not turn object columns into strings.
             return dd.from_map(plan.reader(), list(plan.specs), meta=plan.meta(),
@@ -386,7 +390,19 @@ class EventSource:
         >>> ds["det"].mean().compute()            # doctest: +SKIP
         """
         return build_dataset(self, header, stream_name, fields, chunk_size=chunk_size,
-                             filler_factory=self._filler_factory())
+                             filler_factory=self._filler_factory(),
+                             stream_fill=self._stream_fill_factory())
+
+    def _stream_fill_factory(self, max_open: int | None = DEFAULT_TASK_MAX_OPEN):
+        """``(layout, descriptors) -> StreamFill``: how tasks read a stream's STREAM: keys."""
+        from .stream_fill import StreamFill
+
+        def factory(layout, descriptors):
+            resources = self.store.stream_resources(descriptors[0]["run_start"])
+            return StreamFill.for_stream(layout, descriptors, resources, self.readers,
+                                         self.root_map, max_open)
+
+        return factory
 
     def _filler_factory(self):
         return lambda header, field: self.fill_recipe(header)
@@ -451,9 +467,12 @@ class EventSource:
             # Streams that hold none of the requested fields are left out.
             descs = [d for d in descs if any(f in d["data_keys"] for f in wanted)]
         streams = [_EventStream(self.store, d, wanted, emitter) for d in descs]
+        streamed = _StreamDatumEmitter.for_run(self.store, run_uid, descs, wanted,
+                                               every_resource=stream_name is None)
         for stream in streams:
             if not stream.has_events():
                 yield "descriptor", stream.descriptor
+                yield from streamed.up_to(stream.descriptor["uid"], None)
         merged = heapq.merge(*(s.keyed() for s in streams if s.has_events()))
         with (self.fill_context(run_uid) if fill else contextlib.nullcontext()) as fc:
             for stream in streams:
@@ -462,10 +481,15 @@ class EventSource:
                 if not stream.emitted_descriptor:
                     stream.emitted_descriptor = True
                     yield "descriptor", stream.descriptor
+                yield from streamed.up_to(stream.descriptor["uid"], event["seq_num"])
                 yield from emitter.for_event(event, stream.external)
                 if fc is not None and stream.external:
                     event = stream.filled(event)
                 yield "event", event
+        for stream in streams:  # stream_datum past the last event (fly scans flush late)
+            if stream.has_events():
+                yield from streamed.up_to(stream.descriptor["uid"], None)
+        yield from streamed.unreferenced()
         stop = self.store.get_stop(run_uid)
         if stop is not None:
             yield "stop", stop
@@ -481,9 +505,11 @@ class _EventStream:
         self.store = store
         self.emitter = emitter
         keys = descriptor["data_keys"]
-        self.fields = [f for f in keys if fields is None or f in fields]
+        kept = [f for f in keys if fields is None or f in fields]
         self.descriptor = descriptor if fields is None else {
-            **descriptor, "data_keys": {k: v for k, v in keys.items() if k in self.fields}}
+            **descriptor, "data_keys": {k: v for k, v in keys.items() if k in kept}}
+        streamed = set(stream_keys(descriptor))  # never in events: stream_datum cover them
+        self.fields = [f for f in kept if f not in streamed]
         self.external = [f for f in self.fields if keys[f].get("external")]
         self.emitted_descriptor = False
         self.fill_context = None  # set by docs(fill=True)
@@ -540,6 +566,54 @@ def _page_to_events(page: EventPageColumns, fields: list[str], external: list[st
         }
 
 
+class _StreamDatumEmitter:
+    """Emits stream_datum in seq_num order per descriptor, each stream_resource once before
+    its first stream_datum, and each stream_datum before the event of its first seq_num."""
+
+    def __init__(self, resources: Mapping[str, dict], datums: Iterable[dict],
+                 wanted: list[str] | None, every_resource: bool):
+        self.resources = dict(resources)
+        self.sent: set[str] = set()
+        self.every_resource = every_resource
+        keep = self.keep = None if wanted is None else set(wanted)
+        self.pending: dict[str, list[dict]] = {}
+        for sd in datums:
+            key = self.resources.get(sd["stream_resource"], {}).get("data_key")
+            if keep is None or key in keep:
+                self.pending.setdefault(sd["descriptor"], []).append(sd)
+        for queue in self.pending.values():
+            queue.sort(key=lambda sd: sd["seq_nums"]["start"])
+            queue.reverse()  # pop() from the end
+
+    @classmethod
+    def for_run(cls, store: Store, run_uid: str, descriptors: list[dict],
+                wanted: list[str] | None, every_resource: bool) -> "_StreamDatumEmitter":
+        if not store.supports_stream_data:
+            return cls({}, (), wanted, False)
+        resources = {r["uid"]: r for r in store.stream_resources(run_uid)}
+        datums = store.stream_datums([d["uid"] for d in descriptors]) if descriptors else []
+        return cls(resources, datums, wanted, every_resource)
+
+    def up_to(self, descriptor_uid: str, seq_num: int | None) -> Iterator[tuple[str, dict]]:
+        """Pending stream_datum of a descriptor starting at or before ``seq_num`` (None: all)."""
+        queue = self.pending.get(descriptor_uid)
+        while queue and (seq_num is None or queue[-1]["seq_nums"]["start"] <= seq_num):
+            sd = queue.pop()
+            uid = sd["stream_resource"]
+            if uid not in self.sent and uid in self.resources:
+                self.sent.add(uid)
+                yield "stream_resource", self.resources[uid]
+            yield "stream_datum", sd
+
+    def unreferenced(self) -> Iterator[tuple[str, dict]]:
+        """stream_resources of the run that no stream_datum pointed at (whole-run replays)."""
+        if self.every_resource:
+            for uid, doc in self.resources.items():
+                if uid not in self.sent and (self.keep is None or doc.get("data_key") in self.keep):
+                    self.sent.add(uid)
+                    yield "stream_resource", doc
+
+
 class _AssetEmitter:
     """Emits resources and datum, each once, before the first document needing them."""
 
@@ -589,5 +663,6 @@ class _AssetEmitter:
             yield "datum", datum
 
 
-def _rebuild_event_source(store: Store, registry: HandlerRegistry, root_map: dict) -> EventSource:
-    return EventSource(store, registry=registry, root_map=root_map)
+def _rebuild_event_source(store: Store, registry: HandlerRegistry, root_map: dict,
+                          readers: ReaderRegistry | None = None) -> EventSource:
+    return EventSource(store, registry=registry, root_map=root_map, readers=readers)

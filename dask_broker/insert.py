@@ -20,6 +20,7 @@ from .stream_data import Intervals, stream_keys
 from .errors import (
     DataKeysMismatchError,
     DocumentValidationError,
+    DuplicateUidError,
     PageLengthError,
     UnknownDocumentNameError,
     UnknownReferenceError,
@@ -302,6 +303,10 @@ class Inserter:
         seq_ranges, index_ranges = self._ranges(run, desc.get("name", "primary"), key,
                                                 resource["uid"])
         clash = seq_ranges.overlap(seq["start"], seq["stop"])
+        if clash is not None and clash[2] == doc["uid"]:
+            raise DuplicateUidError(
+                f"stream_datum {uid!r} is already stored; documents are immutable, so give "
+                "the new document a new uid")
         if clash is not None:
             raise DocumentValidationError(
                 f"stream_datum {uid!r}: seq_nums [{seq['start']}, {seq['stop']}) of data key "
@@ -314,8 +319,8 @@ class Inserter:
                 f"[{clash[0]}, {clash[1]}), already pointed at by another stream_datum of "
                 f"stream_resource {resource['uid']!r}")
         self.store.insert_stream_datums([doc])
-        seq_ranges.add(seq["start"], seq["stop"])
-        index_ranges.add(idx["start"], idx["stop"])
+        seq_ranges.add(seq["start"], seq["stop"], doc["uid"])
+        index_ranges.add(idx["start"], idx["stop"], doc["uid"])
 
     def _stream_resource(self, doc: Mapping) -> Mapping:
         uid = doc["stream_resource"]
@@ -343,9 +348,9 @@ class Inserter:
                     sr = self._stream_resources.get(sr_uid) or self.store.get_stream_resource(sr_uid)
                     keys[sr_uid] = sr["data_key"] if sr else None
                 self._seq_ranges.setdefault((run, stream, keys[sr_uid]), Intervals()).add(
-                    sd["seq_nums"]["start"], sd["seq_nums"]["stop"])
+                    sd["seq_nums"]["start"], sd["seq_nums"]["stop"], sd["uid"])
                 self._index_ranges.setdefault(sr_uid, Intervals()).add(
-                    sd["indices"]["start"], sd["indices"]["stop"])
+                    sd["indices"]["start"], sd["indices"]["stop"], sd["uid"])
             self._loaded_streams.add((run, stream))
         return (self._seq_ranges.setdefault((run, stream, key), Intervals()),
                 self._index_ranges.setdefault(resource_uid, Intervals()))

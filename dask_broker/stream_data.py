@@ -39,14 +39,16 @@ def stream_reference(resource_uid: str, index: int) -> str:
 
 
 class Intervals:
-    """Disjoint half-open integer intervals, for overlap checks at insert."""
+    """Disjoint half-open integer intervals, each with the uid that claimed it
+    (overlap checks at insert)."""
 
     def __init__(self) -> None:
         self._starts: list[int] = []
         self._stops: list[int] = []
+        self._uids: list[str | None] = []
 
-    def overlap(self, start: int, stop: int) -> tuple[int, int] | None:
-        """A stored interval that overlaps ``[start, stop)``, or None."""
+    def overlap(self, start: int, stop: int) -> tuple[int, int, str | None] | None:
+        """A stored interval ``(start, stop, uid)`` that overlaps ``[start, stop)``, or None."""
         if stop <= start:
             return None
         i = bisect.bisect_right(self._starts, start) - 1
@@ -54,15 +56,16 @@ class Intervals:
             if 0 <= j < len(self._starts):
                 a, b = self._starts[j], self._stops[j]
                 if a < stop and start < b:
-                    return a, b
+                    return a, b, self._uids[j]
         return None
 
-    def add(self, start: int, stop: int) -> None:
+    def add(self, start: int, stop: int, uid: str | None = None) -> None:
         if stop <= start:
             return
         i = bisect.bisect_left(self._starts, start)
         self._starts.insert(i, start)
         self._stops.insert(i, stop)
+        self._uids.insert(i, uid)
 
 
 @dataclass(frozen=True, eq=False)

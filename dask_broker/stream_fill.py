@@ -172,9 +172,13 @@ class StreamFill:
         src = self.sources[position]
         cls = self._reader_class(src.mimetype)
         cache_key = (src.uid, src.path, src.mimetype, cls)
-        with cache.acquire(cache_key, lambda: cls(src.path, dict(src.parameters))) as (reader, _):
-            full_shape, _dtype = reader.describe()
-            per_row = _entries_per_row(full_shape, shape.shape, dict(src.parameters), src, key)
+        params = dict(src.parameters)
+        with cache.acquire(cache_key, lambda: cls(src.path, params)) as (reader, _):
+            chunks = params.get("chunk_shape")
+            # ophyd-async's chunk_shape has one entry per dataset dimension: no metadata read.
+            ndim = len(chunks) if isinstance(chunks, (list, tuple)) and chunks else \
+                len(reader.describe()[0])
+            per_row = _entries_per_row(ndim, shape.shape, params, src, key)
             values = np.asarray(reader.read(start * per_row, stop * per_row))
         try:
             return values.reshape((stop - start, *shape.row_shape))
@@ -195,7 +199,7 @@ def _runs(resource: np.ndarray, index: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(edges[:-1], edges[1:]))
 
 
-def _entries_per_row(full_shape: tuple[int, ...], shape: tuple[int, ...],
+def _entries_per_row(ndim: int, shape: tuple[int, ...],
                      parameters: Mapping, src: _Source, key: str) -> int:
     """How many entries of the dataset's first axis make one row.
 
@@ -206,13 +210,13 @@ def _entries_per_row(full_shape: tuple[int, ...], shape: tuple[int, ...],
     explicit = parameters.get("multiplier", parameters.get("frame_per_point"))
     if isinstance(explicit, int) and explicit > 0:
         return explicit
-    if len(full_shape) == len(shape) + 1:
+    if ndim == len(shape) + 1:
         return 1
-    if len(full_shape) == len(shape) and shape:
+    if ndim == len(shape) and shape:
         return int(shape[0])
     raise HandlerError(
-        f"data key {key!r}: the dataset of stream_resource {src.uid!r} ({src.path}) has shape "
-        f"{list(full_shape)}, which does not fit the descriptor's shape {list(shape)} (expected "
+        f"data key {key!r}: the dataset of stream_resource {src.uid!r} ({src.path}) has "
+        f"{ndim} dimensions, which does not fit the descriptor's shape {list(shape)} (expected "
         f"{len(shape)} or {len(shape) + 1} dimensions)")
 
 
