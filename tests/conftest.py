@@ -11,6 +11,9 @@ import pytest
 
 from dask_broker import Broker
 
+#: Fixtures of the stream_resource recordings (tests/conftest_streamdata.py).
+pytest_plugins = ["conftest_streamdata"]
+
 PRIMARY_KEYS = {
     "x": {"source": "sim:x", "dtype": "number", "shape": [], "units": "mm"},
     "n": {"source": "sim:n", "dtype": "integer", "shape": []},
