@@ -817,3 +817,225 @@ class StoreConformance:
             assert copy.resource_history(res["uid"]) == store.resource_history(res["uid"])
         finally:
             copy.close()
+
+    # ================================================================ stream data
+    # stream_resource / stream_datum (ophyd-async detectors).  Not abstract in the
+    # Store ABC: a backend whose ``supports_stream_data`` is False skips these tests.
+    @staticmethod
+    def _skip_without_stream_data(store):
+        if not store.supports_stream_data:
+            pytest.skip(f"{type(store).__name__} does not store stream_resource / "
+                        "stream_datum documents (supports_stream_data is False)")
+
+    @staticmethod
+    def _stream_run(store, n_descriptors=1):
+        """A stored run with descriptors holding a ``STREAM:`` data key ``det``."""
+        run = _Run()
+        store.insert_start(run.start)
+        keys = {"det": {"source": "sim", "dtype": "array", "shape": [1, 4, 5],
+                        "dtype_numpy": "<u2", "external": "STREAM:"},
+                "x": {"source": "sim", "dtype": "number", "shape": []}}
+        descs = [run.descriptor(name=name, data_keys=keys)
+                 for name in ["primary", "baseline", "monitor"][:n_descriptors]]
+        for d in descs:
+            store.insert_descriptor(d.descriptor_doc)
+        return run, descs
+
+    @staticmethod
+    def _sr(run, path="det.h5", *, run_start=True):
+        """A modern stream_resource bundle; without ``run_start`` as ophyd-async emits it."""
+        bundle = run.bundle.compose_stream_resource(
+            mimetype="application/x-hdf5", uri=f"file://localhost/data/{path}",
+            data_key="det", parameters={"dataset": "/entry/data/data", "chunk_shape": [1, 4, 5],
+                                        "swmr": True, "note": None})
+        if not run_start:
+            bundle.stream_resource_doc.pop("run_start")
+        return bundle
+
+    @staticmethod
+    def _sd(sr_bundle, desc_bundle, start, stop, seq_start=None):
+        seq_start = start + 1 if seq_start is None else seq_start
+        return sr_bundle.compose_stream_datum(
+            indices={"start": start, "stop": stop},
+            seq_nums={"start": seq_start, "stop": seq_start + stop - start},
+            descriptor=desc_bundle.descriptor_doc)
+
+    def test_stream_resource_round_trip(self, store):
+        self._skip_without_stream_data(store)
+        run, _ = self._stream_run(store)
+        modern = self._sr(run).stream_resource_doc
+        # the pre-1.21 form (event-model 1.19/1.20), with its own keys
+        older = {"uid": "old-form-" + run.start["uid"], "run_start": run.start["uid"],
+                 "data_key": "det", "spec": "AD_HDF5_SWMR_STREAM", "root": "/data",
+                 "resource_path": "old/det.h5", "path_semantics": "posix",
+                 "resource_kwargs": {"frame_per_point": 1, "dataset": "/entry/data/data"},
+                 "stream_names": ["det"]}
+        bare = self._sr(run, "bare.h5", run_start=False).stream_resource_doc
+        for doc in (modern, older, bare):
+            before = pickle.loads(pickle.dumps(doc))
+            store.insert_stream_resource(doc)
+            assert doc == before and "_id" not in doc  # the caller's document is untouched
+        for doc in (modern, older, bare):
+            assert store.get_stream_resource(doc["uid"]) == doc
+        assert "run_start" not in store.get_stream_resource(bare["uid"])
+        # stream_resources are not resources
+        assert store.get_resource(modern["uid"]) is None
+        assert store.resources(run.start["uid"]) == []
+
+    def test_stream_data_unknown(self, store):
+        self._skip_without_stream_data(store)
+        assert store.get_stream_resource("nope") is None
+        assert store.stream_resources("nope") == []
+        assert store.stream_datums(["nope"]) == []
+        assert store.stream_datums([]) == []
+        store.insert_stream_datums([])  # nothing to write is no error
+        run, (desc,) = self._stream_run(store)
+        assert store.stream_resources(run.start["uid"]) == []
+        assert store.stream_datums([desc.descriptor_doc["uid"]]) == []
+
+    def test_stream_datums_round_trip_in_insertion_order(self, store):
+        self._skip_without_stream_data(store)
+        run, (d1, d2, d3) = self._stream_run(store, 3)
+        sr1, sr2 = self._sr(run, "a.h5"), self._sr(run, "b.h5", run_start=False)
+        store.insert_stream_resource(sr1.stream_resource_doc)
+        store.insert_stream_resource(sr2.stream_resource_doc)
+        other, (od,) = self._stream_run(store)
+        osr = self._sr(other, "other.h5")
+        store.insert_stream_resource(osr.stream_resource_doc)
+        # several calls, interleaving descriptors and resources; later seq_nums
+        # and indices do not decide the order, insertion does
+        batches = [
+            [self._sd(sr1, d2, 5, 8), self._sd(sr2, d1, 0, 1, seq_start=9)],
+            [self._sd(osr, od, 0, 3)],
+            [self._sd(sr1, d1, 0, 2), self._sd(sr2, d3, 1, 2),
+             self._sd(sr1, d2, 2, 5, seq_start=1)],
+            [self._sd(sr2, d1, 1, 4, seq_start=10)],
+        ]
+        for batch in batches:
+            copies = pickle.loads(pickle.dumps(batch))
+            store.insert_stream_datums(batch)
+            assert batch == copies and all("_id" not in d for d in batch)
+        written = [d for batch in batches for d in batch]
+        uids = [d.descriptor_doc["uid"] for d in (d1, d2, d3)]
+        expected = [d for d in written if d["descriptor"] in uids]
+        assert store.stream_datums(uids) == expected
+        assert store.stream_datums(list(reversed(uids))) == expected
+        assert store.stream_datums(uids + ["nope", uids[0]]) == expected
+        for uid in uids:
+            assert store.stream_datums([uid]) == [d for d in written if d["descriptor"] == uid]
+        assert store.stream_datums([od.descriptor_doc["uid"]]) == batches[1]
+
+    def test_stream_resources_of_a_run(self, store):
+        """Those with the run's run_start and those (without run_start) that an SD of
+        the run's descriptors points at: each once, in insertion order."""
+        self._skip_without_stream_data(store)
+        run, (desc, baseline) = self._stream_run(store, 2)
+        other, (odesc,) = self._stream_run(store)
+        mine = self._sr(run, "mine.h5")                           # run_start, with SDs
+        theirs = self._sr(other, "theirs.h5")                     # the other run's
+        bare = self._sr(run, "bare.h5", run_start=False)          # reached by an SD
+        bare_other = self._sr(other, "bare-o.h5", run_start=False)
+        silent = self._sr(run, "silent.h5")                       # run_start, no SD yet
+        orphan = self._sr(run, "orphan.h5", run_start=False)      # no run_start, no SD
+        for b in (mine, theirs, bare, bare_other, silent, orphan):
+            store.insert_stream_resource(b.stream_resource_doc)
+        store.insert_stream_datums([self._sd(mine, desc, 0, 2), self._sd(bare_other, odesc, 0, 1)])
+        store.insert_stream_datums([self._sd(bare, baseline, 0, 3), self._sd(mine, desc, 2, 3),
+                                    self._sd(theirs, odesc, 1, 2)])
+        assert store.stream_resources(run.start["uid"]) == [
+            mine.stream_resource_doc, bare.stream_resource_doc, silent.stream_resource_doc]
+        assert store.stream_resources(other.start["uid"]) == [
+            theirs.stream_resource_doc, bare_other.stream_resource_doc]
+        assert store.get_stream_resource(orphan.stream_resource_doc["uid"]) == \
+            orphan.stream_resource_doc
+
+    def test_duplicate_stream_resource(self, store):
+        self._skip_without_stream_data(store)
+        run, _ = self._stream_run(store)
+        sr = self._sr(run).stream_resource_doc
+        store.insert_stream_resource(sr)
+        with pytest.raises(DuplicateUidError, match=sr["uid"]):
+            store.insert_stream_resource({**sr, "uri": "file://localhost/elsewhere.h5"})
+        with pytest.raises(DuplicateUidError, match=sr["uid"]):
+            store.insert_stream_resource({k: v for k, v in sr.items() if k != "run_start"})
+        assert store.get_stream_resource(sr["uid"]) == sr
+        assert store.stream_resources(run.start["uid"]) == [sr]
+
+    @pytest.mark.parametrize("within_call", [False, True], ids=["already-stored", "within-call"])
+    def test_duplicate_stream_datum_writes_nothing(self, store, within_call):
+        import re
+
+        self._skip_without_stream_data(store)
+        run, (desc, baseline) = self._stream_run(store, 2)
+        sr = self._sr(run)
+        store.insert_stream_resource(sr.stream_resource_doc)
+        first = [self._sd(sr, desc, 0, 1), self._sd(sr, desc, 1, 2)]
+        store.insert_stream_datums(first)
+        descs = [desc.descriptor_doc["uid"], baseline.descriptor_doc["uid"]]
+        before = store.stream_datums(descs)
+        fresh = [self._sd(sr, baseline, 0, 1), self._sd(sr, desc, 2, 3),
+                 self._sd(sr, baseline, 1, 2)]
+        clash = dict(fresh[0] if within_call else first[1])
+        clash["indices"] = {"start": 7, "stop": 8}
+        bad = [fresh[0], fresh[1], clash, fresh[2]]
+        with pytest.raises(DuplicateUidError, match=re.escape(clash["uid"])):
+            store.insert_stream_datums(bad)
+        assert store.stream_datums(descs) == before
+        # nothing of the rejected call was written: its other uids are still free
+        store.insert_stream_datums(fresh)
+        assert store.stream_datums(descs) == before + fresh
+
+    def test_update_stream_resource_and_history(self, store):
+        self._skip_without_stream_data(store)
+        self._skip_without_resource_updates(store)
+        run, (desc,) = self._stream_run(store)
+        sr, other = self._sr(run, "a.h5"), self._sr(run, "b.h5", run_start=False)
+        store.insert_stream_resource(sr.stream_resource_doc)
+        store.insert_stream_resource(other.stream_resource_doc)
+        store.insert_stream_datums([self._sd(other, desc, 0, 2)])
+        old = sr.stream_resource_doc
+        assert store.resource_history(old["uid"]) == []
+        new = store.update_resource(old["uid"], {"uri": "file://localhost/archive/a.h5"},
+                                    cmd="move_files", cmd_kwargs={"new_root": "/archive"})
+        expected = {**old, "uri": "file://localhost/archive/a.h5"}
+        assert new == expected
+        assert store.get_stream_resource(old["uid"]) == expected
+        assert store.get_resource(old["uid"]) is None  # still not a resource
+        assert store.stream_resources(run.start["uid"]) == [expected, other.stream_resource_doc]
+        (record,) = store.resource_history(old["uid"])
+        assert record["resource"] == old["uid"] and record["cmd"] == "move_files"
+        assert record["cmd_kwargs"] == {"new_root": "/archive"}
+        assert record["old"] == old and record["new"] == expected
+        assert isinstance(record["time"], float)
+        # one without run_start, and refusing the identity keys
+        later = store.update_resource(other.stream_resource_doc["uid"],
+                                      {"parameters": {"dataset": "/d", "chunk_shape": [1]}},
+                                      cmd="c", cmd_kwargs={})
+        assert store.get_stream_resource(later["uid"]) == later and "run_start" not in later
+        for key in ("uid", "run_start"):
+            with pytest.raises(ValueError, match=key):
+                store.update_resource(old["uid"], {key: "other"}, cmd="c", cmd_kwargs={})
+        assert store.get_stream_resource(old["uid"]) == expected
+        assert len(store.resource_history(old["uid"])) == 1
+
+    def test_stream_data_seen_by_a_pickled_copy(self, store):
+        self._skip_without_stream_data(store)
+        run, (desc,) = self._stream_run(store)
+        sr = self._sr(run, run_start=False)
+        store.insert_stream_resource(sr.stream_resource_doc)
+        sds = [self._sd(sr, desc, 0, 2), self._sd(sr, desc, 2, 3)]
+        store.insert_stream_datums(sds)
+        duid = desc.descriptor_doc["uid"]
+        copy = pickle.loads(pickle.dumps(store))
+        try:
+            assert copy.supports_stream_data
+            assert copy.get_stream_resource(sr.stream_resource_doc["uid"]) == \
+                sr.stream_resource_doc
+            assert copy.stream_resources(run.start["uid"]) == [sr.stream_resource_doc]
+            assert copy.stream_datums([duid]) == sds
+            # writes through the copy are seen here
+            more = [self._sd(sr, desc, 3, 5)]
+            copy.insert_stream_datums(more)
+            assert store.stream_datums([duid]) == sds + more
+        finally:
+            copy.close()

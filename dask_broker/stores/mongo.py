@@ -5,6 +5,7 @@ existing databases open as they are::
 
     run_start, run_stop, event_descriptor, event   (the metadatastore database)
     resource, datum                                (the asset registry database)
+    stream_resource, stream_datum                  (the asset registry database; ours)
 
 one Mongo document per bluesky document (event_pages and datum_pages are
 unpacked on write; ``filled`` is not stored).  The asset registry may be a
@@ -21,6 +22,11 @@ Reading follows databroker: events of descriptors are one indexed query
 wanted fields, sorted by ``(descriptor, seq_num, time)`` and fetched in batches
 sized to a few MB (well under MongoDB's 16 MB reply limit); when a descriptor
 holds several events with one seq_num, the last (by time) wins.
+
+suitcase-mongo and databroker have no collections for stream_resource and
+stream_datum (suitcase-mongo drops these documents), so dask_broker keeps them in
+two collections of its own beside ``resource`` and ``datum``, one Mongo document
+per bluesky document, stored as given; databroker 2.x does not read them.
 
 Legacy data is read as it is: resources without ``uid`` (referenced by their
 ``_id``), duplicated resource uids (the first is used), descriptors with
@@ -39,10 +45,13 @@ uid is checked before anything is written (a duplicate raises
 still fails part-way, what that call wrote is deleted before the error is raised.
 
 Indexes: a store's first write in a process creates suitcase-mongo's indexes
-(a no-op where they exist), plus dask_broker's ``event (descriptor, seq_num,
-time)`` and ``resource (run_start)`` while those collections are still empty; on
-an existing database run :meth:`MongoStore.create_indexes` when convenient
-(without them, event reads sort on the server and a run's resources are a scan).
+(a no-op where they exist) and those of dask_broker's own collections
+(``stream_resource``: unique ``uid``, ``run_start``; ``stream_datum``: unique
+``uid``, ``(descriptor, _id)``, ``stream_resource``), plus dask_broker's ``event
+(descriptor, seq_num, time)`` and ``resource (run_start)`` while those collections
+are still empty; on an existing database run :meth:`MongoStore.create_indexes` when
+convenient (without them, event reads sort on the server and a run's resources are
+a scan).
 
 Each process makes its own ``MongoClient`` lazily from the URI (clients are
 never pickled, and are re-made after a fork).  An unreachable server raises
@@ -311,6 +320,13 @@ class MongoStore(Store):
             (mds.event, [("descriptor", DESC), ("time", ASC)], {"unique": False}),
             # databroker v0's record of resource edits
             (ar.resource_update, [("resource", DESC), ("time", DESC)], {}),
+            # dask_broker's own collections (suitcase-mongo has none for these documents);
+            # stream_datums() reads a descriptor's in _id (insertion) order
+            (ar.stream_resource, "uid", {"unique": True}),
+            (ar.stream_resource, "run_start", {}),
+            (ar.stream_datum, "uid", {"unique": True}),
+            (ar.stream_datum, [("descriptor", ASC), ("_id", ASC)], {}),
+            (ar.stream_datum, "stream_resource", {}),
         ]
         if extra is True:
             specs += [(mds.event, [("descriptor", ASC), ("seq_num", ASC), ("time", ASC)], {}),
@@ -326,6 +342,7 @@ class MongoStore(Store):
             # every later insert once an index includes _id; those indexes only speed up sorts.
             specs = [s for s in specs if not (isinstance(s[1], list) and any(
                 k == "_id" for k, _ in s[1]))]
+            specs.append((ar.stream_datum, "descriptor", {}))
         self._apply_indexes(specs)
 
     def _server_reports_version(self) -> bool:
@@ -431,6 +448,23 @@ class MongoStore(Store):
         self._insert_many("datum", "datum page", docs, "datum_id",
                           f"resource {resource!r}", assets=True)
 
+    # stream_resource / stream_datum: dask_broker's own collections in the asset
+    # registry database (suitcase-mongo and databroker have none for them).
+    supports_stream_data = True
+
+    def insert_stream_resource(self, doc: Mapping) -> None:
+        self._insert_one("stream_resource", "stream_resource", doc, assets=True)
+
+    def insert_stream_datums(self, docs: Sequence[Mapping]) -> None:
+        if not docs:
+            return
+        records = [to_bson(dict(d)) for d in docs]
+        resources = sorted({str(r.get("stream_resource")) for r in records})
+        context = (f"stream_resource {resources[0]!r}" if len(resources) == 1
+                   else f"stream_resources {resources!r}")
+        self._insert_many("stream_datum", "stream_datum batch", records, "uid", context,
+                          assets=True)
+
     def insert_event_page(self, page: Mapping) -> None:
         self.insert_event_pages([page])
 
@@ -471,7 +505,7 @@ class MongoStore(Store):
         with self._errors(assets):
             self._ensure_indexes()
             coll = (self._ar() if assets else self._mds())[
-                {"event": "event", "datum": "datum"}[doc_type]]
+                {"event": "event", "datum": "datum", "stream_datum": "stream_datum"}[doc_type]]
             for chunk in chunked(ids, IN_CHUNK):
                 found = coll.find_one({key: {"$in": list(chunk)}}, {key: 1, "_id": 0})
                 if found is not None:
@@ -534,7 +568,8 @@ class MongoStore(Store):
                 f"were not written ({key} {shown}: {first}); {outcome}") from err
         from pymongo.errors import ConnectionFailure
 
-        target = (self._assets or self._main) if doc_type == "datum" else self._main
+        target = ((self._assets or self._main) if doc_type in ("datum", "stream_datum")
+                  else self._main)
         cls = StoreURIError if isinstance(err, ConnectionFailure) else DaskBrokerError
         raise cls(
             f"writing the {page_name} ({context}) to the MongoDB server at {target.hosts} failed "
@@ -637,7 +672,8 @@ class MongoStore(Store):
 
     def update_resource(self, resource_uid: str, changes: Mapping, *, cmd: str,
                         cmd_kwargs: Mapping) -> dict:
-        """Replace top-level keys of a resource and record the change in ``resource_update``.
+        """Replace top-level keys of a resource (or, failing that, a stream_resource) and
+        record the change in ``resource_update``.
 
         As databroker v0 did: the record ``{resource, old, new, time, cmd, cmd_kwargs}``
         goes to the asset registry's ``resource_update`` collection.  Without
@@ -651,11 +687,15 @@ class MongoStore(Store):
         changes = to_bson(check_resource_changes(resource_uid, changes))
         with self._errors(assets=True):
             self._ensure_indexes()
+            coll = self._ar().resource
             stored = self._find_resource(resource_uid)
             if stored is None:
+                coll = self._ar().stream_resource
+                stored = coll.find_one({"uid": resource_uid})
+            if stored is None:
                 raise UnknownReferenceError(
-                    f"no resource with uid {resource_uid!r} in {mask_uri(self.asset_registry_uri)}; "
-                    "nothing was updated")
+                    f"no resource or stream_resource with uid {resource_uid!r} in "
+                    f"{mask_uri(self.asset_registry_uri)}; nothing was updated")
             old = self._resource(stored)
             new = {**old, **changes}
             record = {"resource": resource_uid, "old": to_bson(old), "new": to_bson(new),
@@ -664,7 +704,7 @@ class MongoStore(Store):
             record_id = history.insert_one(record).inserted_id
             try:
                 if changes:
-                    self._ar().resource.update_one({"_id": stored["_id"]}, {"$set": changes})
+                    coll.update_one({"_id": stored["_id"]}, {"$set": changes})
             except BaseException:
                 try:
                     history.delete_one({"_id": record_id})
@@ -706,6 +746,46 @@ class MongoStore(Store):
                 res = self._resource(doc)
                 out.setdefault(res["uid"], res)  # legacy duplicates: the first wins
             return list(out.values())
+
+    def get_stream_resource(self, uid: str) -> dict | None:
+        with self._errors(assets=True):
+            return clean_doc(self._ar().stream_resource.find_one({"uid": uid}, {"_id": 0}))
+
+    def stream_resources(self, run_uid: str) -> list[dict]:
+        """The run's stream_resources in insertion (``_id``) order: those with its
+        ``run_start`` and those a stream_datum of its descriptors points at."""
+        descs = [d["uid"] for d in self.descriptors(run_uid)]
+        with self._errors(assets=True):
+            ar = self._ar()
+            found: dict[Any, dict] = {}
+            queries: list[dict] = [{"run_start": run_uid}]
+            if descs:
+                refs: set = set()
+                for chunk in chunked(descs, IN_CHUNK):
+                    # not distinct(): nx-27017 ignores its filter when it uses $in
+                    pipeline = [{"$match": {"descriptor": {"$in": list(chunk)}}},
+                                {"$group": {"_id": "$stream_resource"}}]
+                    refs.update(row["_id"] for row in ar.stream_datum.aggregate(
+                        pipeline, allowDiskUse=True))
+                queries += [{"uid": {"$in": list(chunk)}}
+                            for chunk in chunked(sorted(refs, key=str), IN_CHUNK)]
+            for query in queries:
+                for doc in ar.stream_resource.find(query, sort=[("_id", 1)]):
+                    found.setdefault(doc["_id"], doc)
+            return [clean_doc(found[k]) for k in sorted(found)]
+
+    def stream_datums(self, descriptor_uids: Sequence[str]) -> list[dict]:
+        # Insertion order is _id order (ObjectIds made by one client increase).
+        descs = list(dict.fromkeys(descriptor_uids))
+        docs: list[Mapping] = []
+        with self._errors(assets=True):
+            coll = self._ar().stream_datum
+            for chunk in chunked(descs, IN_CHUNK):
+                docs.extend(coll.find({"descriptor": {"$in": list(chunk)}},
+                                      sort=[("_id", 1)], batch_size=10_000))
+        if len(descs) > IN_CHUNK:
+            docs.sort(key=lambda d: d["_id"])
+        return [clean_doc(d) for d in docs]
 
     @staticmethod
     def _datum(doc: Mapping) -> dict:
