@@ -12,6 +12,7 @@ SCENARIOS = {
     "insert": "benchmarks.bench_insert",
     "tables": "benchmarks.bench_tables",
     "filling": "benchmarks.bench_filling",
+    "stream": "benchmarks.bench_stream",
     "scaling": "benchmarks.bench_scaling",
     "mongo": "benchmarks.bench_mongo",
 }

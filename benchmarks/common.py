@@ -51,7 +51,10 @@ def measure(scenario: str, method: str, size: int, fn: Callable[[], object], *,
     includes what the process already held (the interpreter, earlier data).
     """
     reset_peak_rss()
+    load_before = os.getloadavg()[0]
     runs = timeit(fn, repeat=repeat, warmup=warmup)
+    # The 1-minute load average before and after: a busy machine skews every ratio.
+    extra = {**extra, "load": (round(load_before, 2), round(os.getloadavg()[0], 2))}
     return Result(scenario, method, size, statistics.median(runs), runs, unit,
                   peak_rss_mb=peak_rss_mb(), extra=extra)
 
@@ -87,7 +90,8 @@ def reset_peak_rss() -> bool:
 def report(results: list[Result], baselines: dict[str, str], title: str) -> str:
     """A text table with ratios of each method to each scenario's baseline method."""
     lines = [f"\n## {title}", ""]
-    header = f"{'scenario':<28}{'method':<46}{'size':>11}{'median s':>10}{'per s':>13}{'peak MB':>9}  ratio"
+    header = (f"{'scenario':<28}{'method':<46}{'size':>11}{'median s':>10}{'per s':>13}"
+              f"{'peak MB':>9}{'load':>11}  ratio")
     lines += [header, "-" * len(header)]
     by_scenario: dict[str, list[Result]] = {}
     for r in results:
@@ -100,8 +104,14 @@ def report(results: list[Result], baselines: dict[str, str], title: str) -> str:
                 ratio = (f"{base.throughput / r.throughput:5.2f}x time per "
                          f"{r.unit.rstrip('s')} of {base.method}")
             peak = f"{r.peak_rss_mb:9.0f}" if r.peak_rss_mb is not None else f"{'':9}"
+            load = r.extra.get("load")
+            load = f"{load[0]:5.1f}>{load[1]:<4.1f}" if load else ""
             lines.append(f"{scenario:<28}{r.method:<46}{r.size:>11,}{r.median_s:>10.3f}"
-                         f"{r.throughput:>13,.0f}{peak}  {ratio}")
+                         f"{r.throughput:>13,.0f}{peak}{load:>11}  {ratio}")
+    cpus = os.cpu_count() or 1
+    if any(r.extra.get("load", (0, 0))[0] > 0.5 * cpus for r in results):
+        lines.append(f"  WARNING: the 1-minute load average exceeded {0.5 * cpus:.1f} "
+                     f"({cpus} CPUs) during some measurements; their ratios are unreliable")
     return "\n".join(lines)
 
 

@@ -130,8 +130,6 @@ class HDF5Reader(ReaderBase):
     def _open(self) -> h5py.Dataset:
         """The dataset, opening the file if needed (caller holds HDF5_LOCK)."""
         if self._dataset is not None:
-            if self._file is not None and self._file.swmr_mode:
-                self._dataset.refresh()  # see what a SWMR writer appended since
             return self._dataset
         try:
             file = self._open_file()
@@ -190,6 +188,11 @@ class HDF5Reader(ReaderBase):
                 raise ReaderError(
                     f"dataset {self.dataset_path!r} of {self.path!r} is a scalar; it has "
                     f"no entries along a first axis to read")
+            if stop > dataset.shape[0] and self._file is not None and self._file.swmr_mode:
+                # Only when asked past the known end: see what a SWMR writer appended.
+                # (Never by default: refresh() with the same file opened twice in one
+                # process corrupts HDF5's state -- "can't insert duplicate key", crashes.)
+                dataset.refresh()
             start, stop = self._check_range(start, stop, dataset.shape[0])
             try:
                 return dataset[start:stop]
