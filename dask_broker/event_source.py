@@ -107,7 +107,25 @@ class EventSource:
         ...     filled = fc.fill(event_doc)
         ...     frame = fc.fill_table(h.table())                 # lazy: dask in, dask out
         """
-        return RunFillContext(self.fill_recipe(header), self.store, max_open=max_open)
+        return RunFillContext(self.fill_recipe(header), self.store,
+                              stream_fill=self._run_stream_fill(header), max_open=max_open)
+
+    def _run_stream_fill(self, header: "Header"):
+        """A StreamFill over every stream_resource of the run (None if it has none)."""
+        from .stream_data import StreamLayout
+        from .stream_fill import StreamFill
+
+        if not self.store.supports_stream_data:
+            return None
+        descs = self.descriptors(header)
+        resources = self.store.stream_resources(_run_uid(header))
+        if not resources or not descs:
+            return None
+        layout = StreamLayout.build(descs, self.store.stream_datums([d["uid"] for d in descs]),
+                                    resources)
+        if layout is None:
+            return None
+        return StreamFill.for_stream(layout, descs, resources, self.readers, self.root_map)
 
     # ------------------------------------------------------------ insert
     def insert(self, name: str, doc: Mapping) -> None:

@@ -136,18 +136,59 @@ class RunFillContext(FillContext):
     tasks each fill their partition from the run's :class:`FillRecipe`.
     """
 
-    def __init__(self, recipe: FillRecipe, store, **kwargs: Any):
+    def __init__(self, recipe: FillRecipe, store, stream_fill: Any = None, **kwargs: Any):
         super().__init__(recipe.descriptors, store.get_resource, store.datum,
                          registry=_Handlers(recipe.handlers, recipe.missing),
                          root_map=dict(recipe.root_map), **kwargs)
         self.recipe = recipe
+        #: a StreamFill over the run's stream_resources (None if it has none)
+        self.stream_fill = stream_fill
 
     def fill_table(self, df, fields: Iterable[str] | None = None):
+        """Fill a table's external columns: datum ids and stream_datum references alike.
+
+        A pandas DataFrame is filled here; a Dask DataFrame gives a new lazy one
+        whose tasks each fill their partition.
+        """
         import dask.dataframe as dd
 
+        streamed = set(self.stream_fill.layout.names) if self.stream_fill is not None else set()
+        wanted = list(df.columns) if fields is None else list(fields)
+        stream_cols = [c for c in wanted if c in streamed and c in df.columns]
+        others = [c for c in wanted if c not in streamed]
         if not isinstance(df, dd.DataFrame):
-            return super().fill_table(df, fields)
-        external = set(self.external_fields)
-        columns = [c for c in (df.columns if fields is None else fields) if c in external]
-        return df.map_partitions(self.recipe.fill_frame, columns, meta=df._meta,
-                                 token=f"fill-{'-'.join(columns)}")
+            out = super().fill_table(df, others) if (others or fields is None) else df
+            return _fill_stream_columns(out, self.stream_fill, stream_cols)
+        external = set(self.external_fields) - streamed
+        columns = [c for c in others if c in external]
+        return df.map_partitions(_fill_partition, self.recipe, columns, self.stream_fill,
+                                 stream_cols, meta=_filled_meta(df._meta, stream_cols,
+                                                                self.stream_fill),
+                                 token=f"fill-{'-'.join(columns + stream_cols)}")
+
+
+def _fill_stream_columns(df: pd.DataFrame, stream_fill, columns: list[str]) -> pd.DataFrame:
+    if not columns or df.empty:
+        return df
+    out = df.copy(deep=False)
+    for col in columns:
+        values = stream_fill.read_references(col, df[col].tolist())
+        out[col] = pd.Series(values, index=df.index)
+    return out
+
+
+def _fill_partition(df: pd.DataFrame, recipe: FillRecipe, columns: list[str], stream_fill,
+                    stream_columns: list[str]) -> pd.DataFrame:
+    return _fill_stream_columns(recipe.fill_frame(df, columns), stream_fill, stream_columns)
+
+
+def _filled_meta(meta: pd.DataFrame, columns: list[str], stream_fill) -> pd.DataFrame:
+    """Filled STREAM: columns of one number per row are floats."""
+    if not columns:
+        return meta
+    meta = meta.copy()
+    for col in columns:
+        shape = stream_fill.shape(col)
+        if not shape.row_shape and shape.dtype and np.dtype(shape.dtype).kind in "fiub":
+            meta[col] = meta[col].astype("f8")
+    return meta

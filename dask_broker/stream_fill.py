@@ -133,8 +133,40 @@ class StreamFill:
         array ``(rows, *row_shape)``; every row must be covered.
         """
         seq = np.asarray(seq, dtype="i8")
-        shape = self.shape(key)
         resource, index = self.layout.blocks(key).locate(seq)
+        try:
+            return self._read_located(key, resource, index, stacked)
+        except _Uncovered as err:
+            missing = seq[resource < 0][:5].tolist()
+            raise HandlerError(f"data key {key!r}: no stream_datum covers seq_num(s) "
+                               f"{missing} of this stream") from err
+
+    def read_references(self, key: str, references: Sequence[Any]) -> np.ndarray:
+        """Values of ``key`` for unfilled cells (``"<stream_resource uid>/<index>"``).
+
+        Cells that are not references (None, NaN, already filled values) are kept.
+        """
+        position = {s.uid: i for i, s in enumerate(self.sources)}
+        n = len(references)
+        resource = np.full(n, -1, dtype="i8")
+        index = np.full(n, -1, dtype="i8")
+        for i, ref in enumerate(references):
+            if isinstance(ref, str):
+                uid, _, k = ref.rpartition("/")
+                if uid not in position or not k.isdigit():
+                    raise HandlerError(
+                        f"data key {key!r}: {ref!r} is not a row of a stream_resource of this "
+                        f"run (known: {sorted(position)})")
+                resource[i], index[i] = position[uid], int(k)
+        out = self._read_located(key, resource, index, stacked=False)
+        for i, ref in enumerate(references):
+            if resource[i] < 0 and ref is not None:
+                out[i] = ref
+        return out
+
+    def _read_located(self, key: str, resource: np.ndarray, index: np.ndarray,
+                      stacked: bool) -> np.ndarray:
+        shape = self.shape(key)
         runs = _runs(resource, index)
         blocks: list[tuple[int, int, np.ndarray]] = []  # (first row, last row + 1, values)
         with self._cache() as cache:
@@ -147,21 +179,19 @@ class StreamFill:
                                                             shape, key)))
         if stacked:
             covered = sum(b - a for a, b, _ in blocks)
-            if covered != len(seq):
-                missing = seq[resource < 0][:5].tolist()
-                raise HandlerError(f"data key {key!r}: no stream_datum covers seq_num(s) "
-                                   f"{missing} of this stream")
+            if covered != len(resource):
+                raise _Uncovered()
             if len(blocks) == 1:
                 return blocks[0][2]
             if not blocks:
                 return np.empty((0, *shape.row_shape), dtype=shape.dtype or "f8")
             return np.concatenate([v for *_, v in blocks])
         if not shape.row_shape and shape.dtype and np.dtype(shape.dtype).kind in "fiub":
-            out = np.full(len(seq), np.nan)
+            out = np.full(len(resource), np.nan)
             for a, b, v in blocks:
                 out[a:b] = v
             return out
-        out = np.empty(len(seq), dtype=object)
+        out = np.empty(len(resource), dtype=object)
         for a, b, v in blocks:
             for k in range(b - a):
                 out[a + k] = v[k]
@@ -187,6 +217,10 @@ class StreamFill:
                 f"data key {key!r}: rows {start}..{stop - 1} of stream_resource {src.uid!r} "
                 f"({src.path}) have shape {values.shape[1:]} x {per_row} per row, which does "
                 f"not fit the descriptor's shape {list(shape.shape)}") from None
+
+
+class _Uncovered(Exception):
+    """Some rows asked for stacked have no stream_datum."""
 
 
 def _runs(resource: np.ndarray, index: np.ndarray) -> list[tuple[int, int]]:

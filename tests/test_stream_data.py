@@ -364,3 +364,19 @@ def test_docs_of_selected_fields(any_db, tmp_path):
     assert names == [("stream_resource", "tot")]
     only_x = [n for n, _ in any_db[run.uid].docs(fields=["x"])]
     assert "stream_resource" not in only_x and "stream_datum" not in only_x
+
+
+def test_fill_context_fills_references(any_db, tmp_path):
+    run = StreamRun(tmp_path, with_scalar=True, two_files=True)
+    _insert(any_db, run.docs)
+    h = any_db[run.uid]
+    with h.fill_context() as fc:
+        filled = fc.fill_table(h.table().compute())  # pandas in, pandas out
+        lazy = fc.fill_table(h.table())               # dask in, dask out
+        assert not isinstance(lazy, pd.DataFrame)
+        later = lazy.compute()
+    for df in (filled, later):
+        assert df["x"].tolist() == [float(s) for s in range(1, run.rows + 1)]
+        for got, want in zip(df["img"], run.expected, strict=True):
+            np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(df["tot"].to_numpy(dtype=float), run.expected_tot)
