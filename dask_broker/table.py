@@ -68,10 +68,12 @@ class PartitionSpec:
     descriptors: tuple[str, ...]
     seq_range: tuple[int, int]
     state: tuple = ()
+    #: rows expected in the range (sizes the columns; None: the range's width, capped)
+    rows: int | None = None
 
     def __dask_tokenize__(self):
         return ("dask_broker.PartitionSpec", self.store.__dask_tokenize__(), self.descriptors,
-                self.seq_range, self.state)
+                self.seq_range, self.state, self.rows)
 
 
 def _column_dtype(data_keys: list[Mapping], present_everywhere: bool) -> str:
@@ -223,12 +225,12 @@ def plan_table(event_source, header, stream_name: str = "primary",
             bounds_.append(layout.seq_bounds())
     ref = event_source.store.ref
     if bounds_:
-        lo = min(b[0] for b in bounds_)
-        hi = max(b[1] for b in bounds_)
-        bounds = list(range(lo, hi + 1, chunk_size))
-        specs = tuple(PartitionSpec(ref, uids, (b, min(b + chunk_size, hi + 1)), state)
-                      for b in bounds)
-        divisions = (*bounds, hi)
+        runs = _event_runs(event_source.store, counts)
+        if layout is not None:
+            runs += [(a, b, b - a) for a, b in layout.intervals()]
+        parts = partition_bounds(runs, chunk_size)
+        specs = tuple(PartitionSpec(ref, uids, (a, b), state, n) for a, b, n in parts)
+        divisions = (*(a for a, _, _ in parts), parts[-1][1] - 1)
     else:
         specs = (PartitionSpec(ref, uids, (0, 0), state),)
         divisions = (None, None)
@@ -237,6 +239,71 @@ def plan_table(event_source, header, stream_name: str = "primary",
     filling = (fill, external) if fill is not None and external else None
     return TablePlan(tuple(columns), specs, divisions, time_struct, chunk_size,
                      stream_name, run_uid, filling, tuple(descs), layout, filler)
+
+
+def _event_runs(store, counts: Mapping[str, tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """``(start, stop, count)`` runs of the events' seq_nums, per descriptor.
+
+    A descriptor whose events are consecutive (the usual case) is one run and
+    costs no query; others ask the store (page metadata on SQLite).
+    """
+    runs, sparse = [], []
+    for uid, (n, lo, hi) in counts.items():
+        if n == hi - lo + 1:
+            runs.append((lo, hi + 1, n))
+        else:
+            sparse.append(uid)
+    if sparse:
+        runs += store.seq_num_runs(sparse)
+    return runs
+
+
+def partition_bounds(runs: Sequence[tuple[int, int, int]], chunk_size: int
+                     ) -> list[tuple[int, int, int]]:
+    """Cut rows into partitions of about ``chunk_size`` rows: ``(lo, hi, rows)`` seq ranges.
+
+    ``runs`` are ``(start, stop, count)``: ``count`` rows with ``start <= seq_num <
+    stop`` (consecutive when ``count == stop - start``; otherwise assumed spread
+    evenly); they may overlap (a row both in an event and in a stream_datum, or
+    in several descriptors).  Partitions follow the rows, not the span of their
+    seq_nums: two rows at seq_num 1 and 10**10 are one partition.
+
+    >>> partition_bounds([(1, 2, 1), (10**10, 10**10 + 1, 1)], 1000)
+    [(1, 10000000001, 2)]
+    >>> partition_bounds([(1, 11, 10)], 4)
+    [(1, 5, 4), (5, 9, 4), (9, 11, 2)]
+    """
+    merged: list[list[int]] = []
+    for a, b, n in sorted(runs):
+        if merged and a < merged[-1][1]:
+            m = merged[-1]
+            dense = m[2] == m[1] - m[0] and n == b - a
+            m[1] = max(m[1], b)
+            m[2] = m[1] - m[0] if dense else min(m[1] - m[0], m[2] + n)
+        else:
+            merged.append([a, b, n])
+    parts: list[tuple[int, int, int]] = []
+    lo, rows = None, 0
+    for a, b, n in merged:
+        if lo is None:
+            lo = a
+        while n > 0:
+            take = min(n, chunk_size - rows)
+            if take == n:
+                rows += n
+                break
+            # Cut inside this run, where ``take`` of its rows have been passed.
+            cut = a + max(1, -(-take * (b - a) // n))
+            parts.append((lo, cut, rows + take))
+            lo, rows = cut, 0
+            n -= take
+            a = cut
+        if rows >= chunk_size:
+            parts.append((lo, b, rows))
+            lo, rows = None, 0
+    if lo is not None and rows:
+        parts.append((lo, merged[-1][1], rows))
+    return parts
 
 
 def _rows_without_events(counts: Mapping[str, tuple[int, int, int]],
@@ -321,7 +388,8 @@ class TableReader:
         pages = store.iter_event_pages(spec.descriptors, seq_range=spec.seq_range,
                                        fields=fields, timestamps=need_ts)
         lo, hi = spec.seq_range
-        frame = self.assemble(pages, event_cols, capacity=hi - lo)
+        capacity = spec.rows if spec.rows is not None else min(hi - lo, 1 << 16)
+        frame = self.assemble(pages, event_cols, capacity=capacity)
         if self.layout is not None:
             frame = self._with_stream_rows(frame, cols, lo, hi)
         if self.fill is not None:

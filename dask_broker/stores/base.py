@@ -22,13 +22,28 @@ from ..query import match_query, validate_query
 if TYPE_CHECKING:
     from . import StoreRef
 
-__all__ = ["Store", "EventPageColumns", "chunked", "first_repeat", "check_resource_changes"]
+__all__ = ["Store", "EventPageColumns", "chunked", "first_repeat", "check_resource_changes",
+           "consecutive_runs"]
 
 
 def chunked(seq: Sequence, size: int) -> Iterator[Sequence]:
     """Consecutive slices of ``seq`` of at most ``size`` items (for ``IN (...)`` queries)."""
     for i in range(0, len(seq), size):
         yield seq[i:i + size]
+
+
+def consecutive_runs(seq: np.ndarray) -> list[tuple[int, int, int]]:
+    """``(start, stop, count)`` of each run of consecutive values of a sorted-or-not array.
+
+    >>> consecutive_runs(np.array([1, 2, 3, 10, 11, 50]))
+    [(1, 4, 3), (10, 12, 2), (50, 51, 1)]
+    """
+    if len(seq) == 0:
+        return []
+    seq = np.sort(seq)
+    breaks = np.flatnonzero(np.diff(seq) != 1) + 1
+    edges = [0, *breaks.tolist(), len(seq)]
+    return [(int(seq[a]), int(seq[b - 1]) + 1, b - a) for a, b in zip(edges[:-1], edges[1:])]
 
 
 def first_repeat(values: Iterable) -> Any:
@@ -329,6 +344,19 @@ class Store(abc.ABC):
 
         Descriptors without events are absent.
         """
+
+    def seq_num_runs(self, descriptor_uids: Sequence[str]) -> list[tuple[int, int, int]]:
+        """Where the events' seq_nums lie: ``(start, stop, count)`` runs, sorted by start.
+
+        Each run holds ``count`` events with ``start <= seq_num < stop`` (``count ==
+        stop - start`` when they are consecutive).  Used to size partitions by the
+        events stored rather than by the span of their seq_nums.  The default reads
+        the seq_num column of every page; backends with page metadata override it.
+        """
+        runs: list[tuple[int, int, int]] = []
+        for page in self.iter_event_pages(descriptor_uids, fields=[], timestamps=False):
+            runs.extend(consecutive_runs(np.asarray(page.seq_num, dtype="i8")))
+        return sorted(runs)
 
     @abc.abstractmethod
     def iter_event_pages(

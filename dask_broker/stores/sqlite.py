@@ -45,7 +45,14 @@ from ..errors import (
     UnknownReferenceError,
 )
 from ..query import match_query, validate_query
-from .base import EventPageColumns, Store, check_resource_changes, chunked, first_repeat
+from .base import (
+    EventPageColumns,
+    Store,
+    check_resource_changes,
+    chunked,
+    consecutive_runs,
+    first_repeat,
+)
 
 __all__ = ["SQLiteStore", "parse_sqlite_uri"]
 
@@ -649,6 +656,22 @@ class SQLiteStore(Store):
             for desc, n, lo, hi in rows:
                 out[desc] = (int(n), int(lo), int(hi))
         return out
+
+    def seq_num_runs(self, descriptor_uids: Sequence[str]) -> list[tuple[int, int, int]]:
+        """From page metadata; only pages whose seq_nums are not consecutive are decoded."""
+        runs: list[tuple[int, int, int]] = []
+        conn = self._conn()
+        for chunk in _chunks(list(descriptor_uids)):
+            rows = conn.execute(
+                "SELECT n, seq_min, seq_max, CASE WHEN seq_max - seq_min + 1 = n THEN NULL "
+                f"ELSE seq_num END FROM event_page WHERE descriptor IN ({_marks(len(chunk))})",
+                chunk)
+            for n, lo, hi, blob in rows:
+                if blob is None:
+                    runs.append((int(lo), int(hi) + 1, int(n)))
+                else:
+                    runs.extend(consecutive_runs(np.frombuffer(blob, dtype="<i8")))
+        return sorted(runs)
 
     def iter_event_pages(
         self,
