@@ -392,3 +392,20 @@ def any_db(request):
     if request.param == "sqlite":
         return Broker.temp()
     return Broker(MongoStore.from_uri(request.getfixturevalue("mongo_uri")))
+
+
+@pytest.fixture
+def fake_entry_points(monkeypatch):
+    """Replace entry-point discovery (handlers and readers) by a dict group -> list of
+    EntryPoint; count calls."""
+    from dask_broker import plugins
+
+    groups: dict = {}
+    calls: list[str] = []
+
+    def entry_points(group):
+        calls.append(group)
+        return groups.get(group, [])
+
+    monkeypatch.setattr(plugins, "entry_points", entry_points)
+    return groups, calls

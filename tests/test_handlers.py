@@ -21,7 +21,6 @@ from dask_broker.handlers import (
     PerProcessLock,
     read_many,
 )
-from dask_broker.handlers import registry as registry_module
 from dask_broker.handlers.testing import write_ad_hdf5, write_npy
 
 
@@ -245,20 +244,6 @@ class OtherHandler(MyHandler):
 
 def _ep(name, value, group="databroker.handlers"):
     return EntryPoint(name=name, value=value, group=group)
-
-
-@pytest.fixture
-def fake_entry_points(monkeypatch):
-    """Replace entry-point discovery by a dict group -> list of EntryPoint; count calls."""
-    groups: dict[str, list[EntryPoint]] = {}
-    calls: list[str] = []
-
-    def entry_points(group):
-        calls.append(group)
-        return groups.get(group, [])
-
-    monkeypatch.setattr(registry_module, "entry_points", entry_points)
-    return groups, calls
 
 
 def test_builtins_are_found():

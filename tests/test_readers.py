@@ -27,7 +27,6 @@ from dask_broker.errors import (
     UnsupportedStreamResourceError,
 )
 from dask_broker.handlers import HDF5_LOCK
-from dask_broker.handlers import registry as handler_registry_module
 from dask_broker.readers import (
     HDF5Reader,
     JPEGReader,
@@ -560,20 +559,6 @@ class OtherReader(FakeReader):
 
 def _ep(name, value):
     return EntryPoint(name=name, value=value, group="dask_broker.readers")
-
-
-@pytest.fixture
-def fake_entry_points(monkeypatch):
-    """Replace entry-point discovery by a dict group -> list of EntryPoint; count calls."""
-    groups: dict[str, list[EntryPoint]] = {}
-    calls: list[str] = []
-
-    def entry_points(group):
-        calls.append(group)
-        return groups.get(group, [])
-
-    monkeypatch.setattr(handler_registry_module, "entry_points", entry_points)
-    return groups, calls
 
 
 def test_builtins_by_mimetype():
