@@ -96,7 +96,7 @@ class Broker:
         return cls(SQLiteStore.temp())
 
     def __repr__(self) -> str:
-        return f"Broker({self.store.uri!r})"
+        return f"Broker({self.store.display_uri!r})"
 
     def __reduce__(self):
         return (_rebuild_broker, (self.event_source,))
@@ -160,8 +160,13 @@ class Broker:
 
     @property
     def uri(self) -> str:
-        """The catalog's URI."""
+        """The catalog's URI (passwords included: connect with it, show :attr:`display_uri`)."""
         return self.store.uri
+
+    @property
+    def display_uri(self) -> str:
+        """The catalog's URI with its passwords masked."""
+        return self.store.display_uri
 
     def update_resource(self, resource_uid: str, **changes: Any) -> dict:
         """Change a resource's ``root``, ``resource_path``, ``resource_kwargs`` or ``spec``.
@@ -218,14 +223,15 @@ class Broker:
             start = next(itertools.islice(self.store.iter_starts(), -key - 1, None), None)
             if start is None:
                 raise RunNotFoundError(
-                    f"db[{key}]: the catalog holds fewer than {-key} runs ({self.store.uri})")
+                    f"db[{key}]: the catalog holds fewer than {-key} runs "
+                    f"({self.store.display_uri})")
             return self._header(start)
         if key == 0:
             raise RunNotFoundError("db[0] is not a run: use db[-1] for the latest, db[scan_id] "
                                    "with a positive scan_id, or db[uid]")
         start = next(iter(self.store.search({"scan_id": key})), None)
         if start is None:
-            raise RunNotFoundError(f"no run with scan_id {key} in {self.store.uri}")
+            raise RunNotFoundError(f"no run with scan_id {key} in {self.store.display_uri}")
         return self._header(start)
 
     def _recent_slice(self, key: slice) -> list[Header]:
@@ -246,7 +252,8 @@ class Broker:
             return start
         matches = self.store.start_uids_with_prefix(key, limit=3) if key else []
         if not matches:
-            raise RunNotFoundError(f"no run with uid or uid prefix {key!r} in {self.store.uri}")
+            raise RunNotFoundError(
+                f"no run with uid or uid prefix {key!r} in {self.store.display_uri}")
         if len(matches) > 1:
             raise AmbiguousKeyError(
                 f"uid prefix {key!r} matches several runs ({', '.join(matches[:2])}, ...); "

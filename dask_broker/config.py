@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import DaskBrokerError, StoreURIError, _KeyErrorMessage
+from .redact import mask_uri
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -72,6 +73,10 @@ class CatalogConfig:
     uri: str
     root_map: dict[str, str] = field(default_factory=dict)
     source: str = ""
+
+    def __repr__(self) -> str:
+        return (f"CatalogConfig(name={mask_uri(self.name)!r}, uri={mask_uri(self.uri)!r}, "
+                f"root_map={self.root_map!r}, source={self.source!r})")
 
 
 def config_paths() -> list[Path]:
@@ -220,5 +225,7 @@ def open_catalog(spec: str, *, create: bool = True) -> "Broker":
 
         path, _ = parse_sqlite_uri(cfg.uri)
         if not path.is_file():
-            raise StoreURIError(f"no catalog at {path} (from {spec!r}): the file does not exist")
+            raise StoreURIError(
+                f"no catalog at {mask_uri(str(path))} (from {mask_uri(spec)!r}): the file does not "
+                "exist")
     return Broker.from_uri(cfg.uri, root_map=cfg.root_map or None)

@@ -261,7 +261,7 @@ class EventSource:
                     f"{'non-empty ' if key == 'spec' else ''}{wanted.__name__}, got {value!r}")
         if self.store.get_resource(resource_uid) is None:
             raise UnknownReferenceError(
-                f"no resource with uid {resource_uid!r} in {self.store.uri}")
+                f"no resource with uid {resource_uid!r} in {self.store.display_uri}")
         return self.store.update_resource(
             resource_uid, changes, cmd=cmd,
             cmd_kwargs=dict(changes) if cmd_kwargs is None else dict(cmd_kwargs))
@@ -283,7 +283,7 @@ class EventSource:
 
         if self.store.get_resource(resource_uid) is None:
             raise UnknownReferenceError(
-                f"no resource with uid {resource_uid!r} in {self.store.uri}")
+                f"no resource with uid {resource_uid!r} in {self.store.display_uri}")
         return self.store.resource_history(resource_uid)
 
     # ------------------------------------------------------------ tables
@@ -462,7 +462,7 @@ class EventSource:
         if start is None:
             from .errors import RunNotFoundError
 
-            raise RunNotFoundError(f"no run with uid {run_uid!r} in {self.store.uri}")
+            raise RunNotFoundError(f"no run with uid {run_uid!r} in {self.store.display_uri}")
         descs = self.descriptors(run_uid, stream_name)
         if stream_name is not None and not descs:
             self._stream_descriptors(run_uid, stream_name)  # raises NoEventDescriptors

@@ -235,8 +235,8 @@ def _resources(es: Any, target: Any) -> list[dict]:
             doc = es.store.get_resource(uid) if isinstance(uid, str) else None
             if doc is None:
                 raise UnknownReferenceError(
-                    f"no resource with uid {uid!r} in {es.store.uri}; to name a run, pass its "
-                    "Header (db[uid])")
+                    f"no resource with uid {uid!r} in {es.store.display_uri}; to name a run, "
+                    "pass its Header (db[uid])")
             docs = [doc]
         else:
             raise InvalidArgumentError(

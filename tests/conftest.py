@@ -287,7 +287,9 @@ def mongo_server(tmp_path_factory):
         query = query or tail.partition("?")[2]
         server = MongoServer(scheme, netloc, query, "external")
         if not _ping(server.uri("admin"), 5000):
-            pytest.fail(f"{ENV_URI}={external!r}: no MongoDB server answers there")
+            from dask_broker.redact import mask_uri
+
+            pytest.fail(f"{ENV_URI}={mask_uri(external)!r}: no MongoDB server answers there")
         yield server
         return
     folder = tmp_path_factory.mktemp("nx27017")

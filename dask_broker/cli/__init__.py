@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from ..errors import DaskBrokerError
+from ..redact import mask_uri
 
 __all__ = ["main", "build_parser"]
 
@@ -35,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (DaskBrokerError, OSError) as err:
-        print(f"dask-broker: error: {err}", file=sys.stderr)
+        # Our messages mask passwords already; this also masks any a library's message holds.
+        print(f"dask-broker: error: {mask_uri(str(err))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("dask-broker: interrupted", file=sys.stderr)

@@ -13,6 +13,7 @@ import os
 import re
 
 from ..errors import StoreURIError
+from ..redact import mask_uri
 
 __all__ = ["register", "resolve_target"]
 
@@ -26,7 +27,7 @@ def _open(catalog: str):
 
         uri = catalog if "://" in catalog else f"sqlite:///{os.path.abspath(catalog)}"
         if uri.startswith("sqlite:") and not parse_sqlite_uri(uri)[0].is_file():
-            raise StoreURIError(f"no catalog at {catalog!r}: the file does not exist")
+            raise StoreURIError(f"no catalog at {mask_uri(catalog)!r}: the file does not exist")
         return Broker.from_uri(uri)
     return open_catalog(catalog, create=False)
 

@@ -19,6 +19,7 @@ from typing import Mapping
 from urllib.parse import quote, unquote
 
 from ..errors import InvalidArgumentError
+from ..redact import mask_uri
 
 __all__ = ["uri_to_path", "path_to_uri", "remap_uri"]
 
@@ -32,18 +33,19 @@ def _split(uri: str) -> tuple[str, str]:
     ``path`` is still percent-encoded for a uri, verbatim for a bare path.
     """
     if not isinstance(uri, str):
-        raise TypeError(f"a stream_resource uri must be a str, got {uri!r}")
+        raise TypeError(f"a stream_resource uri must be a str, got {mask_uri(uri)!r}")
     match = _SCHEME.match(uri)
     if match is None:
         if not uri.startswith("/"):
             raise InvalidArgumentError(
-                f"uri {uri!r} is neither a file:// uri nor an absolute path; write it as "
+                f"uri {mask_uri(uri)!r} is neither a file:// uri nor an absolute path; write it as "
                 f"'file://localhost/<absolute path>'"
             )
         return "", uri
     if match.group(1).lower() != "file":
         raise InvalidArgumentError(
-            f"uri {uri!r} has scheme {match.group(1)!r}; only local 'file://localhost/...' "
+            f"uri {mask_uri(uri)!r} has scheme {match.group(1)!r}; only local "
+            "'file://localhost/...' "
             f"uris (or absolute paths) can be read. Copy the data to a local or mounted "
             f"filesystem and point the uri there (a root_map can remap its path)"
         )
@@ -52,18 +54,21 @@ def _split(uri: str) -> tuple[str, str]:
         host, slash, path = rest[2:].partition("/")
         if host.lower() not in _LOCAL_HOSTS:
             raise InvalidArgumentError(
-                f"uri {uri!r} names host {host!r}; only local files ('file://localhost/...' "
+                f"uri {mask_uri(uri)!r} names host {host!r}; only local files "
+                "('file://localhost/...' "
                 f"or 'file:///...') can be read. Mount that host's files here and remap "
                 f"them with a root_map"
             )
         if not slash:
             raise InvalidArgumentError(
-                f"uri {uri!r} has no path; write it as 'file://localhost/<absolute path>'")
+                f"uri {mask_uri(uri)!r} has no path; write it as "
+                "'file://localhost/<absolute path>'")
         return uri[:match.end() + 2 + len(host)], slash + path
     if rest.startswith("/"):  # file:/abs/path (RFC 8089 allows it)
         return uri[:match.end()], rest
     raise InvalidArgumentError(
-        f"uri {uri!r} has a relative path; write it as 'file://localhost/<absolute path>'"
+        f"uri {mask_uri(uri)!r} has a relative path; write it as "
+        "'file://localhost/<absolute path>'"
     )
 
 

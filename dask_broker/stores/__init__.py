@@ -16,6 +16,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from ..errors import StoreURIError
+from ..redact import mask_uri
 from .base import EventPageColumns, Store
 
 __all__ = ["Store", "StoreRef", "EventPageColumns", "open_store", "store_class"]
@@ -47,7 +48,7 @@ def store_class(uri: str) -> type[Store]:
             return ep.load()
     known = sorted(set(_BUILTIN) | {ep.name for ep in entry_points(group="dask_broker.stores")})
     raise StoreURIError(
-        f"no store for the URI {uri!r}; known schemes: {', '.join(known)} "
+        f"no store for the URI {mask_uri(uri)!r}; known schemes: {', '.join(known)} "
         "(for example 'sqlite:////absolute/catalog.db' or 'mongodb://host:27017/dbname')"
     )
 
@@ -75,11 +76,20 @@ class StoreRef:
     """A picklable recipe for reaching a store from any process: its URI and options.
 
     This is what Dask graphs carry (never a connection); ``open()`` gives the
-    process's store for it (see :func:`open_store`).
+    process's store for it (see :func:`open_store`).  ``uri`` is the real URI (a
+    worker connects with it); the repr shows :attr:`display_uri`, without passwords.
     """
 
     uri: str
     options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def display_uri(self) -> str:
+        """:attr:`uri` with its passwords masked (see :func:`~dask_broker.redact.mask_uri`)."""
+        return mask_uri(self.uri)
+
+    def __repr__(self) -> str:
+        return f"StoreRef(uri={self.display_uri!r}, options={self.options!r})"
 
     def open(self) -> Store:
         return open_store(self.uri, **dict(self.options))

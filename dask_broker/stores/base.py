@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from ..query import match_query, validate_query
+from ..redact import mask_uri
 
 if TYPE_CHECKING:
     from . import StoreRef
@@ -105,7 +106,12 @@ class Store(abc.ABC):
     @property
     @abc.abstractmethod
     def uri(self) -> str:
-        """A URI from which any process can open the same store."""
+        """A URI from which any process can open the same store (passwords included)."""
+
+    @property
+    def display_uri(self) -> str:
+        """:attr:`uri` with its passwords masked: the one to show (reprs, messages, logs)."""
+        return mask_uri(self.uri)
 
     @classmethod
     @abc.abstractmethod
@@ -143,7 +149,7 @@ class Store(abc.ABC):
         return hash((type(self).__name__, self.uri))
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.uri!r})"
+        return f"{type(self).__name__}({self.display_uri!r})"
 
     def close(self) -> None:
         """Release connections.  The store may be used again (it re-opens)."""

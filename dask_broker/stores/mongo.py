@@ -126,6 +126,17 @@ def _reopen(cls: type, uri: str, client_class: Any) -> "MongoStore":
     return cls.from_uri(uri, mongo_client_class=client_class)
 
 
+def _raised_in_pymongo_auth(err: BaseException) -> bool:
+    """Whether ``err`` was raised inside pymongo's authentication code."""
+    tb = err.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    module = tb.tb_frame.f_globals.get("__name__", "")
+    return module.startswith("pymongo.") and module.rpartition(".")[2] == "auth"
+
+
 class MongoStore(Store):
     """Documents in MongoDB, in the mongo_normalized layout of suitcase-mongo / databroker.
 
@@ -218,9 +229,6 @@ class MongoStore(Store):
         """The URI of the database holding resources and datum."""
         return (self._assets or self._main).uri
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({mask_uri(self.uri)!r})"
-
     def __reduce__(self):
         if self._client_class is None:
             return (type(self).from_uri, (self.uri,))
@@ -261,21 +269,31 @@ class MongoStore(Store):
                 f"{target.database!r}, URI {mask_uri(target.uri)}): no server answered within "
                 f"{target.effective_timeout_ms / 1000:g} s (serverSelectionTimeoutMS); check that "
                 "mongod runs there and the URI is right, or raise the timeout with "
-                f"?serverSelectionTimeoutMS=... ({str(err).split(',')[0][:200]})"
+                f"?serverSelectionTimeoutMS=... ({mask_uri(str(err)).split(',')[0][:200]})"
             ) from err
         except ConnectionFailure as err:
             raise StoreURIError(
                 f"lost the connection to the MongoDB server at {target.hosts} (database "
-                f"{target.database!r}): {str(err)[:300]}"
+                f"{target.database!r}): {mask_uri(str(err))[:300]}"
             ) from err
         except OperationFailure as err:
             if err.code in _AUTH_CODES:
                 raise StoreURIError(
                     f"MongoDB at {target.hosts} refused access to database {target.database!r} "
-                    f"({err.details.get('errmsg', err) if err.details else err}); check the user "
-                    "and password in the URI and the user's roles"
+                    f"({mask_uri(str(err.details.get('errmsg', err) if err.details else err))}); "
+                    "check the user and password in the URI and the user's roles"
                 ) from err
             raise
+        except KeyError as err:
+            if not _raised_in_pymongo_auth(err):
+                raise
+            # A wire-protocol server without access control (nx-27017, for one) answers
+            # the authentication handshake with a reply pymongo cannot read.
+            raise StoreURIError(
+                f"the MongoDB server at {target.hosts} did not complete authentication for "
+                f"database {target.database!r} (its reply lacks {err}); it may not support "
+                "access control: check the user and password in the URI, or leave them out"
+            ) from err
 
     # ---------------------------------------------------------------- indexes
     def create_indexes(self, *, extra: bool = True) -> None:

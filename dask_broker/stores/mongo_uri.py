@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from ..errors import StoreURIError
+from ..redact import mask_uri
 
 __all__ = ["MongoURI", "parse_store_uri", "split_uri", "with_timeout", "mask_uri",
            "client_for", "drop_client", "close_clients", "indexed",
@@ -37,6 +38,10 @@ class MongoURI:
     hosts: str          # for messages: no credentials
     timeout_ms: int | None  # the URI's serverSelectionTimeoutMS, if it sets one
 
+    def __repr__(self) -> str:
+        return (f"MongoURI(uri={mask_uri(self.uri)!r}, database={self.database!r}, "
+                f"hosts={self.hosts!r}, timeout_ms={self.timeout_ms!r})")
+
     @property
     def has_timeout(self) -> bool:
         return self.timeout_ms is not None
@@ -50,11 +55,11 @@ def split_uri(uri: Any) -> tuple[str, str, str, list[str]]:
     """``(scheme, netloc, path, query items)`` of a mongodb URI, items still encoded."""
     if not isinstance(uri, str) or "://" not in uri:
         raise StoreURIError(
-            f"{uri!r} is not a MongoDB URI; write 'mongodb://host:27017/dbname'")
+            f"{mask_uri(uri)!r} is not a MongoDB URI; write 'mongodb://host:27017/dbname'")
     scheme, _, rest = uri.partition("://")
     if scheme.lower() not in _SCHEMES:
         raise StoreURIError(
-            f"{uri!r} is not a MongoDB URI (scheme {scheme!r}); "
+            f"{mask_uri(uri)!r} is not a MongoDB URI (scheme {scheme!r}); "
             "write 'mongodb://host:27017/dbname'")
     if "/" in rest.split("?", 1)[0]:
         netloc, _, tail = rest.partition("/")
@@ -79,16 +84,17 @@ def parse_store_uri(uri: str, what: str = "catalog") -> tuple[MongoURI, str | No
             kept.append(item)
     database = unquote(path)
     hosts = netloc.rpartition("@")[2]
+    shown = mask_uri(uri)
     if not hosts:
         raise StoreURIError(
-            f"the {what} URI {uri!r} names no host; write 'mongodb://host:27017/dbname'")
+            f"the {what} URI {shown!r} names no host; write 'mongodb://host:27017/dbname'")
     if not database:
         raise StoreURIError(
-            f"the {what} URI {uri!r} names no database; write 'mongodb://{hosts}/dbname'")
+            f"the {what} URI {shown!r} names no database; write 'mongodb://{hosts}/dbname'")
     bad = [c for c in '/\\. "$' if c in database]
     if bad:
         raise StoreURIError(
-            f"the {what} URI {uri!r} names the database {database!r}, which contains "
+            f"the {what} URI {shown!r} names the database {database!r}, which contains "
             f"{''.join(bad)!r}; MongoDB database names cannot")
     client_uri = f"{scheme}://{netloc}/{path}" + ("?" + "&".join(kept) if kept else "")
     if scheme == "mongodb":  # (+srv would resolve DNS here)
@@ -98,7 +104,8 @@ def parse_store_uri(uri: str, what: str = "catalog") -> tuple[MongoURI, str | No
         try:
             parse_uri(client_uri, warn=True)
         except (InvalidURI, ConfigurationError, ValueError) as err:
-            raise StoreURIError(f"the {what} URI {uri!r} is not valid: {err}") from err
+            raise StoreURIError(
+                f"the {what} URI {shown!r} is not valid: {mask_uri(str(err))}") from err
     timeout_ms = None
     for item in kept:
         key, _, value = item.partition("=")
@@ -107,7 +114,7 @@ def parse_store_uri(uri: str, what: str = "catalog") -> tuple[MongoURI, str | No
                 timeout_ms = int(float(unquote(value)))
             except ValueError:
                 raise StoreURIError(
-                    f"the {what} URI {uri!r} sets {key}={value!r}; give milliseconds") from None
+                    f"the {what} URI {shown!r} sets {key}={value!r}; give milliseconds") from None
     return MongoURI(client_uri, database, hosts, timeout_ms), asset_uri
 
 
@@ -117,17 +124,6 @@ def with_timeout(uri: str, timeout_ms: int) -> str:
     items = [i for i in items if i.partition("=")[0].lower() != TIMEOUT_OPTION.lower()]
     items.append(f"{TIMEOUT_OPTION}={int(timeout_ms)}")
     return f"{scheme}://{netloc}/{path}?" + "&".join(items)
-
-
-def mask_uri(uri: str) -> str:
-    """``uri`` without its password (for repr and messages)."""
-    scheme, sep, rest = uri.partition("://")
-    netloc, slash, tail = rest.partition("/")
-    if "@" not in netloc:
-        return uri
-    creds, _, hosts = netloc.rpartition("@")
-    user = creds.partition(":")[0]
-    return f"{scheme}{sep}{user}:***@{hosts}{slash}{tail}"
 
 
 # ----------------------------------------------------------------- clients
@@ -156,7 +152,8 @@ def client_for(target: MongoURI, client_class: Any) -> Any:
             try:
                 client = client_class(target.uri, connect=False, **kwargs)
             except Exception as err:  # pymongo.errors.ConfigurationError and friends
-                raise StoreURIError(f"cannot open {mask_uri(target.uri)}: {err}") from err
+                raise StoreURIError(
+                    f"cannot open {mask_uri(target.uri)}: {mask_uri(str(err))}") from err
             _clients[key] = client
         return client
 

@@ -45,6 +45,7 @@ from ..errors import (
     UnknownReferenceError,
 )
 from ..query import match_query, validate_query
+from ..redact import mask_uri
 from .base import (
     EventPageColumns,
     Store,
@@ -123,22 +124,24 @@ def parse_sqlite_uri(uri: str) -> tuple[Path, dict[str, str]]:
     prefix = "sqlite:///"
     if not isinstance(uri, str) or not uri.startswith(prefix):
         raise StoreURIError(
-            f"{uri!r} is not a SQLite catalog URI; write 'sqlite:///relative/catalog.db' "
-            "or 'sqlite:////absolute/catalog.db'"
+            f"{mask_uri(uri)!r} is not a SQLite catalog URI; write "
+            "'sqlite:///relative/catalog.db' or 'sqlite:////absolute/catalog.db'"
         )
     rest, _, query = uri[len(prefix):].partition("?")
     if not rest or rest == ":memory:":
         raise StoreURIError(
-            f"{uri!r} names no file; the embedded store is a file on disk so that "
+            f"{mask_uri(uri)!r} names no file; the embedded store is a file on disk so that "
             "worker processes can open it (use Broker.temp() for a throwaway catalog)"
         )
     options = {k: v[-1] for k, v in parse_qs(query).items()}
     unknown = set(options) - {"synchronous"}
     if unknown:
-        raise StoreURIError(f"unknown option(s) {sorted(unknown)} in {uri!r}; known: synchronous")
+        raise StoreURIError(
+            f"unknown option(s) {sorted(unknown)} in {mask_uri(uri)!r}; known: synchronous")
     sync = options.get("synchronous", "full").lower()
     if sync not in ("full", "normal", "extra"):
-        raise StoreURIError(f"synchronous={sync!r} in {uri!r}; use full, normal or extra")
+        raise StoreURIError(
+            f"synchronous={sync!r} in {mask_uri(uri)!r}; use full, normal or extra")
     options["synchronous"] = sync
     return Path(os.path.abspath(rest)), options
 
@@ -416,7 +419,8 @@ class SQLiteStore(Store):
                                    (resource_uid,)).fetchone()
             if row is None:
                 raise UnknownReferenceError(
-                    f"no resource or stream_resource with uid {resource_uid!r} in {self.uri}; "
+                    f"no resource or stream_resource with uid {resource_uid!r} in "
+                    f"{self.display_uri}; "
                     "nothing was updated")
             old = json.loads(row[0])
             new = {**old, **changes}
