@@ -33,7 +33,7 @@ def expected_value(run, datum_id):
         return np.load(path)
     with h5py.File(path, "r") as f:
         frames = f["/entry/data/data"][point * fpp:(point + 1) * fpp]
-    return frames[0] if fpp == 1 else frames
+    return frames  # (fpp, H, W), as area-detector-handlers returns it
 
 
 def ctx_for(run, **kwargs):
@@ -61,7 +61,7 @@ def test_fill_event_equals_direct_reads(run):
                 np.testing.assert_array_equal(filled["data"][key],
                                               expected_value(run, event["data"][key]))
     fpp = run.resources[next(iter(run.resources))]["resource_kwargs"]["frame_per_point"]
-    assert filled["data"]["img"].shape == ((4, 5) if fpp == 1 else (fpp, 4, 5))
+    assert filled["data"]["img"].shape == (fpp, 4, 5)
 
 
 def test_fill_event_fields_and_already_filled(run):
@@ -156,7 +156,7 @@ def test_plain_handler_is_called_one_datum_at_a_time(run):
             with h5py.File(self.path, "r") as f:
                 start = point_number * self.fpp
                 frames = f["/entry/data/data"][start:start + self.fpp]
-            return frames[0] if self.fpp == 1 else frames
+            return frames
 
     ids = [e["data"]["img"] for e in run.events]
     with ctx_for(run, registry={"AD_HDF5": Plain, "NPY": NpyHandler}) as ctx:
@@ -241,7 +241,7 @@ def test_root_map_after_files_moved(tmp_path):
         filled = ctx.fill(run.events[0])
     path, point, _ = run.locations[run.events[0]["data"]["img"]]
     with h5py.File(path.replace(str(old), str(new)), "r") as f:
-        np.testing.assert_array_equal(filled["data"]["img"], f["/entry/data/data"][point])
+        np.testing.assert_array_equal(filled["data"]["img"], f["/entry/data/data"][point:point + 1])
     with ctx_for(run, root_map={str(old): str(tmp_path / "wrong")}) as ctx:
         with pytest.raises(MissingFileError, match="wrong.*root_map"):
             ctx.fill(run.events[0])

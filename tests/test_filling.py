@@ -32,7 +32,7 @@ def read_directly(location) -> np.ndarray:
         return np.load(path)
     with h5py.File(path, "r") as f:
         frames = f["entry/data/data"][point * fpp:(point + 1) * fpp]
-    return frames[0] if fpp == 1 else frames
+    return frames  # (fpp, H, W), as area-detector-handlers returns it
 
 
 class CountingHandler(AreaDetectorHDF5Handler):
@@ -145,8 +145,8 @@ def test_xarray_filled_frames_read_only_sliced(run):
     db, h, ext = run
     db.register_handler("AD_HDF5", CountingHandler)
     ds = h.to_xarray(chunk_size=6)
-    assert ds["img"].dims == ("time", "img_dim_0", "img_dim_1")
-    assert ds["img"].shape == (12, 4, 5) and ds["img"].dtype == np.uint16
+    assert ds["img"].dims == ("time", "img_dim_0", "img_dim_1", "img_dim_2")
+    assert ds["img"].shape == (12, 1, 4, 5) and ds["img"].dtype == np.uint16
     CountingHandler.reads.clear()
     with dask.config.set(scheduler="sync"):
         two = ds["img"][7:9].values

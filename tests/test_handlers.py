@@ -58,8 +58,8 @@ def test_ad_hdf5_one_frame_per_point(h5file):
     with AreaDetectorHDF5Handler(h5file) as h:
         for point in (0, 5, 11):
             value = h(point_number=point)
-            assert value.shape == (4, 5)
-            np.testing.assert_array_equal(value, _direct(h5file, point, point + 1)[0])
+            assert value.shape == (1, 4, 5)  # as area-detector-handlers gives it
+            np.testing.assert_array_equal(value, _direct(h5file, point, point + 1))
 
 
 @pytest.mark.parametrize("fpp", [2, 3])
@@ -135,7 +135,7 @@ def test_ad_hdf5_opens_lazily_and_closes(h5file):
     h.close()
     assert h5file not in _open_paths()
     h.close()                                      # idempotent
-    np.testing.assert_array_equal(h(point_number=2), _direct(h5file, 2, 3)[0])  # re-opens
+    np.testing.assert_array_equal(h(point_number=2), _direct(h5file, 2, 3))  # re-opens
     h.close()
     assert h5file not in _open_paths()
 
@@ -153,9 +153,10 @@ def test_ad_hdf5_matches_area_detector_handlers(h5file):
             with AreaDetectorHDF5Handler(h5file, frame_per_point=fpp) as ours:
                 for point in range(12 // fpp):
                     expected = np.asarray(theirs(point_number=point))
-                    if fpp == 1:  # theirs keeps the length-1 frame axis; ours squeezes it
-                        expected = expected[0]
-                    np.testing.assert_array_equal(ours(point_number=point), expected)
+                    got = ours(point_number=point)
+                    assert got.shape == expected.shape == (fpp, 4, 5)  # (1, H, W) for fpp=1
+                    assert got.dtype == expected.dtype
+                    np.testing.assert_array_equal(got, expected)
         finally:
             theirs.close()
 

@@ -40,8 +40,9 @@ class AreaDetectorHDF5Handler:
     """Frames written by an area detector's HDF5 plugin (spec ``AD_HDF5``).
 
     Datum ``point_number=n`` is frames ``[n * fpp, (n + 1) * fpp)`` of the dataset
-    ``/entry/data/data``: an array of shape ``(fpp, *frame)``, or one frame of
-    shape ``frame`` when ``frame_per_point`` is 1.
+    ``/entry/data/data``: an array of shape ``(fpp, *frame)`` -- ``(1, *frame)`` when
+    ``frame_per_point`` is 1, as area-detector-handlers returns it and as ophyd
+    declares it (``shape: [num_images, y, x]``).
 
     Parameters
     ----------
@@ -54,9 +55,9 @@ class AreaDetectorHDF5Handler:
     --------
     >>> h = AreaDetectorHDF5Handler("/data/det_000.h5", frame_per_point=1)  # doctest: +SKIP
     >>> h(point_number=3).shape                                            # doctest: +SKIP
-    (256, 256)
+    (1, 256, 256)
     >>> [a.shape for a in h.read_many([{"point_number": 0}, {"point_number": 1}])]  # doctest: +SKIP
-    [(256, 256), (256, 256)]
+    [(1, 256, 256), (1, 256, 256)]
     >>> h.close()                                                          # doctest: +SKIP
     """
 
@@ -119,7 +120,7 @@ class AreaDetectorHDF5Handler:
         seen: set[int] = set()
         for p in points:
             block, i = located[p]
-            value = block[i] if fpp == 1 else block[i * fpp:(i + 1) * fpp]
+            value = block[i * fpp:(i + 1) * fpp]
             out.append(value.copy() if p in seen else value)
             seen.add(p)
         return out

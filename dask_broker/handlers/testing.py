@@ -99,7 +99,7 @@ def make_external_run(
     root = directory if root is None else root
     rng = np.random.default_rng(seed)
     fpp = frame_per_point
-    img_shape = list(frame_shape) if fpp == 1 else [fpp, *frame_shape]
+    img_shape = [fpp, *frame_shape]  # as ophyd declares it: [num_images, y, x]
     run = event_model.compose_run()
     data_keys = {
         "motor": {"source": "sim:motor", "dtype": "number", "shape": []},
