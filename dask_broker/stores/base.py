@@ -219,6 +219,14 @@ class Store(abc.ABC):
     def resources(self, run_uid: str) -> list[dict]:
         """A run's resources in insertion order."""
 
+    def iter_resources(self) -> Iterator[dict]:
+        """Every resource of the catalog (of any run), in insertion order.
+
+        Used before deleting files, to find every resource that may still point
+        at them (resources are few compared with events and datum).
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot list all its resources")
+
     # ------------------------------------------------------- resource updates
     # Not abstract: a backend without them still stores and reads runs.
     def update_resource(self, resource_uid: str, changes: Mapping, *, cmd: str,
@@ -314,6 +322,14 @@ class Store(abc.ABC):
     def stream_datums(self, descriptor_uids: Sequence[str]) -> list[dict]:
         """Every stream_datum of these descriptors, in insertion order."""
         raise self._no_stream_data("stream_datums")
+
+    def stream_datums_of_resource(self, stream_resource_uid: str) -> list[dict]:
+        """Every stream_datum pointing at this stream_resource, in insertion order."""
+        raise self._no_stream_data("stream_datums_of_resource")
+
+    def iter_stream_resources(self) -> Iterator[dict]:
+        """Every stream_resource of the catalog (of any run), in insertion order."""
+        raise self._no_stream_data("iter_stream_resources")
 
     @abc.abstractmethod
     def datum(self, datum_ids: Sequence[str]) -> dict[str, dict]:
