@@ -209,9 +209,11 @@ class Store(abc.ABC):
         """The resource with this uid, or None."""
 
     def find_resources(self, *, root: str | None, resource_path: str | None) -> list[dict]:
-        """Every resource (of any run) with this ``root`` and ``resource_path``.
+        """Every resource (of any run) with this ``root`` and ``resource_path`` (as text).
 
-        Used before deleting files, to find resources that still point at them.
+        A text match misses the same file written another way; to find every
+        resource that may point at a file, :mod:`dask_broker.file_users` scans
+        :meth:`iter_resources` instead.
         """
         raise NotImplementedError(f"{type(self).__name__} cannot search resources by path")
 
