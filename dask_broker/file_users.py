@@ -9,11 +9,12 @@ So ``root="/d/"`` and ``"/d"``, a legacy ``root=""`` with an absolute
 Every resource and stream_resource of the catalog is looked at, but cheaply: its
 *location* (``root`` + ``resource_path``, or the uri's path, root-mapped) is
 compared with the files by folder, with one ``realpath`` / ``stat`` per distinct
-folder.  (So a symlink that is the *last* component of a location is followed only
-when it sits in the folder of one of the files or in that folder's parent.)  Only a document whose location is a folder or file-name prefix that
-could hold one of the files has its files listed (its handler or reader), which
-needs its datum; a document whose files cannot be listed counts as a user
-(nothing is deleted on a guess).
+folder (so a symlink that is the *last* component of a location is followed only
+when it sits in the folder of one of the files or in that folder's parent).  Only
+a document whose location is a folder or file-name prefix that could hold one of
+the files has its files listed (its handler or reader, which reads its datum); a
+document whose files cannot be listed counts as a user (nothing is deleted on a
+guess).
 """
 
 from __future__ import annotations

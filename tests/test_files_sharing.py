@@ -97,8 +97,25 @@ def test_move_deletes_what_nobody_else_names(any_db, tmp_path):
     assert _files_under(old) == [str(old / "a.npy.bak.npy")]
 
 
-def _stream_run_at(db, uri: str, like):
-    """A run with one HDF5 stream_resource at ``uri``, reading the file of recording ``like``."""
+def test_a_folder_resource_whose_files_cannot_be_listed_keeps_them(any_db, tmp_path):
+    """Another run's resource names the folder holding the file but has no handler here:
+    nobody can tell which files it reads, so none of that folder's files is deleted."""
+    old = tmp_path / "old"
+    (old / "sub").mkdir(parents=True)
+    np.save(old / "sub" / "f.npy", np.arange(4.0))
+    mover = _npy_run(any_db, str(old), "sub/f.npy")
+    bundle = event_model.compose_run()
+    any_db.insert("start", bundle.start_doc)
+    res = bundle.compose_resource(spec="NO_HANDLER_HERE", root=str(old), resource_path="sub",
+                                  resource_kwargs={})
+    any_db.insert("resource", res.resource_doc)
+    (entry,) = move_files(any_db, mover, tmp_path / "new", progress=False).resources
+    assert entry.kept_for == [res.resource_doc["uid"]] and entry.deleted == []
+    assert (old / "sub" / "f.npy").exists()
+
+
+def _stream_run_at(db, uri: str):
+    """A run with one HDF5 stream_resource at ``uri`` (a 5x7 float32 dataset, rows 0 and 1)."""
     run = event_model.compose_run()
     docs = [("start", run.start_doc)]
     desc = run.compose_descriptor(name="primary", data_keys={"img": {
@@ -147,7 +164,7 @@ def test_move_keeps_a_stream_file_another_run_names_differently(any_db, tmp_path
             uri = f"file://localhost{tmp_path}/%6Fld/a.h5"  # %6F is "o"
         else:
             uri = f"file://{tmp_path}/old/a.h5"
-        other = _stream_run_at(any_db, uri, rec)
+        other = _stream_run_at(any_db, uri)
         other_uid = any_db.store.stream_resources(other.uid)[0]["uid"]
     report = move_files(any_db, mover, tmp_path / "new", progress=False)
     kept = {r.uid: r for r in report.resources}
