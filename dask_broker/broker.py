@@ -169,7 +169,8 @@ class Broker:
         return self.store.display_uri
 
     def update_resource(self, resource_uid: str, **changes: Any) -> dict:
-        """Change a resource's ``root``, ``resource_path``, ``resource_kwargs`` or ``spec``.
+        """Change a resource's ``root``, ``resource_path``, ``resource_kwargs`` or ``spec``
+        (a stream_resource's ``uri``, ``mimetype`` or ``parameters``).
 
         See :meth:`EventSource.update_resource`; to move the files too, use
         :func:`dask_broker.move_files`.
@@ -181,7 +182,8 @@ class Broker:
         return self.event_source.update_resource(resource_uid, **changes)
 
     def resource_history(self, resource_uid: str) -> list[dict]:
-        """A resource's updates, oldest first; see :meth:`EventSource.resource_history`.
+        """A resource's (or stream_resource's) updates, oldest first; see
+        :meth:`EventSource.resource_history`.
 
         Examples
         --------

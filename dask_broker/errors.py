@@ -35,6 +35,7 @@ __all__ = [
     "ReaderError",
     "OutOfRangeError",
     "UnsupportedStreamResourceError",
+    "FilesLockedError",
 ]
 
 
@@ -149,3 +150,7 @@ class OutOfRangeError(DaskBrokerError, IndexError):
 
 class UnsupportedStreamResourceError(DaskBrokerError, NotImplementedError):
     """A stream_resource uses a form of its mimetype that no built-in reader supports."""
+
+
+class FilesLockedError(DaskBrokerError, RuntimeError):
+    """Another process is copying or moving the same run's files (names the run and the lock)."""

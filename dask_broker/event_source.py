@@ -21,6 +21,12 @@ from .errors import NoEventDescriptors, UnknownFieldError
 from .fill_recipe import DEFAULT_TASK_MAX_OPEN, FillRecipe, RunFillContext
 from .handlers.registry import HandlerRegistry
 from .readers import ReaderRegistry
+from .resource_updates import (
+    RESOURCE_KEYS,
+    STREAM_RESOURCE_KEYS,
+    check_resource_update,
+    find_resource_document,
+)
 from .insert import Inserter
 from .stores.base import EventPageColumns, Store
 from .stream_data import stream_keys
@@ -202,88 +208,74 @@ class EventSource:
         return self.store.resources(_run_uid(header))
 
     #: The resource keys :meth:`update_resource` may change.
-    UPDATABLE_RESOURCE_KEYS = ("root", "resource_path", "resource_kwargs", "spec")
+    UPDATABLE_RESOURCE_KEYS = RESOURCE_KEYS
+    #: The stream_resource keys :meth:`update_resource` may change.
+    UPDATABLE_STREAM_RESOURCE_KEYS = STREAM_RESOURCE_KEYS
 
     def update_resource(self, resource_uid: str, *, cmd: str = "update_resource",
                         cmd_kwargs: Mapping | None = None, **changes: Any) -> dict:
-        """Change where a resource's files are (or how to read them), keeping a history.
+        """Change where a resource's (or stream_resource's) files are, keeping a history.
 
-        The resource document is replaced and a history record appended in one
+        The document is replaced and a history record appended in one
         transaction.  Tables and fill contexts built afterwards read from the
         new location (a recipe's Dask token and a handler's cache key include
-        the resource's root and path).
+        the resource's root and path, a stream reader's its uri).
 
         Parameters
         ----------
         resource_uid
-            The resource to update.
+            The resource or stream_resource to update.
         cmd, cmd_kwargs
             What to record as the cause of the change (default:
             ``"update_resource"`` with the changes as kwargs).
         **changes
-            New values for ``root``, ``resource_path``, ``resource_kwargs``, ``spec``.
+            New values: for a resource ``root``, ``resource_path``,
+            ``resource_kwargs``, ``spec``; for a stream_resource ``uri`` (a local
+            ``file://`` uri), ``mimetype``, ``parameters`` (a stream_resource in the
+            pre-1.21 form takes the resource keys).
 
         Returns
         -------
         dict
-            The new resource document.
+            The new document.
 
         Raises
         ------
         InvalidArgumentError
-            No change given, a key that may not change, or a value of the wrong type.
+            No change given, a key that may not change (``uid``, ``run_start``, a
+            stream_resource's ``data_key``...), or a value of the wrong type.
         UnknownReferenceError
-            No resource with this uid is stored.
+            No resource or stream_resource with this uid is stored.
 
         Examples
         --------
         >>> es.update_resource(res_uid, root="/mnt/archive/xf23id")  # doctest: +SKIP
         {'uid': ..., 'root': '/mnt/archive/xf23id', ...}
+        >>> es.update_resource(sr_uid, uri="file://localhost/mnt/archive/det.h5")  # doctest: +SKIP
         >>> es.resource_history(res_uid)[-1]["cmd"]                  # doctest: +SKIP
         'update_resource'
         """
-        from .errors import InvalidArgumentError, UnknownReferenceError
-
-        allowed = self.UPDATABLE_RESOURCE_KEYS
-        bad = [k for k in changes if k not in allowed]
-        if bad:
-            raise InvalidArgumentError(
-                f"cannot update {', '.join(map(repr, bad))} of resource {resource_uid!r}: "
-                f"only {', '.join(allowed)} may change")
-        if not changes:
-            raise InvalidArgumentError(
-                f"update_resource({resource_uid!r}) got no change; pass some of {', '.join(allowed)}")
-        for key, value in changes.items():
-            wanted = dict if key == "resource_kwargs" else str
-            if not isinstance(value, wanted) or (key == "spec" and not value):
-                raise InvalidArgumentError(
-                    f"resource {resource_uid!r}: {key} must be a "
-                    f"{'non-empty ' if key == 'spec' else ''}{wanted.__name__}, got {value!r}")
-        if self.store.get_resource(resource_uid) is None:
-            raise UnknownReferenceError(
-                f"no resource with uid {resource_uid!r} in {self.store.display_uri}")
+        kind, doc = find_resource_document(self.store, resource_uid)
+        check_resource_update(kind, doc, changes)
         return self.store.update_resource(
             resource_uid, changes, cmd=cmd,
             cmd_kwargs=dict(changes) if cmd_kwargs is None else dict(cmd_kwargs))
 
     def resource_history(self, resource_uid: str) -> list[dict]:
-        """The updates of a resource, oldest first: ``{resource, old, new, time, cmd, cmd_kwargs}``.
+        """The updates of a resource or stream_resource, oldest first:
+        ``{resource, old, new, time, cmd, cmd_kwargs}``.
 
         Raises
         ------
         UnknownReferenceError
-            No resource with this uid is stored.
+            No resource or stream_resource with this uid is stored.
 
         Examples
         --------
         >>> [(r["old"]["root"], r["new"]["root"]) for r in es.resource_history(uid)]  # doctest: +SKIP
         [('/GPFS/xf23id', '/mnt/archive/xf23id')]
         """
-        from .errors import UnknownReferenceError
-
-        if self.store.get_resource(resource_uid) is None:
-            raise UnknownReferenceError(
-                f"no resource with uid {resource_uid!r} in {self.store.display_uri}")
+        find_resource_document(self.store, resource_uid)
         return self.store.resource_history(resource_uid)
 
     # ------------------------------------------------------------ tables

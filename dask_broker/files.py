@@ -1,23 +1,31 @@
-"""List, copy and move the files a catalog's resources point to.
+"""List, copy and move the files that a catalog's resources and stream_resources point to.
 
-:func:`copy_files` and :func:`move_files` relocate the files of resources to a
-new root, keeping each file's path relative to the old root, and re-point the
-resource documents (recording the change in the resource's history).  The work
-is done in an order that is safe to interrupt anywhere:
+:func:`copy_files` and :func:`move_files` relocate the files of resources and
+stream_resources to a new root, keeping each file's path relative to the old
+root (see :mod:`dask_broker.file_assets` for what the root of each kind is),
+and re-point the documents (a resource's ``root``; a stream_resource's ``uri``,
+in its ``file://localhost`` form, a directory keeping its trailing ``/``),
+recording the change in the document's history.  A call first plans the whole
+relocation and refuses, touching nothing, when two files would land on one
+destination or a file would land on another file of the call.  It then works in
+an order that is safe to interrupt anywhere:
 
-1. for each resource: copy each file to a temporary name next to its destination,
+1. for each document: copy each file to a temporary name next to its destination,
    fsync it, and rename it into place (a destination is either absent or complete);
 2. verify each copy (size and checksum of what was read against what is on disk);
-3. update the resource document, in one transaction with its history record;
-4. for a move, once *every* resource of the call points at its copies, delete
-   the old files (so a file shared by several resources of the call is never
-   deleted while one of them still points at it).
+3. update the document, in one transaction with its history record;
+4. for a move, once *every* document of the call points at its copies, delete
+   each old file that no document of the catalog (of any run, however it writes
+   the path: :mod:`dask_broker.file_users`) still points at, then remove the
+   source folders below the old root that this left empty.
 
 An interruption therefore never loses a file, the catalog always points at a
 complete copy, and calling the same function again finishes the job: a
-destination holding identical content is accepted, a resource already under the
+destination holding identical content is accepted, a document already under the
 new root is skipped (a move then only deletes the old files it left behind).  A
-destination holding *different* content is an error, never overwritten.
+destination holding *different* content is an error, never overwritten.  Two
+processes copying or moving the same run of one catalog at once: the second gets
+a :class:`~dask_broker.errors.FilesLockedError` (:mod:`dask_broker.file_lock`).
 
 Examples
 --------
@@ -28,23 +36,19 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
-from .errors import (
-    DaskBrokerError,
-    HandlerError,
-    InvalidArgumentError,
-    MissingFileError,
-    UnknownReferenceError,
-)
-from .fill import resource_full_path
-from .handlers.base import close_handler
-from .header import Header
+from .errors import DaskBrokerError, InvalidArgumentError, MissingFileError
+from .file_assets import Asset, assets_of
+from .file_lock import relocation_lock
+from .file_report import FilesReport, ResourceReport
+from .file_users import users_of
 from .stores.base import Store
 
 __all__ = ["file_list", "copy_files", "move_files", "FilesReport", "ResourceReport"]
@@ -53,83 +57,6 @@ __all__ = ["file_list", "copy_files", "move_files", "FilesReport", "ResourceRepo
 CHUNK_SIZE = 8 << 20
 #: Suffix of the temporary name a file is copied to before it is renamed into place.
 PARTIAL_SUFFIX = ".dask-broker-partial"
-
-
-# ---------------------------------------------------------------- report
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"  # pragma: no cover
-
-
-@dataclass
-class ResourceReport:
-    """What was (or, in a dry run, would be) done to one resource.
-
-    ``action`` is ``copied``, ``moved``, ``skipped`` (already under the new
-    root), ``cleaned`` (already moved; old files left behind were deleted), or
-    the same prefixed with ``would `` in a dry run.  ``files`` pairs each old
-    path with its new path; ``bytes`` is their total size.
-    """
-
-    uid: str
-    spec: str
-    action: str
-    files: list[tuple[str, str]] = field(default_factory=list)
-    bytes: int = 0
-    deleted: list[str] = field(default_factory=list)
-    #: uids of other resources that still point at the old files (which were kept)
-    kept_for: list[str] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        n = len(self.files)
-        kept = (f"; old files kept: resource(s) {', '.join(self.kept_for)} still use them"
-                if self.kept_for else "")
-        return (f"{self.action:<14} {self.spec:<10} {self.uid}  "
-                f"{n} file{'s' if n != 1 else ''}, {_human(self.bytes)}{kept}")
-
-
-@dataclass
-class FilesReport:
-    """The result of :func:`copy_files` / :func:`move_files`: one :class:`ResourceReport` each.
-
-    Examples
-    --------
-    >>> report = FilesReport("move_files", "/new", dry_run=True)
-    >>> print(report)
-    move_files to '/new' (dry run): 0 resources, 0 files, 0 B
-    """
-
-    operation: str
-    new_root: str
-    dry_run: bool = False
-    resources: list[ResourceReport] = field(default_factory=list)
-
-    @property
-    def files(self) -> list[tuple[str, str]]:
-        """Every ``(old path, new path)`` pair."""
-        return [pair for r in self.resources for pair in r.files]
-
-    @property
-    def bytes(self) -> int:
-        """Total size of the files."""
-        return sum(r.bytes for r in self.resources)
-
-    def _summary(self) -> str:
-        return (f"{self.operation} to {self.new_root!r}{' (dry run)' if self.dry_run else ''}: "
-                f"{len(self.resources)} resources, {len(self.files)} files, {_human(self.bytes)}")
-
-    def __str__(self) -> str:
-        return "\n".join([self._summary(), *(f"  {r}" for r in self.resources)])
-
-    def __repr__(self) -> str:
-        return f"<FilesReport {self._summary()}>"
-
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        printer.text(str(self))
 
 
 # ---------------------------------------------------------------- file primitives
@@ -215,84 +142,34 @@ def _check_identical(src: str, dest: str) -> None:
             "overwritten. Remove or rename it, or choose another new_root")
 
 
-# ---------------------------------------------------------------- resources and their files
 def _event_source(db: Any) -> Any:
     return getattr(db, "event_source", db)
 
 
-def _resources(es: Any, target: Any) -> list[dict]:
-    """The (current) resource documents a target names, each once."""
-    try:
-        items = [target] if isinstance(target, (str, Header, Mapping)) else list(target)
-    except TypeError:
-        items = [target]  # not iterable: reported below
-    out: dict[str, dict] = {}
-    for item in items:
-        if isinstance(item, Header):
-            docs = es.resources(item)
-        elif isinstance(item, (str, Mapping)):
-            uid = item if isinstance(item, str) else item.get("uid")
-            doc = es.store.get_resource(uid) if isinstance(uid, str) else None
-            if doc is None:
-                raise UnknownReferenceError(
-                    f"no resource with uid {uid!r} in {es.store.display_uri}; to name a run, "
-                    "pass its Header (db[uid])")
-            docs = [doc]
-        else:
-            raise InvalidArgumentError(
-                f"cannot find resources from {type(item).__name__} {item!r}: pass a Header, a "
-                "resource uid, or a list of them")
-        for doc in docs:
-            out.setdefault(doc["uid"], doc)
-    return list(out.values())
-
-
-def _files_of(es: Any, resource: Mapping) -> list[str]:
-    """The files the resource's handler says it covers, at its (root-mapped) location."""
-    uid, spec = resource["uid"], resource.get("spec")
-    handler_class = es.registry.lookup(spec)
-    path = resource_full_path(resource, es.root_map)
-    try:
-        handler = handler_class(path, **(resource.get("resource_kwargs") or {}))
-    except FileNotFoundError as err:
-        raise MissingFileError(f"resource {uid!r} (spec {spec!r}): {path!r} is missing") from err
-    except Exception as err:
-        raise HandlerError(f"handler {handler_class.__qualname__} (spec {spec!r}) raised "
-                           f"{type(err).__name__}: {err} opening resource {uid!r}") from err
-    try:
-        get_file_list = getattr(handler, "get_file_list", None)
-        if get_file_list is None:
-            raise HandlerError(
-                f"handler {handler_class.__qualname__} (spec {spec!r}) of resource {uid!r} has "
-                "no get_file_list method, so its files cannot be listed, copied or moved")
-        kwargs = [d.get("datum_kwargs") or {} for d in es.store.datum_of_resource(uid)]
-        files = [os.fspath(f) for f in get_file_list(kwargs)]
-    finally:
-        close_handler(handler, what=f"resource {uid!r}")
-    return list(dict.fromkeys(files))
-
-
 def file_list(db: Any, target: Any) -> list[str]:
-    """Every file the resources of ``target`` cover, as the catalog locates them now.
+    """Every file the resources and stream_resources of ``target`` cover, where they are now.
 
     Parameters
     ----------
     db
         A :class:`~dask_broker.Broker` (or its EventSource).
     target
-        A run's :class:`~dask_broker.Header`, a resource uid, or a list of them.
+        A run's :class:`~dask_broker.Header`, a resource or stream_resource uid,
+        or a list of them.
 
     Returns
     -------
     list of str
-        Paths (after the root_map), each once, in resource order.
+        Paths (after the root_map), each once, in document order: resources
+        first, then stream_resources (an HDF5 file; for a multipart TIFF/JPEG
+        one, a file per frame that its stream_datum reach).
 
     Raises
     ------
     UnknownReferenceError
-        A resource uid is not stored.
-    HandlerNotFoundError, HandlerError
-        No handler for a spec, or the handler cannot list its files.
+        A uid names neither a resource nor a stream_resource.
+    HandlerNotFoundError, HandlerError, ReaderNotFoundError
+        No handler (reader) for a spec (mimetype), or the handler cannot list its files.
 
     Examples
     --------
@@ -301,83 +178,130 @@ def file_list(db: Any, target: Any) -> list[str]:
     ['/data/det_000.h5', '/data/spectrum_0001.npy']
     """
     es = _event_source(db)
-    return list(dict.fromkeys(f for r in _resources(es, target) for f in _files_of(es, r)))
+    return list(dict.fromkeys(f for a in assets_of(es, target) for f in a.files(es)))
 
 
 # ---------------------------------------------------------------- planning
 @dataclass
 class _Plan:
-    resource: dict
+    asset: Asset
     action: str  # "copy", "skip" or "clean"
     pairs: list[tuple[str, str]] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
-    present: set[str] = field(default_factory=set)  # destinations already holding the content
+    present: set[str] = field(default_factory=set)  # destinations that exist already
     old_root: str | None = None  # for "clean": the root the files were moved from
+    source_root: str = ""  # the (root-mapped) folder the old files are under
 
 
 def _norm(root: str) -> str:
     return os.path.normpath(root) if root else ""
 
 
-def _relative(path: str, root: str, resource: Mapping) -> str:
+def _what(asset: Asset) -> str:
+    return f"{asset.kind} {asset.uid!r}"
+
+
+def _relative(path: str, root: str, asset: Asset) -> str:
     rel = os.path.relpath(path, root)
     if rel == ".." or rel.startswith(".." + os.sep) or os.path.isabs(rel):
         raise InvalidArgumentError(
-            f"file {path!r} of resource {resource['uid']!r} is not under its root {root!r}, "
+            f"file {path!r} of {_what(asset)} is not under its root {root!r}, "
             "so it cannot be placed under a new root")
     return rel
 
 
-def _previous_root(es: Any, resource: Mapping, new_root: str) -> str | None:
+def _previous_root(es: Any, asset: Asset, new_root: str) -> str | None:
     """The root a copy/move to ``new_root`` came from (None if the files were not put there)."""
     try:
-        history = es.store.resource_history(resource["uid"])
+        history = es.store.resource_history(asset.uid)
     except NotImplementedError:
         return None
     for record in reversed(history):
-        if _norm(record["new"].get("root") or "") == new_root:
-            old = record["old"].get("root") or ""
+        if _norm(asset.root(record["new"])) == new_root:
+            old = asset.root(record["old"])
             if record.get("cmd") in ("move_files", "copy_files") and old and _norm(old) != new_root:
                 return old
             return None
     return None
 
 
-def _plan(es: Any, resource: dict, new_root: str, move: bool) -> _Plan:
-    root = resource.get("root") or ""
+def _plan(es: Any, asset: Asset, new_root: str, move: bool) -> _Plan:
+    root = asset.root()
     if not root:
         raise InvalidArgumentError(
-            f"resource {resource['uid']!r} has no root (resource_path "
-            f"{resource.get('resource_path')!r}), so its files cannot be placed under a new "
+            f"resource {asset.uid!r} has no root (resource_path "
+            f"{asset.doc.get('resource_path')!r}), so its files cannot be placed under a new "
             "root; give it a root first with update_resource(uid, root=..., resource_path=...)")
-    mapped = lambda r: es.root_map.get(r, r)  # noqa: E731
+    mapped_root = asset.mapped_root(es.root_map)
     if _norm(root) == new_root:
-        old_root = _previous_root(es, resource, new_root) if move else None
+        old_root = _previous_root(es, asset, new_root) if move else None
         if old_root is None:
-            return _Plan(resource, "skip")
-        plan = _Plan(resource, "clean", old_root=old_root)
-        for path in _files_of(es, resource):
-            old = os.path.join(mapped(old_root), _relative(path, mapped(root), resource))
+            return _Plan(asset, "skip")
+        source = asset.mapped(old_root, es.root_map)
+        plan = _Plan(asset, "clean", old_root=old_root, source_root=source)
+        for path in asset.files(es):
+            old = os.path.join(source, _relative(path, mapped_root, asset))
             if os.path.lexists(old) and not _same_file(old, path):
                 plan.pairs.append((old, path))
                 plan.sizes.append(os.path.getsize(old))
-        return plan if plan.pairs else _Plan(resource, "skip")
-    plan = _Plan(resource, "copy")
-    for path in _files_of(es, resource):
-        dest = os.path.join(mapped(new_root), _relative(path, mapped(root), resource))
+        return plan if plan.pairs else _Plan(asset, "skip")
+    plan = _Plan(asset, "copy", source_root=mapped_root)
+    target = asset.mapped(new_root, es.root_map)
+    for path in asset.files(es):
+        dest = os.path.join(target, _relative(path, mapped_root, asset))
         try:
             size = os.path.getsize(path)
         except OSError as err:
             raise MissingFileError(
-                f"resource {resource['uid']!r} (spec {resource.get('spec')!r}): file {path!r} "
-                f"cannot be read ({err}); nothing was copied") from err
+                f"{_what(asset)} ({asset.label}): file {path!r} cannot be read ({err}); nothing "
+                "was copied") from err
         if os.path.lexists(dest):
-            if not _same_file(path, dest):
-                _check_identical(path, dest)
             plan.present.add(dest)
         plan.pairs.append((path, dest))
         plan.sizes.append(size)
     return plan
+
+
+def _file_keys(path: str) -> list[Any]:
+    """What identifies a file: its real path, and ``(st_dev, st_ino)`` when it exists."""
+    keys: list[Any] = [os.path.realpath(path)]
+    with contextlib.suppress(OSError):
+        st = os.stat(path)
+        keys.append((st.st_dev, st.st_ino))
+    return keys
+
+
+def _check_plans(plans: list[_Plan], op: str) -> None:
+    """Refuse, before anything is touched, a relocation that would overlay its own files."""
+    copies = [p for p in plans if p.action == "copy"]
+    dests: dict[str, str] = {}
+    for plan in copies:
+        for src, dest in plan.pairs:
+            if dests.setdefault(os.path.normpath(dest), src) != src:
+                raise InvalidArgumentError(
+                    f"{dests[os.path.normpath(dest)]!r} and {src!r} would both be copied to "
+                    f"{dest!r}; nothing was copied")
+    sources: dict[Any, tuple[_Plan, str]] = {}
+    for plan in copies:
+        for src, _ in plan.pairs:
+            for key in _file_keys(src):
+                sources.setdefault(key, (plan, src))
+    for plan in copies:
+        for src, dest in plan.pairs:
+            if _same_file(src, dest):
+                continue
+            hit = next((sources[k] for k in _file_keys(dest) if k in sources), None)
+            if hit is not None:
+                other, other_src = hit
+                raise InvalidArgumentError(
+                    f"{op} would copy {src!r} of {_what(plan.asset)} onto {dest!r}, which is "
+                    f"{other_src!r}, a file of {_what(other.asset)} that this call relocates "
+                    "too; nothing was copied. Choose a new root that is not inside the folders "
+                    f"being relocated (here {plan.source_root!r})")
+    for plan in copies:
+        for src, dest in plan.pairs:
+            if dest in plan.present and not _same_file(src, dest):
+                _check_identical(src, dest)
 
 
 # ---------------------------------------------------------------- execution
@@ -408,7 +332,7 @@ def _place(src: str, dest: str, verify: bool, progress: Any) -> None:
             f"{got} != {(size, digest)}); the copy was removed, the source is untouched")
 
 
-def _delete(pairs: Iterable[tuple[str, str]], resource: Mapping, check: bool) -> list[str]:
+def _delete(pairs: Iterable[tuple[str, str]], asset: Asset, check: bool) -> list[str]:
     """Delete each old file (after checking it matches its new copy if ``check``)."""
     deleted, failed = [], []
     for old, new in pairs:
@@ -426,21 +350,47 @@ def _delete(pairs: Iterable[tuple[str, str]], resource: Mapping, check: bool) ->
         deleted.append(old)
     if failed:
         raise DaskBrokerError(
-            f"resource {resource['uid']!r} now points at its new copy (nothing is lost), but "
+            f"{_what(asset)} now points at its new copy (nothing is lost), but "
             f"{len(failed)} old file(s) could not be deleted: {'; '.join(failed)}. Fix the cause "
             "and run the same move again to delete them")
     return deleted
 
 
-def _other_users(store: Store, plan: _Plan, moved: set[str]) -> list[str]:
-    """Uids of resources not in ``moved`` that still point at this plan's old files."""
-    res = plan.resource
-    old_root = plan.old_root if plan.old_root is not None else res.get("root")
+def _remove_empty_dirs(deleted: Iterable[str], bound: str) -> list[str]:
+    """Remove the folders of deleted files that are now empty, up to (not including) ``bound``."""
+    bound = os.path.normpath(bound)
+    removed: list[str] = []
+    for path in deleted:
+        folder = os.path.dirname(os.path.normpath(path))
+        while folder != bound and folder.startswith(bound.rstrip(os.sep) + os.sep):
+            try:
+                os.rmdir(folder)  # only ever removes an empty folder
+            except OSError:
+                break
+            removed.append(folder)
+            folder = os.path.dirname(folder)
+    return removed
+
+
+def _delete_old_files(es: Any, plans: list[_Plan], report: FilesReport,
+                      remove_empty_dirs: bool) -> None:
+    """Phase 4: delete each old file nobody in the catalog points at now."""
+    todo = [(p, e) for p, e in zip(plans, report.resources, strict=True)
+            if p.action in ("copy", "clean")]
+    old_files = [old for plan, _ in todo for old, _ in plan.pairs]
     try:
-        users = store.find_resources(root=old_root, resource_path=res.get("resource_path"))
+        users = users_of(es, old_files)  # every document as stored now, of any run
     except NotImplementedError:
-        return []  # the store cannot tell; as before, the files go
-    return [r["uid"] for r in users if r.get("uid") not in moved]
+        for _, entry in todo:
+            entry.note = (f"old files kept: {type(es.store).__name__} cannot list the "
+                          "catalog's resources, so whether other runs use them is unknown")
+        return
+    for plan, entry in todo:
+        entry.kept_for = sorted({u for old, _ in plan.pairs for u in users.get(old, ())})
+        free = [(old, new) for old, new in plan.pairs if old not in users]
+        entry.deleted = _delete(free, plan.asset, check=plan.action == "clean")
+        if remove_empty_dirs:
+            report.removed_dirs += _remove_empty_dirs(entry.deleted, plan.source_root)
 
 
 def _progress_bar(progress: bool | None, total: int, desc: str) -> Any:
@@ -453,7 +403,7 @@ def _progress_bar(progress: bool | None, total: int, desc: str) -> Any:
 
 
 def _relocate(db: Any, target: Any, new_root: Any, *, move: bool, verify: bool, dry_run: bool,
-              progress: bool | None) -> FilesReport:
+              progress: bool | None, remove_empty_dirs: bool = True) -> FilesReport:
     es = _event_source(db)
     op = "move_files" if move else "copy_files"
     new_root = _norm(os.path.abspath(os.fspath(new_root)))
@@ -462,27 +412,37 @@ def _relocate(db: Any, target: Any, new_root: Any, *, move: bool, verify: bool, 
         raise NotImplementedError(
             f"{type(store).__name__} does not implement update_resource, so {op} cannot re-point "
             "resources; nothing was copied")
-    plans = [_plan(es, r, new_root, move) for r in _resources(es, target)]
-    dests: dict[str, str] = {}
-    for plan in plans:
-        for src, dest in plan.pairs if plan.action == "copy" else ():
-            if dests.setdefault(dest, src) != src:
-                raise InvalidArgumentError(
-                    f"{dests[dest]!r} and {src!r} would both be copied to {dest!r}; nothing "
-                    "was copied")
+    assets = assets_of(es, target)
+    lock = (contextlib.nullcontext() if dry_run else
+            relocation_lock(store, {a.run_uid(store) or a.uid for a in assets}, op))
+    with lock:
+        if not dry_run:
+            assets = assets_of(es, target)  # as stored now that no other relocation runs
+        plans = [_plan(es, a, new_root, move) for a in assets]
+        _check_plans(plans, op)
+        report = _execute(es, plans, op, new_root, move=move, verify=verify, dry_run=dry_run,
+                          progress=progress)
+        if move and not dry_run:
+            # Only once every document points at the new copies are old files deleted, so
+            # a file shared by several documents is never deleted while one still uses it.
+            _delete_old_files(es, plans, report, remove_empty_dirs)
+    return report
+
+
+def _execute(es: Any, plans: list[_Plan], op: str, new_root: str, *, move: bool, verify: bool,
+             dry_run: bool, progress: bool | None) -> FilesReport:
+    """Phases 1-3: every document gets complete, verified copies and is re-pointed."""
     report = FilesReport(op, new_root, dry_run)
     done = {"copy": "moved" if move else "copied", "skip": "skipped", "clean": "cleaned"}
     todo = sum(s for p in plans if p.action == "copy"
                for (_, d), s in zip(p.pairs, p.sizes, strict=True) if d not in p.present)
     n_files = sum(len(p.pairs) for p in plans if p.action == "copy")
-    bar = _progress_bar(False if dry_run else progress, todo, op)
     placed = 0
-    with bar:
-        # Phase 1: every resource gets complete, verified copies and is re-pointed.
+    with _progress_bar(False if dry_run else progress, todo, op) as bar:
         for plan in plans:
-            res = plan.resource
-            entry = ResourceReport(res["uid"], str(res.get("spec")), done[plan.action],
-                                   list(plan.pairs), sum(plan.sizes))
+            asset = plan.asset
+            entry = ResourceReport(asset.uid, asset.label, done[plan.action], list(plan.pairs),
+                                   sum(plan.sizes))
             report.resources.append(entry)
             if dry_run:
                 verb = ("move" if move else "copy") if plan.action == "copy" else plan.action
@@ -493,38 +453,29 @@ def _relocate(db: Any, target: Any, new_root: Any, *, move: bool, verify: bool, 
                     _place(src, dest, verify, bar)
                     placed += 1
                     bar.set_postfix_str(f"{placed}/{n_files} files", refresh=False)
-                es.update_resource(res["uid"], root=new_root, cmd=op,
-                                   cmd_kwargs={"new_root": new_root, "verify": verify})
-        # Phase 2 (a move): only once every resource points at the new copies are old
-        # files deleted, so a file shared by several resources is never deleted while
-        # one of them still points at it.
-        if move and not dry_run:
-            moved = {p.resource["uid"] for p in plans}
-            for plan, entry in zip(plans, report.resources, strict=True):
-                if plan.action not in ("copy", "clean"):
-                    continue
-                # Resources outside this call (other runs) may point at the same files.
-                entry.kept_for = _other_users(store, plan, moved)
-                if not entry.kept_for:
-                    entry.deleted = _delete(plan.pairs, plan.resource,
-                                            check=plan.action == "clean")
+                es.update_resource(asset.uid, cmd=op,
+                                   cmd_kwargs={"new_root": new_root, "verify": verify},
+                                   **asset.repoint(new_root))
     return report
 
 
 def copy_files(db: Any, target: Any, new_root: str | os.PathLike, *, verify: bool = True,
                dry_run: bool = False, progress: bool | None = None) -> FilesReport:
-    """Copy the files of resources under ``new_root`` and point the resources at the copies.
+    """Copy the files of resources and stream_resources under ``new_root`` and point them there.
 
-    Each file keeps its path relative to the resource's root (``resource_path``
-    is unchanged; ``root`` becomes ``new_root``).  The old files stay.  Safe to
-    interrupt and to call again: see :mod:`dask_broker.files`.
+    Each file keeps its path relative to the document's root: a resource's
+    ``resource_path`` is unchanged and its ``root`` becomes ``new_root``; a
+    stream_resource's ``uri`` keeps its last component (a file, or a directory
+    with its trailing ``/``) and gets ``new_root`` before it.  The old files stay.
+    Safe to interrupt and to call again: see :mod:`dask_broker.files`.
 
     Parameters
     ----------
     db
         A :class:`~dask_broker.Broker` (or its EventSource).
     target
-        A run's :class:`~dask_broker.Header`, a resource uid, or a list of them.
+        A run's :class:`~dask_broker.Header`, a resource or stream_resource uid,
+        or a list of them.
     new_root
         The folder the files go under (made absolute).
     verify
@@ -547,7 +498,10 @@ def copy_files(db: Any, target: Any, new_root: str | os.PathLike, *, verify: boo
     MissingFileError
         A file of a resource is missing (nothing was copied).
     InvalidArgumentError
-        A resource has no root, or a file is outside its root.
+        A resource has no root, a file is outside its root, or a file would be
+        copied onto another file of the call (nothing was copied).
+    FilesLockedError
+        Another process is copying or moving the same run (nothing was copied).
 
     Examples
     --------
@@ -562,17 +516,25 @@ def copy_files(db: Any, target: Any, new_root: str | os.PathLike, *, verify: boo
 
 
 def move_files(db: Any, target: Any, new_root: str | os.PathLike, *, verify: bool = True,
-               dry_run: bool = False, progress: bool | None = None) -> FilesReport:
-    """Move the files of resources under ``new_root`` and point the resources at them.
+               dry_run: bool = False, progress: bool | None = None,
+               remove_empty_dirs: bool = True) -> FilesReport:
+    """Move the files of resources and stream_resources under ``new_root`` and point them there.
 
-    Like :func:`copy_files`, then each old file is deleted once its resource
-    points at the verified copy.  If deleting fails the resource still points at
-    the complete copy; calling ``move_files`` again deletes the leftovers.
+    Like :func:`copy_files`, then, once every document of the call points at
+    its verified copies, each old file is deleted unless a document of the
+    catalog (of any run) still points at it, however that document writes the
+    path (it is then kept and named in the report's ``kept_for``).  If deleting
+    fails the documents still point at the complete copies; calling
+    ``move_files`` again deletes the leftovers.  A second process moving or
+    copying the same run meanwhile gets a :class:`~dask_broker.errors.FilesLockedError`.
 
     Parameters
     ----------
     db, target, new_root, verify, dry_run, progress
         As for :func:`copy_files`.
+    remove_empty_dirs
+        Remove the source folders (below each document's old root) that the
+        deletions left empty.
 
     Returns
     -------
@@ -592,4 +554,4 @@ def move_files(db: Any, target: Any, new_root: str | os.PathLike, *, verify: boo
       would move     AD_HDF5    0b6e...  1 file, 1.1 MiB
     """
     return _relocate(db, target, new_root, move=True, verify=verify, dry_run=dry_run,
-                     progress=progress)
+                     progress=progress, remove_empty_dirs=remove_empty_dirs)

@@ -134,3 +134,78 @@ def test_backend_without_updates_says_so():
         store.update_resource("x", {"root": "/"}, cmd="c", cmd_kwargs={})
     with pytest.raises(NotImplementedError, match="Minimal does not implement resource_history"):
         store.resource_history("x")
+
+
+# ---------------------------------------------------------------- stream_resource documents
+def _recorded(db, case, folder):
+    from streamdata import record
+
+    rec = record(case, folder)
+    for name, doc in rec.docs:
+        db.insert(name, doc)
+    return rec, db[rec.uid]
+
+
+def test_update_stream_resource_uri_and_history(any_db, tmp_path):
+    rec, h = _recorded(any_db, "hdf5_handmade", tmp_path / "rec")
+    sr = any_db.store.stream_resources(h.uid)[0]
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    shutil.move(str(tmp_path / "rec" / "a.h5"), moved / "a.h5")
+    with pytest.raises(MissingFileError, match="a.h5"):
+        h.table(fill=True).compute()
+    new_uri = f"file://localhost{moved}/a.h5"
+    new = any_db.update_resource(sr["uid"], uri=new_uri)
+    assert new == {**sr, "uri": new_uri}
+    assert any_db.store.get_stream_resource(sr["uid"]) == new
+    got = np.stack(h.table(fill=True).compute()["img"].tolist())
+    np.testing.assert_array_equal(got, rec.expected["primary"]["img"])
+    (record,) = any_db.resource_history(sr["uid"])
+    assert record["old"] == sr and record["new"] == new
+    assert record["cmd"] == "update_resource" and record["cmd_kwargs"] == {"uri": new_uri}
+    any_db.event_source.update_resource(sr["uid"], parameters={**sr["parameters"], "x": 1},
+                                        cmd="tune", cmd_kwargs={"why": "test"})
+    assert [r["cmd"] for r in any_db.event_source.resource_history(sr["uid"])] == \
+        ["update_resource", "tune"]
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"data_key": "other"}, "'data_key' of stream_resource .*only uri, mimetype, parameters"),
+    ({"uid": "x"}, "'uid'.*uid, run_start, data_key identify it"),
+    ({"run_start": "x"}, "'run_start'"),
+    ({"root": "/a"}, "'root'.*only uri, mimetype, parameters"),
+    ({}, "no change"),
+    ({"uri": 3}, "uri must be a non-empty str"),
+    ({"uri": "http://host/a.h5"}, "scheme 'http'"),
+    ({"uri": "relative/a.h5"}, "neither a file:// uri nor an absolute path"),
+    ({"mimetype": ""}, "mimetype must be a non-empty str"),
+    ({"parameters": [1]}, "parameters must be a dict"),
+])
+def test_update_stream_resource_rejects_bad_changes(any_db, tmp_path, changes, match):
+    _, h = _recorded(any_db, "hdf5_handmade", tmp_path / "rec")
+    sr = any_db.store.stream_resources(h.uid)[0]
+    with pytest.raises(InvalidArgumentError, match=match) as info:
+        any_db.update_resource(sr["uid"], **changes)
+    assert sr["uid"] in str(info.value)
+    assert any_db.store.get_stream_resource(sr["uid"]) == sr
+    assert any_db.resource_history(sr["uid"]) == []
+
+
+def test_update_legacy_stream_resource_takes_resource_keys(any_db, tmp_path):
+    """A pre-1.21 stream_resource keeps its location in root/resource_path."""
+    rec, h = _recorded(any_db, "legacy_sr", tmp_path / "rec")
+    sr = any_db.store.stream_resources(h.uid)[0]
+    with pytest.raises(InvalidArgumentError, match="pre-1.21.*only root, resource_path"):
+        any_db.update_resource(sr["uid"], uri="file://localhost/x.h5")
+    shutil.move(str(tmp_path / "rec"), tmp_path / "moved")
+    for doc in any_db.store.stream_resources(h.uid):
+        any_db.update_resource(doc["uid"], root=str(tmp_path / "moved"))
+    got = np.stack(h.table(fill=True).compute()["img"].tolist())
+    np.testing.assert_array_equal(got, rec.expected["primary"]["img"])
+
+
+def test_unknown_stream_resource(any_db):
+    with pytest.raises(UnknownReferenceError, match="no resource or stream_resource.*nope"):
+        any_db.update_resource("nope", uri="file://localhost/a.h5")
+    with pytest.raises(UnknownReferenceError, match="nope"):
+        any_db.resource_history("nope")

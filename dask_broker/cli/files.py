@@ -1,9 +1,10 @@
-"""``dask-broker files list|copy|move CATALOG TARGET [NEW_ROOT]``: the files of resources.
+"""``dask-broker files list|copy|move CATALOG TARGET [NEW_ROOT]``: the files of resources
+and stream_resources.
 
-TARGET is a resource uid, or a run: its uid, a unique uid prefix, or ``-N``
-(``-1`` is the latest run).  ``copy`` and ``move`` keep each file's path
-relative to its resource's root under NEW_ROOT and point the resources there;
-see :mod:`dask_broker.files`.
+TARGET is a resource or stream_resource uid, or a run: its uid, a unique uid
+prefix, or ``-N`` (``-1`` is the latest run).  ``copy`` and ``move`` keep each
+file's path relative to its document's root under NEW_ROOT and point the
+documents there; see :mod:`dask_broker.files`.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def _open(catalog: str):
 
 
 def resolve_target(db, key: str):
-    """A resource uid as it is, else the run (Header) named by uid, unique prefix or ``-N``.
+    """A resource or stream_resource uid as it is, else the run (Header) named by uid,
+    unique prefix or ``-N``.
 
     Examples
     --------
@@ -43,6 +45,8 @@ def resolve_target(db, key: str):
     if re.fullmatch(r"-\d+", key):
         return db[int(key)]
     if db.store.get_resource(key) is not None:
+        return key
+    if db.store.supports_stream_data and db.store.get_stream_resource(key) is not None:
         return key
     return db[key]
 
@@ -56,20 +60,23 @@ def _run(args: argparse.Namespace) -> int:
         for path in file_list(db, target):
             print(path)
         return 0
+    options = {} if args.action == "copy" else {"remove_empty_dirs": not args.keep_empty_dirs}
     function = copy_files if args.action == "copy" else move_files
     report = function(db, target, args.new_root, verify=not args.no_verify,
-                      dry_run=args.dry_run, progress=False if args.no_progress else None)
+                      dry_run=args.dry_run, progress=False if args.no_progress else None,
+                      **options)
     print(report)
     return 0
 
 
 def register(sub) -> None:
     files = sub.add_parser(
-        "files", help="list, copy or move the files of a run's resources",
+        "files", help="list, copy or move the files of a run's resources and stream_resources",
         description="List the files a run's (or one resource's) external data lives in, or "
                     "copy/move them under a new root and point the catalog there. Copies are "
-                    "verified before the catalog changes and old files are deleted only after; "
-                    "an interrupted copy/move is finished by running it again.")
+                    "verified before the catalog changes and old files are deleted only after, "
+                    "and only when no resource of any run still points at them; an interrupted "
+                    "copy/move is finished by running it again.")
     actions = files.add_subparsers(dest="action", required=True, metavar="ACTION")
     for action, text in (("list", "print the files, one per line"),
                          ("copy", "copy the files under NEW_ROOT and point the catalog there"),
@@ -80,7 +87,7 @@ def register(sub) -> None:
                             "path of a .db file")
         p.add_argument("target", metavar="TARGET",
                        help="a run uid (or unique prefix, or -1 for the latest run) or a "
-                            "resource uid")
+                            "resource or stream_resource uid")
         if action != "list":
             p.add_argument("new_root", metavar="NEW_ROOT", help="the folder the files go under")
             p.add_argument("--dry-run", action="store_true",
@@ -88,4 +95,7 @@ def register(sub) -> None:
             p.add_argument("--no-verify", action="store_true",
                            help="compare only sizes, not checksums, of fresh copies")
             p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+        if action == "move":
+            p.add_argument("--keep-empty-dirs", action="store_true",
+                           help="keep the source folders the move leaves empty")
         p.set_defaults(func=_run, action=action)

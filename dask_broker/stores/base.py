@@ -230,15 +230,25 @@ class Store(abc.ABC):
         """The resource with this uid, or None."""
 
     def find_resources(self, *, root: str | None, resource_path: str | None) -> list[dict]:
-        """Every resource (of any run) with this ``root`` and ``resource_path``.
+        """Every resource (of any run) with this ``root`` and ``resource_path`` (as text).
 
-        Used before deleting files, to find resources that still point at them.
+        A text match misses the same file written another way; to find every
+        resource that may point at a file, :mod:`dask_broker.file_users` scans
+        :meth:`iter_resources` instead.
         """
         raise NotImplementedError(f"{type(self).__name__} cannot search resources by path")
 
     @abc.abstractmethod
     def resources(self, run_uid: str) -> list[dict]:
         """A run's resources in insertion order."""
+
+    def iter_resources(self) -> Iterator[dict]:
+        """Every resource of the catalog (of any run), in insertion order.
+
+        Used before deleting files, to find every resource that may still point
+        at them (resources are few compared with events and datum).
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot list all its resources")
 
     # ------------------------------------------------------- resource updates
     # Not abstract: a backend without them still stores and reads runs.
@@ -335,6 +345,14 @@ class Store(abc.ABC):
     def stream_datums(self, descriptor_uids: Sequence[str]) -> list[dict]:
         """Every stream_datum of these descriptors, in insertion order."""
         raise self._no_stream_data("stream_datums")
+
+    def stream_datums_of_resource(self, stream_resource_uid: str) -> list[dict]:
+        """Every stream_datum pointing at this stream_resource, in insertion order."""
+        raise self._no_stream_data("stream_datums_of_resource")
+
+    def iter_stream_resources(self) -> Iterator[dict]:
+        """Every stream_resource of the catalog (of any run), in insertion order."""
+        raise self._no_stream_data("iter_stream_resources")
 
     @abc.abstractmethod
     def datum(self, datum_ids: Sequence[str]) -> dict[str, dict]:

@@ -296,6 +296,20 @@ class StoreConformance:
         assert sorted(r["uid"] for r in found) == sorted([mine["uid"], theirs["uid"]])
         assert store.find_resources(root="/nowhere", resource_path="shared.h5") == []
 
+    def test_iter_resources_of_every_run(self, store):
+        run, other = _Run(), _Run()
+        store.insert_start(run.start)
+        store.insert_start(other.start)
+        docs = [run.resource("a.h5").resource_doc, other.resource("b.h5").resource_doc,
+                run.resource("c.h5").resource_doc]
+        for r in docs:
+            store.insert_resource(r)
+        try:
+            found = list(store.iter_resources())
+        except NotImplementedError:
+            pytest.skip(f"{type(store).__name__} cannot list all its resources")
+        assert found == docs
+
     def test_datum_pages_round_trip(self, store):
         run = _Run()
         store.insert_start(run.start)
@@ -948,6 +962,27 @@ class StoreConformance:
             theirs.stream_resource_doc, bare_other.stream_resource_doc]
         assert store.get_stream_resource(orphan.stream_resource_doc["uid"]) == \
             orphan.stream_resource_doc
+
+    def test_stream_datums_of_resource_and_every_stream_resource(self, store):
+        self._skip_without_stream_data(store)
+        assert list(store.iter_stream_resources()) == []
+        run, (desc, baseline) = self._stream_run(store, 2)
+        other, (odesc,) = self._stream_run(store)
+        mine, bare = self._sr(run, "mine.h5"), self._sr(run, "bare.h5", run_start=False)
+        theirs = self._sr(other, "theirs.h5")
+        for b in (mine, theirs, bare):
+            store.insert_stream_resource(b.stream_resource_doc)
+        first = [self._sd(mine, desc, 0, 2), self._sd(bare, baseline, 0, 1),
+                 self._sd(theirs, odesc, 0, 3)]
+        later = [self._sd(mine, baseline, 2, 4, seq_start=2), self._sd(mine, desc, 4, 5)]
+        store.insert_stream_datums(first)
+        store.insert_stream_datums(later)
+        assert list(store.iter_stream_resources()) == [
+            mine.stream_resource_doc, theirs.stream_resource_doc, bare.stream_resource_doc]
+        assert store.stream_datums_of_resource(mine.stream_resource_doc["uid"]) == \
+            [first[0], *later]
+        assert store.stream_datums_of_resource(bare.stream_resource_doc["uid"]) == [first[1]]
+        assert store.stream_datums_of_resource("nope") == []
 
     def test_duplicate_stream_resource(self, store):
         self._skip_without_stream_data(store)

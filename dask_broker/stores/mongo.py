@@ -757,6 +757,16 @@ class MongoStore(Store):
                 out.setdefault(res["uid"], res)
             return list(out.values())
 
+    def iter_resources(self) -> Iterator[dict]:
+        """Every resource in ``_id`` order (of historical duplicates, the first)."""
+        seen: set[str] = set()
+        with self._errors(assets=True):
+            for doc in self._ar().resource.find({}, sort=[("_id", 1)], batch_size=1000):
+                res = self._resource(doc)
+                if res["uid"] not in seen:
+                    seen.add(res["uid"])
+                    yield res
+
     def resources(self, run_uid: str) -> list[dict]:
         with self._errors(assets=True):
             out: dict[str, dict] = {}
@@ -791,6 +801,17 @@ class MongoStore(Store):
                 for doc in ar.stream_resource.find(query, sort=[("_id", 1)]):
                     found.setdefault(doc["_id"], doc)
             return [clean_doc(found[k]) for k in sorted(found)]
+
+    def iter_stream_resources(self) -> Iterator[dict]:
+        with self._errors(assets=True):
+            for doc in self._ar().stream_resource.find({}, {"_id": 0}, sort=[("_id", 1)],
+                                                       batch_size=1000):
+                yield clean_doc(doc)
+
+    def stream_datums_of_resource(self, stream_resource_uid: str) -> list[dict]:
+        with self._errors(assets=True):
+            return [clean_doc(d) for d in self._ar().stream_datum.find(
+                {"stream_resource": stream_resource_uid}, {"_id": 0}, sort=[("_id", 1)])]
 
     def stream_datums(self, descriptor_uids: Sequence[str]) -> list[dict]:
         # Insertion order is _id order (ObjectIds made by one client increase).

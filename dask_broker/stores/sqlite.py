@@ -407,6 +407,23 @@ class SQLiteStore(Store):
         out.sort()
         return [json.loads(doc) for _, doc in out]
 
+    def stream_datums_of_resource(self, stream_resource_uid: str) -> list[dict]:
+        return self._docs("SELECT doc FROM stream_datum WHERE stream_resource = ? ORDER BY id",
+                          (stream_resource_uid,))
+
+    def iter_stream_resources(self) -> Iterator[dict]:
+        return self._iter_docs("SELECT doc FROM stream_resource ORDER BY id")
+
+    def iter_resources(self) -> Iterator[dict]:
+        return self._iter_docs("SELECT doc FROM resource ORDER BY id")
+
+    def _iter_docs(self, sql: str) -> Iterator[dict]:
+        with self._snapshot() as conn:
+            cur = conn.execute(sql)
+            while rows := cur.fetchmany(256):
+                for (doc,) in rows:
+                    yield json.loads(doc)
+
     def update_resource(self, resource_uid: str, changes: Mapping, *, cmd: str,
                         cmd_kwargs: Mapping) -> dict:
         changes = check_resource_changes(resource_uid, changes)
