@@ -47,7 +47,7 @@ def find_resource_document(store: Any, uid: str) -> tuple[str, dict]:
         doc = store.get_stream_resource(uid)
         if doc is not None:
             return "stream_resource", doc
-    raise UnknownReferenceError(f"no resource or stream_resource with uid {uid!r} in {store.uri}")
+    raise UnknownReferenceError(f"no resource or stream_resource with uid {uid!r} in {store.display_uri}")
 
 
 def updatable_keys(kind: str, doc: Mapping) -> tuple[str, ...]:
