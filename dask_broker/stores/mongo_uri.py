@@ -11,7 +11,7 @@ import os
 import threading
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from ..errors import StoreURIError
 
@@ -120,14 +120,29 @@ def with_timeout(uri: str, timeout_ms: int) -> str:
 
 
 def mask_uri(uri: str) -> str:
-    """``uri`` without its password (for repr and messages)."""
+    """``uri`` without its passwords (for repr and messages), also that of an
+    embedded ``asset_registry_uri``.
+
+    Examples
+    --------
+    >>> mask_uri("mongodb://me:secret@host/db")
+    'mongodb://me:***@host/db'
+    """
     scheme, sep, rest = uri.partition("://")
     netloc, slash, tail = rest.partition("/")
-    if "@" not in netloc:
-        return uri
-    creds, _, hosts = netloc.rpartition("@")
-    user = creds.partition(":")[0]
-    return f"{scheme}{sep}{user}:***@{hosts}{slash}{tail}"
+    if f"{ASSET_PARAM}=" in tail:
+        path, _, query = tail.partition("?")
+        items = []
+        for item in query.split("&"):
+            key, eq, value = item.partition("=")
+            if key == ASSET_PARAM:
+                item = f"{key}{eq}{quote(mask_uri(unquote(value)), safe='*')}"
+            items.append(item)
+        tail = f"{path}?" + "&".join(items)
+    if "@" in netloc:
+        creds, _, hosts = netloc.rpartition("@")
+        netloc = f"{creds.partition(':')[0]}:***@{hosts}"
+    return f"{scheme}{sep}{netloc}{slash}{tail}"
 
 
 # ----------------------------------------------------------------- clients
