@@ -11,6 +11,7 @@ Examples
 from __future__ import annotations
 
 from .broker import Broker
+from .config import list_configs
 from .errors import (
     AmbiguousKeyError,
     DaskBrokerError,
@@ -46,6 +47,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Broker",
+    "list_configs",
     "EventSource",
     "Header",
     "Store",

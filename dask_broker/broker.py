@@ -68,20 +68,58 @@ class Broker:
 
     @classmethod
     def named(cls, name: str) -> "Broker":
-        """Open the catalog called ``name`` in the catalogs config file.
+        """Open the catalog called ``name``.
 
-        The file (TOML or JSON: name -> URI, optional root_map) is
-        ``$DASK_BROKER_CONFIG``, else ``~/.config/dask_broker/catalogs.toml``
-        (or ``.json``); see :mod:`dask_broker.config`.
+        Looked up in the catalogs file (TOML or JSON: name -> URI, optional
+        root_map) -- ``$DASK_BROKER_CONFIG``, else ``~/.config/dask_broker/catalogs.toml``
+        (or ``.json``) --, then ``"temp"`` (a throwaway catalog, like :meth:`temp`),
+        then databroker's ``NAME.yml`` files and intake catalog sources (their handlers
+        are registered on the Broker); the catalogs file wins on a name clash. See
+        :mod:`dask_broker.config` and :mod:`dask_broker.databroker_config`.
 
         Examples
         --------
         >>> db = Broker.named("csx")  # doctest: +SKIP
+        >>> len(Broker.named("temp"))
+        0
         """
         from .config import lookup
 
-        cfg = lookup(name)
-        return cls.from_uri(cfg.uri, root_map=cfg.root_map or None)
+        return lookup(name).open(cls)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], *, name: str = "") -> "Broker":
+        """Open the catalog a config dict describes.
+
+        Parameters
+        ----------
+        config
+            dask_broker's ``{"uri": ..., "root_map": {...}, "handlers": {...}}``;
+            databroker v1's ``{"metadatastore": ..., "assets": ..., "handlers": ...,
+            "root_map": ...}`` (MongoDB only); or an intake source
+            ``{"driver": "bluesky-mongo-normalized-catalog", "args": {...}}``.
+        name
+            Used in error messages.
+
+        Raises
+        ------
+        dask_broker.config.ConfigError
+            The dict has none of these shapes, or asks for what dask_broker does not read.
+
+        Examples
+        --------
+        >>> db = Broker.from_config({"uri": "sqlite:////tmp/catalog.db"})  # doctest: +SKIP
+        >>> db = Broker.from_config({                                     # doctest: +SKIP
+        ...     "metadatastore": {"module": "databroker.headersource.mongo", "class": "MDS",
+        ...                       "config": {"host": "localhost", "port": 27017,
+        ...                                  "database": "mds"}},
+        ...     "assets": {"module": "databroker.assets.mongo", "class": "Registry",
+        ...                "config": {"host": "localhost", "port": 27017,
+        ...                           "database": "assets"}}})
+        """
+        from .config import catalog_config
+
+        return catalog_config(config, name=name).open(cls)
 
     @classmethod
     def temp(cls) -> "Broker":

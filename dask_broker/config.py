@@ -16,11 +16,17 @@ reads the names from a TOML or JSON file:
 The same as JSON: ``{"catalogs": {"csx": {"uri": "...", "root_map": {...}}}}``.
 A relative ``sqlite:///`` path is relative to the config file's folder.
 
-Files are searched in this order, the first that names the catalog wins:
+A name is looked up in this order, the first that names the catalog wins:
 
 1. ``$DASK_BROKER_CONFIG`` (a path to a ``.toml`` or ``.json`` file), if set;
 2. ``$XDG_CONFIG_HOME/dask_broker/catalogs.toml`` then ``catalogs.json``
-   (``XDG_CONFIG_HOME`` defaults to ``~/.config``).
+   (``XDG_CONFIG_HOME`` defaults to ``~/.config``);
+3. ``temp``: a throwaway catalog (as databroker's ``Broker.named("temp")``);
+4. databroker's own files: ``NAME.yml`` (v1 ``metadatastore``/``assets``) in databroker's
+   config folders, then intake catalog sources (``bluesky-mongo-normalized-catalog`` and
+   friends); see :mod:`dask_broker.databroker_config`.
+
+So the native TOML/JSON file wins when it and a databroker file use the same name.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .errors import DaskBrokerError, StoreURIError, _KeyErrorMessage
 from .redact import mask_uri
@@ -44,7 +50,9 @@ __all__ = [
     "CatalogNotFoundError",
     "ConfigError",
     "config_paths",
+    "catalog_config",
     "list_catalogs",
+    "list_configs",
     "lookup",
     "open_catalog",
     "resolve_catalog",
@@ -65,18 +73,74 @@ class CatalogNotFoundError(_KeyErrorMessage, DaskBrokerError, KeyError):
     """No config file names the catalog asked for."""
 
 
+#: The name of the throwaway catalog (databroker's ``Broker.named("temp")``).
+TEMP_NAME = "temp"
+
+
 @dataclass(frozen=True)
 class CatalogConfig:
-    """One named catalog: its URI, optional root_map, and the file that defines it."""
+    """One named catalog: its URI, optional root_map and handlers, and the file defining it.
+
+    ``uri == ""`` is a temporary catalog; ``files`` (suitcase ``.msgpack``/``.jsonl``)
+    are ingested into it when it is opened.
+    """
 
     name: str
     uri: str
     root_map: dict[str, str] = field(default_factory=dict)
     source: str = ""
+    #: spec -> ``"module:Class"``, registered on the Broker when it is opened.
+    handlers: dict[str, str] = field(default_factory=dict)
+    files: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return (f"CatalogConfig(name={mask_uri(self.name)!r}, uri={mask_uri(self.uri)!r}, "
-                f"root_map={self.root_map!r}, source={self.source!r})")
+                f"root_map={self.root_map!r}, source={self.source!r}, "
+                f"handlers={self.handlers!r}, files={self.files!r})")
+
+    def open(self, broker_class: "type[Broker] | None" = None) -> "Broker":
+        """Open the catalog: a Broker with this root_map and these handlers registered.
+
+        Raises
+        ------
+        ConfigError
+            A handler cannot be imported (the message names the spec and the file).
+
+        Examples
+        --------
+        >>> db = CatalogConfig("t", "").open()
+        >>> len(db)
+        0
+        """
+        if broker_class is None:
+            from .broker import Broker as broker_class
+        handlers = {spec: self._import_handler(spec, target)
+                    for spec, target in self.handlers.items()}
+        if self.uri:
+            db = broker_class.from_uri(self.uri, root_map=self.root_map or None)
+        else:
+            db = broker_class.temp()
+            if self.root_map:
+                db.set_root_map(self.root_map)
+        for spec, handler_class in handlers.items():
+            db.register_handler(spec, handler_class, overwrite=True)
+        if self.files:
+            from .cli.ingest import ingest
+
+            ingest(db, list(self.files), progress=False, out=lambda *_: None)
+        return db
+
+    def _import_handler(self, spec: str, target: str) -> Any:
+        from .plugins import import_object
+
+        try:
+            return import_object(target)
+        except (ImportError, AttributeError) as err:
+            raise ConfigError(
+                f"handler {spec!r} of catalog {self.name!r} ({self.source}) is {target!r}, which "
+                f"cannot be imported: {type(err).__name__}: {err}; install the package that "
+                "provides it or fix the module/class") from err
+
 
 
 def config_paths() -> list[Path]:
@@ -109,20 +173,26 @@ def _read(path: Path) -> dict[str, CatalogConfig]:
     entries = data.get("catalogs", data)
     if not isinstance(entries, dict):
         raise ConfigError(f"'catalogs' in {path} must be a table/object: name -> URI")
-    out = {}
-    for name, entry in entries.items():
-        if isinstance(entry, str):
-            entry = {"uri": entry}
-        if not isinstance(entry, dict) or not isinstance(entry.get("uri"), str):
-            raise ConfigError(f"catalog {name!r} in {path} needs a 'uri' string "
-                              "(e.g. uri = \"sqlite:////data/catalog.db\")")
-        root_map = entry.get("root_map") or {}
-        if not isinstance(root_map, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in root_map.items()):
-            raise ConfigError(f"root_map of catalog {name!r} in {path} must map strings to strings")
-        out[name] = CatalogConfig(name, _absolute_sqlite(entry["uri"], path.parent),
-                                  dict(root_map), str(path))
-    return out
+    return {name: _native(name, entry, str(path), path.parent)
+            for name, entry in entries.items()}
+
+
+def _native(name: str, entry: Any, source: str, folder: Path) -> CatalogConfig:
+    """A native entry: a URI string, or ``{uri, root_map?, handlers?}``."""
+    if isinstance(entry, str):
+        entry = {"uri": entry}
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("uri"), str):
+        raise ConfigError(f"catalog {name!r} in {source} needs a 'uri' string "
+                          "(e.g. uri = \"sqlite:////data/catalog.db\")")
+    root_map = entry.get("root_map") or {}
+    if not isinstance(root_map, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in root_map.items()):
+        raise ConfigError(f"root_map of catalog {name!r} in {source} must map strings to strings")
+    from .databroker_config import _handlers
+
+    handlers = _handlers(entry.get("handlers"), f"catalog {name!r} in {source}")
+    return CatalogConfig(name, _absolute_sqlite(entry["uri"], folder), dict(root_map), source,
+                         handlers=handlers)
 
 
 def _absolute_sqlite(uri: str, folder: Path) -> str:
@@ -158,22 +228,74 @@ def list_catalogs() -> dict[str, CatalogConfig]:
     return found
 
 
+def list_configs() -> list[str]:
+    """Sorted names of every named catalog: the TOML/JSON catalogs files, databroker's
+    YAML files and intake catalog sources (``temp`` is always available, not listed).
+
+    Examples
+    --------
+    >>> list_configs()  # doctest: +SKIP
+    ['csx', 'scratch']
+    """
+    from .databroker_config import databroker_config_files, intake_sources
+
+    return sorted(set(list_catalogs()) | set(databroker_config_files()) | set(intake_sources()))
+
+
 def lookup(name: str) -> CatalogConfig:
-    """The config of the catalog called ``name``.
+    """The config of the catalog called ``name`` (see the module for the search order).
 
     Raises
     ------
     CatalogNotFoundError
-        With the names known and the files searched.
+        With the names known and the places searched.
+    ConfigError
+        The file naming the catalog is malformed, or asks for what dask_broker does not read.
     """
+    from .databroker_config import lookup_yaml, searched
+
     catalogs = list_catalogs()
     if name in catalogs:
         return catalogs[name]
-    searched = ", ".join(str(p) for p in config_paths())
-    known = ", ".join(sorted(catalogs)) or "none"
+    if name == TEMP_NAME:
+        return CatalogConfig(name, "", source="<temporary catalog>")
+    found = lookup_yaml(name)
+    if found is not None:
+        return found
+    where = ", ".join(str(p) for p in config_paths()) + ", " + searched()
+    known = ", ".join(list_configs()) or "none"
     raise CatalogNotFoundError(
-        f"no catalog named {name!r} (known: {known}; searched {searched}); give a URI such as "
-        f"'sqlite:////absolute/catalog.db', or add [catalogs.{name}] uri = \"...\" to one of them")
+        f"no catalog named {name!r} (known: {known}; searched {where}); give a URI such as "
+        f"'sqlite:////absolute/catalog.db', or add [catalogs.{name}] uri = \"...\" to one of "
+        "the catalogs files")
+
+
+def catalog_config(config: Mapping, *, name: str = "", source: str = "<dict>") -> CatalogConfig:
+    """The :class:`CatalogConfig` of a config dict of any supported shape.
+
+    Shapes: dask_broker's ``{"uri": ..., "root_map": ..., "handlers": ...}``; databroker
+    v1's ``{"metadatastore": ..., "assets": ..., "handlers": ..., "root_map": ...}``; an
+    intake source ``{"driver": "bluesky-mongo-normalized-catalog", "args": {...}}``.
+
+    Examples
+    --------
+    >>> catalog_config({"uri": "sqlite:////tmp/x.db"}).uri
+    'sqlite:////tmp/x.db'
+    """
+    from .databroker_config import from_databroker_config, from_intake_source
+
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"a catalog config must be a dict, not {type(config).__name__}")
+    if "uri" in config:
+        return _native(name, config, source, Path.cwd())
+    if "metadatastore" in config:
+        return from_databroker_config(config, name=name, source=source)
+    if "driver" in config:
+        return from_intake_source(config, name=name, source=source)
+    raise ConfigError(
+        f"{source}: a catalog config needs 'uri' (dask_broker), 'metadatastore' and 'assets' "
+        "(databroker v1) or 'driver' and 'args' (an intake source); it has "
+        f"{sorted(map(str, config)) or 'no keys'}")
 
 
 def _looks_like_uri(spec: str) -> bool:
@@ -228,4 +350,4 @@ def open_catalog(spec: str, *, create: bool = True) -> "Broker":
             raise StoreURIError(
                 f"no catalog at {mask_uri(str(path))} (from {mask_uri(spec)!r}): the file does not "
                 "exist")
-    return Broker.from_uri(cfg.uri, root_map=cfg.root_map or None)
+    return cfg.open(Broker)

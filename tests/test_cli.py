@@ -42,6 +42,10 @@ def _isolated_config(tmp_path, monkeypatch):
     """No user config: named catalogs come only from what a test writes."""
     monkeypatch.delenv("DASK_BROKER_CONFIG", raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    # nor databroker's YAML files or intake catalogs of this machine
+    monkeypatch.setenv("DASK_BROKER_DATABROKER_CONFIG_PATH", str(tmp_path / "databroker"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.delenv("INTAKE_PATH", raising=False)
 
 
 def array_run(scan_id: int = 7) -> list[tuple[str, dict]]:
