@@ -119,6 +119,12 @@ class Header:
         """databroker's external-fetcher results: always empty here (no external fetchers)."""
         return types.SimpleNamespace()
 
+    def _repr_html_(self) -> str:
+        """A summary for notebooks: uid, scan_id, plan_name, times, exit status, streams."""
+        from .html_repr import header_html
+
+        return header_html(self)
+
     def __reduce__(self):
         return (type(self), (self.event_source, self._start))
 

@@ -21,6 +21,7 @@ from dask_broker.errors import NoEventDescriptors, UnknownFieldError
 from dask_broker.handlers.testing import make_external_run
 
 T0 = 1_600_000_000.0
+SCRIPT = "<script>alert('x')</script>"
 
 
 class ConfigRun:
@@ -407,3 +408,51 @@ def test_headers_of_one_run_are_equal_across_catalogs(any_db):
         doc = dict(doc, sample="Ge") if name == "start" else doc
         third.insert(name, copy.deepcopy(doc))
     assert third[run.uid] != a
+
+
+# ------------------------------------------------------------------ HTML
+def test_header_html_summary_is_escaped(any_db):
+    run = ConfigRun(metadata={"plan_name": SCRIPT, "sample": SCRIPT}).insert(any_db)
+    h = any_db[run.uid]
+    text = h._repr_html_()
+    assert "<script>" not in text
+    assert html.escape(SCRIPT) in text
+    assert run.uid in text and ">3<" in text  # scan_id
+    assert ">success<" in text
+    # each stream with its event count: primary 5 events (2 descriptors), baseline 2
+    rows = dict(re.findall(r"<tr><td>(\w+)</td><td>(\d+)</td>", text))
+    assert rows == {"primary": "5", "baseline": "2"}
+    in_progress = ConfigRun(stop=False).insert(any_db)
+    assert "in progress" in any_db[in_progress.uid]._repr_html_()
+
+
+def test_header_html_counts_stream_rows(any_db, tmp_path):
+    from test_stream_data import StreamRun, _insert
+
+    run = StreamRun(tmp_path, events=False)
+    _insert(any_db, run.docs)
+    text = any_db[run.uid]._repr_html_()
+    assert re.search(rf"<tr><td>primary</td><td>0</td><td>{run.rows}</td>", text)
+
+
+def test_broker_html_summary(any_db):
+    assert "<td>0</td>" in any_db._repr_html_() or ">0<" in any_db._repr_html_()
+    runs = [ConfigRun(metadata={"scan_id": i, "plan_name": SCRIPT}).insert(any_db)
+            for i in range(7)]
+    text = any_db._repr_html_()
+    assert "<script>" not in text and html.escape(SCRIPT) in text
+    assert html.escape(any_db.uri) in text
+    assert ">7<" in text  # the number of runs
+    newest_first = [r.uid for r in reversed(runs)]
+    shown = re.findall(r"<tr><td>([0-9a-f-]{36})</td>", text)
+    assert shown == newest_first[:5]
+
+
+def test_broker_html_masks_passwords(monkeypatch, any_db):
+    store_cls = type(any_db.store)
+    secret = ("mongodb://user:s3cret@host:27017/mds?asset_registry_uri="
+              "mongodb%3A%2F%2Fuser%3As3cret%40host%3A27017%2Fassets")
+    monkeypatch.setattr(store_cls, "uri", property(lambda self: secret))
+    text = any_db._repr_html_()
+    assert "s3cret" not in text
+    assert "user:***@host:27017/mds" in text
