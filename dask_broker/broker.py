@@ -139,6 +139,23 @@ class Broker:
     def __reduce__(self):
         return (_rebuild_broker, (self.event_source,))
 
+    def _repr_html_(self) -> str:
+        """A summary for notebooks: the URI (password masked), the number of runs, the latest."""
+        from .html_repr import broker_html
+
+        return broker_html(self)
+
+    @staticmethod
+    def get_fields(header: Header, name: str | None = None) -> set[str]:
+        """The data keys of stream ``name`` (None: every stream) of a run, as databroker's.
+
+        Examples
+        --------
+        >>> db.get_fields(db[-1], "primary")  # doctest: +SKIP
+        {'motor', 'det'}
+        """
+        return header.fields(name)
+
     # ------------------------------------------------------------ handlers
     def register_handler(self, spec: str, handler_class: Any, overwrite: bool = False) -> None:
         """Use ``handler_class`` for resources of ``spec``.

@@ -224,7 +224,9 @@ def build_dataset(event_source: "EventSource", header, stream_name: str = "prima
     # The rows' seq_num and time, read here (they become the index coordinate), from the
     # same plan: one partition at a time, the time column only (rows that only
     # stream_datum cover have no time: NaN).
-    times = TableReader(plan.columns[:1], plan.time_struct, None, plan.layout)
+    # Merged configuration / start / stop values (``const`` columns) come with it.
+    merged = [c for c in plan.columns if c.kind == "const"]
+    times = TableReader((plan.columns[0], *merged), plan.time_struct, None, plan.layout)
     index = pd.concat([times(spec) for spec in plan.specs])
     seq = SeqIndex.from_array(index.index.to_numpy())
     n = len(seq)
@@ -232,6 +234,8 @@ def build_dataset(event_source: "EventSource", header, stream_name: str = "prima
     uids = tuple(d["uid"] for d in descs)
     variables = {}
     for col in plan.columns[1:]:
+        if col.kind == "const":
+            continue
         keys = [d["data_keys"][col.field] for d in descs if col.field in d["data_keys"]]
         dk = keys[0]
         external = bool(dk.get("external"))
@@ -258,6 +262,8 @@ def build_dataset(event_source: "EventSource", header, stream_name: str = "prima
         attrs = {k: dk[k] for k in ("units", "source", "precision", "shape", "dtype",
                                     "external", "object_name") if k in dk}
         variables[col.field] = xr.Variable(("time", *dims), data, attrs=attrs)
+    for col in merged:  # in memory: read with the time column
+        variables[col.name] = xr.Variable(("time",), index[col.name].to_numpy())
     coords = {"time": ("time", index["time"].to_numpy(), {"units": "seconds since 1970-01-01 UTC"}),
               "seq_num": ("time", index.index.to_numpy())}
     start = event_source.store.get_start(plan.run_uid) or {}

@@ -18,6 +18,7 @@ import pandas as pd
 
 from .codec import column_to_list
 from .errors import NoEventDescriptors, UnknownFieldError
+from .field_select import FieldSelection, constants
 from .fill_recipe import DEFAULT_TASK_MAX_OPEN, FillRecipe, RunFillContext
 from .handlers.registry import HandlerRegistry
 from .readers import ReaderRegistry
@@ -299,7 +300,13 @@ class EventSource:
             The stream (``"primary"`` by default).
         fields
             Only these fields (the store reads no others).  Selecting columns
-            on the result (``df[["det"]]``) has the same effect.
+            on the result (``df[["det"]]``) has the same effect.  Names, or
+            regular expressions matching whole keys; configuration values of
+            the stream's devices, then start and stop values, that ``fields``
+            select become columns too (each row holds its descriptor's value;
+            with ``timestamps``, ``ts_<key>`` holds the configuration
+            timestamp, or the start / stop time), as databroker's ``get_table``
+            does; see :mod:`dask_broker.field_select`.
         time_struct
             How times are shown; default ``TimeStruct()`` (local datetimes).
         timestamps
@@ -439,7 +446,12 @@ class EventSource:
             Only this stream's descriptors and events (and the resources and
             datum those events reference).
         fields
-            Only these data keys in descriptors and events.
+            Only these data keys in descriptors and events: names, or regular
+            expressions matching whole keys.  Configuration values of the
+            stream's devices, then start and stop values, that ``fields``
+            select are merged into each event's ``data`` and ``timestamps`` (as
+            databroker does; see :mod:`dask_broker.field_select`).  An entry
+            that selects nothing raises :class:`~dask_broker.errors.UnknownFieldError`.
         fill
             Replace datum ids with the data they point to (files are opened in a
             fill context that is closed when the generator finishes or is closed).
@@ -458,25 +470,33 @@ class EventSource:
         descs = self.descriptors(run_uid, stream_name)
         if stream_name is not None and not descs:
             self._stream_descriptors(run_uid, stream_name)  # raises NoEventDescriptors
-        wanted = None if fields is None else list(fields)
-        if wanted is not None:
+        wanted = kept = None
+        merged: dict[str, dict] = {}  # descriptor uid -> {key: Constant}
+        if fields is not None:
+            selection = FieldSelection(fields)
+            stop = self.store.get_stop(run_uid)
+            kept = {d["uid"]: selection.select(d["data_keys"]) for d in descs}
+            merged = {d["uid"]: constants(selection, d, start, stop) for d in descs}
+            wanted = list(dict.fromkeys(k for keys in kept.values() for k in keys))
             known = {k for d in descs for k in d["data_keys"]}
-            unknown = [f for f in wanted if f not in known]
+            unknown = selection.unmatched([*known, *(k for m in merged.values() for k in m)])
             if unknown:
                 raise UnknownFieldError(
                     f"field(s) {unknown} are not in run {run_uid!r}"
                     + (f" stream {stream_name!r}" if stream_name else "")
-                    + f"; available: {sorted(known)}"
+                    + f": neither data keys ({sorted(known)}) nor configuration, start or "
+                    "stop keys"
                 )
         yield "start", start
         emitter = _AssetEmitter(self.store, self.store.resources(run_uid))
         if stream_name is None:
             # Everything the run holds, referenced or not, up front.
             yield from emitter.all()
-        if wanted is not None:
-            # Streams that hold none of the requested fields are left out.
-            descs = [d for d in descs if any(f in d["data_keys"] for f in wanted)]
-        streams = [_EventStream(self.store, d, wanted, emitter) for d in descs]
+        if kept is not None:
+            # Streams that hold none of the requested fields (nor merged values) are left out.
+            descs = [d for d in descs if kept[d["uid"]] or merged[d["uid"]]]
+        streams = [_EventStream(self.store, d, None if kept is None else kept[d["uid"]],
+                                emitter, merged.get(d["uid"])) for d in descs]
         streamed = _StreamDatumEmitter.for_run(self.store, run_uid, descs, wanted,
                                                every_resource=stream_name is None)
         for stream in streams:
@@ -511,9 +531,13 @@ class _EventStream:
     _counter = itertools.count()
 
     def __init__(self, store: Store, descriptor: dict, fields: list[str] | None,
-                 emitter: "_AssetEmitter"):
+                 emitter: "_AssetEmitter", merged: Mapping[str, Any] | None = None):
         self.store = store
         self.emitter = emitter
+        # Configuration / start / stop values merged into every event (fields=).
+        merged = merged or {}
+        self.merged_data = {k: c.value for k, c in merged.items()}
+        self.merged_timestamps = {k: c.timestamp for k, c in merged.items()}
         keys = descriptor["data_keys"]
         kept = [f for f in keys if fields is None or f in fields]
         self.descriptor = descriptor if fields is None else {
@@ -548,6 +572,9 @@ class _EventStream:
                 # previous batch before it asks for the next event).
                 self.frames = dict(zip(ids, self.fill_context.fill_datum(ids), strict=True))
             for event in batch:
+                if self.merged_data:
+                    event["data"].update(self.merged_data)
+                    event["timestamps"].update(self.merged_timestamps)
                 yield event["time"], self._order, i, self, event
                 i += 1
 

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ColumnTypeError, InvalidArgumentError, UnknownFieldError
+from .field_select import Constant, FieldSelection, constants
 from .stores import StoreRef
 from .stores.base import EventPageColumns
 from .stream_data import StreamLayout, stream_keys
@@ -44,12 +45,21 @@ _FRAME_GUESS_BYTES = 2**20  # per-event size assumed for a filled external field
 
 @dataclass(frozen=True)
 class ColumnSpec:
-    """One output column: ``time``, a field's data, or a field's timestamps (``ts_<field>``)."""
+    """One output column: ``time``, a field's data, or a field's timestamps (``ts_<field>``).
+
+    A ``const`` column holds, on each row, the value its descriptor gives in
+    ``values`` (``(descriptor uid, value)`` pairs): a configuration, start or
+    stop value merged in by ``fields=`` (see :mod:`dask_broker.field_select`);
+    ``const_ts`` holds those values' timestamps.  The reader fills them from the
+    row's descriptor; nothing is read from storage for them.
+    """
 
     name: str
     field: str | None  # None for "time"
-    kind: str  # "time", "data", "ts", or "stream" (a key read through stream_datum)
+    #: "time", "data", "ts", "stream" (a key read through stream_datum), "const", "const_ts"
+    kind: str
     dtype: str  # "f8", "i8", "bool", "string" or "object"
+    values: tuple = ()  # const / const_ts: ((descriptor uid, value), ...)
 
     @property
     def missing(self) -> Any:
@@ -173,20 +183,28 @@ def plan_table(event_source, header, stream_name: str = "primary",
         raise InvalidArgumentError(f"chunk_size must be a positive int, not {chunk_size!r}")
     descs = event_source._stream_descriptors(header, stream_name)
     all_fields = list(dict.fromkeys(k for d in descs for k in d["data_keys"]))
-    if fields is None:
-        fields = all_fields
-    else:
-        if isinstance(fields, str):
-            fields = [fields]
-        fields = list(dict.fromkeys(fields))
-        unknown = [f for f in fields if f not in all_fields]
-        if unknown:
-            raise UnknownFieldError(
-                f"field(s) {unknown} are not in stream {stream_name!r} of run "
-                f"{descs[0]['run_start']!r}; available: {all_fields}")
     uids = tuple(d["uid"] for d in descs)
     counts = event_source.store.event_counts(uids)
     run_uid = descs[0]["run_start"]
+    stop = event_source.store.get_stop(run_uid)
+    merged: dict[str, dict[str, Constant]] = {}  # key -> {descriptor uid: Constant}
+    if fields is None:
+        fields = all_fields
+    else:
+        selection = FieldSelection(fields)
+        fields = selection.select(all_fields)
+        start = event_source.store.get_start(run_uid)
+        for d in descs:
+            for key, const in constants(selection, d, start, stop).items():
+                if key not in all_fields:  # a data key of another descriptor stays data
+                    merged.setdefault(key, {})[d["uid"]] = const
+        merged = {key: merged[key] for key in selection.select(merged)}  # entries' order
+        unknown = selection.unmatched([*all_fields, *merged])
+        if unknown:
+            raise UnknownFieldError(
+                f"field(s) {unknown} are not in stream {stream_name!r} of run "
+                f"{run_uid!r}: neither data keys ({all_fields}) nor configuration, start "
+                "or stop keys")
     streamed = set(k for d in descs for k in stream_keys(d))
     layout = None
     if streamed:
@@ -208,15 +226,23 @@ def plan_table(event_source, header, stream_name: str = "primary",
                              _column_dtype(keys, len(keys) == len(descs) and not gaps))
         columns.append(col)
         sizes += _itemsize(col, keys, size_for_frames or filler is not None)
+    for key, per_desc in merged.items():
+        values = tuple((uid, c.value) for uid, c in per_desc.items())
+        dtype = _const_dtype([v for _, v in values], len(values) == len(descs) and not gaps)
+        columns.append(ColumnSpec(key, key, "const", dtype, values))
+        sizes += 8 if dtype in ("f8", "i8", "bool") else _ARRAY_GUESS_BYTES
     if timestamps:
         for f in fields:
             if f not in streamed:  # stream_datum carry no timestamps
                 columns.append(ColumnSpec(f"ts_{f}", f, "ts", "f8"))
                 sizes += 8
+        for key, per_desc in merged.items():
+            stamps = tuple((uid, c.timestamp) for uid, c in per_desc.items())
+            columns.append(ColumnSpec(f"ts_{key}", key, "const_ts", "f8", stamps))
+            sizes += 8
     if chunk_size is None:
         chunk_size = DEFAULT_PARTITION_BYTES // sizes
         chunk_size = max(1024, chunk_size // 1024 * 1024) if chunk_size >= 1024 else max(1, chunk_size)
-    stop = event_source.store.get_stop(run_uid)
     state = (tuple(sorted(counts.items())), stop["uid"] if stop else None)
     bounds_ = [(c[1], c[2]) for c in counts.values()]
     if layout is not None:
@@ -324,6 +350,19 @@ def _rows_without_events(counts: Mapping[str, tuple[int, int, int]],
     return any(a < lo or b - 1 > hi for a, b in intervals)
 
 
+def _const_dtype(values: list, present_everywhere: bool) -> str:
+    """The column dtype of merged values (one per descriptor that has one)."""
+    if values and all(isinstance(v, bool) for v in values):
+        return "bool" if present_everywhere else "object"
+    if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return "i8" if present_everywhere else "f8"
+    if values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return "f8"
+    if values and all(isinstance(v, str) for v in values):
+        return "string"
+    return "object"
+
+
 def _stream_dtype(data_key: Mapping, filled: bool) -> str:
     """A STREAM: key's column: references (object) unfilled; scalars per row as f8 filled."""
     shape = list(data_key.get("shape") or [])
@@ -348,6 +387,7 @@ class TableReader:
         self.layout = layout  # rows and references of STREAM: keys
         self.stream_fill = stream_fill  # StreamFill, when STREAM: keys are filled
         self._by_name = {c.name: c for c in self.columns}
+        self._constants = {c.name: dict(c.values) for c in self.columns if c.kind in _CONST_KINDS}
 
     def __dask_tokenize__(self):
         from dask.base import tokenize
@@ -366,7 +406,7 @@ class TableReader:
         return [self._by_name[c] for c in columns]
 
     def _pandas_dtype(self, col: ColumnSpec):
-        if col.kind == "time" or col.kind == "ts":
+        if col.kind in _TIME_KINDS:
             return self.time_struct.dtype
         return {"f8": "f8", "i8": "i8", "bool": "bool", "string": pd.StringDtype(),
                 "object": "object"}[col.dtype]
@@ -383,7 +423,7 @@ class TableReader:
             return self.empty(columns)
         store = spec.store.open()
         event_cols = [c for c in cols if c.kind != "stream"]
-        fields = list(dict.fromkeys(c.field for c in event_cols if c.field is not None))
+        fields = list(dict.fromkeys(c.field for c in event_cols if c.kind in ("data", "ts")))
         need_ts = any(c.kind == "ts" for c in cols)
         pages = store.iter_event_pages(spec.descriptors, seq_range=spec.seq_range,
                                        fields=fields, timestamps=need_ts)
@@ -436,7 +476,7 @@ class TableReader:
         if capacity is None:
             pages = list(pages)
             capacity = sum(len(p) for p in pages)
-        dtypes = {c.name: "f8" if c.kind in ("time", "ts") else
+        dtypes = {c.name: "f8" if c.kind in _TIME_KINDS else
                   "object" if c.dtype == "string" else c.dtype for c in cols}
         seq = np.empty(capacity, dtype="i8")
         source_of = np.empty(capacity, dtype="i4")  # which descriptor each row comes from
@@ -456,6 +496,9 @@ class TableReader:
             for c in cols:
                 if c.kind == "time":
                     out[c.name][sl] = page.time
+                    continue
+                if c.kind in _CONST_KINDS:
+                    _fill_constant(out[c.name], sl, self._constants[c.name], page.descriptor, c)
                     continue
                 source = (page.data if c.kind == "data" else page.timestamps).get(c.field)
                 try:
@@ -477,12 +520,28 @@ class TableReader:
         data = {}
         for c in cols:
             values = out[c.name]
-            if c.kind in ("time", "ts"):
+            if c.kind in _TIME_KINDS:
                 values = self.time_struct.apply(values)
             elif c.dtype == "string":
                 values = pd.array(values, dtype=pd.StringDtype())
             data[c.name] = pd.Series(values, index=index, name=c.name, copy=False)
         return pd.DataFrame(data, index=index, copy=False)
+
+
+_CONST_KINDS = ("const", "const_ts")
+_TIME_KINDS = ("time", "ts", "const_ts")
+
+
+def _fill_constant(target: np.ndarray, sl: slice, values: Mapping[str, Any], descriptor: str,
+                   col: ColumnSpec) -> None:
+    """Set a page's rows of a ``const`` column to its descriptor's value (missing if none)."""
+    value = values.get(descriptor)
+    if value is None:
+        target[sl] = col.missing if col.dtype != "bool" else False
+    elif target.dtype == object:
+        target[sl].fill(value)  # a list or dict stays one cell's value
+    else:
+        target[sl] = value
 
 
 def _row_order(seq: np.ndarray, source: np.ndarray) -> np.ndarray | None:

@@ -202,9 +202,14 @@ def test_header_attributes(db, make_run, insert):
     assert h.descriptors == run.of("descriptor")
     assert h.stream_names == ["primary", "baseline"]
     primary, baseline = run.descriptors["primary"], run.descriptors["baseline"]
-    assert h.fields("primary") == list(primary["data_keys"])
-    assert h.fields("baseline") == list(baseline["data_keys"])
-    assert h.fields() == list(primary["data_keys"]) + list(baseline["data_keys"])
+    # a set on the Header (as databroker's), a list in descriptor order on the EventSource
+    assert h.fields("primary") == set(primary["data_keys"])
+    assert h.fields("baseline") == set(baseline["data_keys"])
+    assert h.fields() == set(primary["data_keys"]) | set(baseline["data_keys"])
+    es = db.event_source
+    assert es.fields(h, "primary") == list(primary["data_keys"])
+    assert es.fields(h, "baseline") == list(baseline["data_keys"])
+    assert es.fields(h) == list(primary["data_keys"]) + list(baseline["data_keys"])
     assert h.resources() == run.resources
     with pytest.raises(NoEventDescriptors) as info:
         h.fields("nope")

@@ -80,7 +80,7 @@ def test_suitcase_written_runs_read_back_equal(new_mongo_uri, mongo_server, make
         h = db[run.uid]
         assert h.stop == run.stop
         assert h.resources() == run.resources
-        assert h.fields("primary") == list(run.descriptors["primary"]["data_keys"])
+        assert h.fields("primary") == set(run.descriptors["primary"]["data_keys"])
     # the table of a suitcase-written run
     run = runs[0]
     table = db[run.uid].table().compute(scheduler="sync")
