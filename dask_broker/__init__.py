@@ -13,6 +13,8 @@ from __future__ import annotations
 from .broker import Broker
 from .errors import (
     AmbiguousKeyError,
+    CatalogCorruptError,
+    CatalogVersionError,
     DaskBrokerError,
     DataKeysMismatchError,
     DocumentValidationError,
@@ -25,6 +27,7 @@ from .errors import (
     UnknownDatumError,
     NoEventDescriptors,
     PageLengthError,
+    ReadOnlyCatalogError,
     RunAlreadyStoppedError,
     RunNotFoundError,
     StoreURIError,
@@ -74,6 +77,9 @@ __all__ = [
     "RunAlreadyStoppedError",
     "RunNotFoundError",
     "StoreURIError",
+    "CatalogCorruptError",
+    "CatalogVersionError",
+    "ReadOnlyCatalogError",
     "UnknownDocumentNameError",
     "UnknownFieldError",
     "UnknownReferenceError",

@@ -196,7 +196,7 @@ def resolve_catalog(spec: str) -> CatalogConfig:
     return lookup(spec)
 
 
-def open_catalog(spec: str, *, create: bool = True) -> "Broker":
+def open_catalog(spec: str, *, create: bool = True, read_only: bool = False) -> "Broker":
     """Open a catalog given by URI, name (see :func:`lookup`) or SQLite file path.
 
     Parameters
@@ -206,6 +206,9 @@ def open_catalog(spec: str, *, create: bool = True) -> "Broker":
     create
         If False, a SQLite catalog must already exist (commands that only read
         use this, so a typo does not create an empty catalog).
+    read_only
+        Open a SQLite catalog read-only (``?mode=ro``): it is never created,
+        migrated or written.  Other stores ignore it.
 
     Examples
     --------
@@ -215,10 +218,13 @@ def open_catalog(spec: str, *, create: bool = True) -> "Broker":
     from .broker import Broker
 
     cfg = resolve_catalog(spec)
-    if not create and cfg.uri.startswith(_SQLITE_PREFIX):
+    options = {}
+    if cfg.uri.startswith(_SQLITE_PREFIX):
         from .stores.sqlite import parse_sqlite_uri
 
         path, _ = parse_sqlite_uri(cfg.uri)
-        if not path.is_file():
+        if (read_only or not create) and not path.is_file():
             raise StoreURIError(f"no catalog at {path} (from {spec!r}): the file does not exist")
-    return Broker.from_uri(cfg.uri, root_map=cfg.root_map or None)
+        if read_only:
+            options["read_only"] = True
+    return Broker.from_uri(cfg.uri, root_map=cfg.root_map or None, **options)
