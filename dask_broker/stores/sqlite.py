@@ -58,8 +58,9 @@ from .base import EventPageColumns, Store, check_resource_changes, chunked, firs
 
 __all__ = ["SQLiteStore", "parse_sqlite_uri"]
 
-#: The layout of the catalog file (``meta.schema_version``).  1: the first layout;
-#: 2: adds stream_resource and stream_datum (a version-1 catalog is migrated in place).
+#: The layout of the catalog file (``meta.schema_version``).  1: every layout before
+#: version 2 (some lack resource_update, stream_resource, stream_datum); 2: all the
+#: tables below.  A version-1 catalog is migrated in place (see sqlite_file).
 SCHEMA_VERSION = 2
 SEAL_EVENTS = 1024
 MAX_PAGE_EVENTS = 8192

@@ -24,9 +24,10 @@ SQLite creates them when they are missing, so :func:`read_only_target` chooses:
 Schema versions
 ---------------
 ``meta.schema_version`` holds the layout's version.  Each version so far adds
-tables and indexes to the one before (version 2 added ``stream_resource`` and
-``stream_datum``), so the current DDL, all ``IF NOT EXISTS``, migrates an older
-catalog in place: :func:`create_or_migrate` runs it and records the version in one
+tables and indexes to the one before (version 1 catalogs may lack
+``resource_update``, ``stream_resource`` and ``stream_datum``, which version 2
+has), so the current DDL, all ``IF NOT EXISTS``, migrates an older catalog in
+place: :func:`create_or_migrate` runs it and records the version in one
 ``BEGIN IMMEDIATE`` transaction.  A read-only store cannot migrate: it reads an
 older catalog as it is, with the tables it lacks made empty ``TEMP`` tables of
 each connection (:func:`shadow_missing_tables`).  A catalog of a newer version
