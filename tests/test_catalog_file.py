@@ -275,7 +275,8 @@ def test_catalog_in_read_only_folder_or_file_is_readable(tmp_path):
         before = {n: digest(f / "catalog.db") for n, f in folders.items()}
         try:
             proc = subprocess.run(
-                [sys.executable, "-c", _READER, json.dumps({n: str(f) for n, f in folders.items()})],
+                [sys.executable, "-c", _READER,
+                 json.dumps({n: str(f) for n, f in folders.items()})],
                 capture_output=True, text=True, timeout=300, cwd=base,
                 env={**os.environ, "PYTHONPATH": str(REPO), "HOME": str(base)},
                 user=65534 if as_root else None, group=65534 if as_root else None,

@@ -236,7 +236,8 @@ def ingest(db, paths: list[str], *, progress: bool = True, skip_existing: bool =
             except DaskBrokerError as err:
                 where = f"document {index} ({name})"
                 if inserter.batch is not None:
-                    where = f"the {inserter.batch[1]} {inserter.batch[0]} document(s) before {where}"
+                    batch_name, count = inserter.batch
+                    where = f"the {count} {batch_name} document(s) before {where}"
                 hint = (" (use --skip-existing to skip what is already in the catalog)"
                         if isinstance(err, DuplicateUidError) else "")
                 raise IngestError(f"{path}: near {where}: {err}{hint}") from err

@@ -143,7 +143,8 @@ def check_catalog(store: "SQLiteStore", *, max_errors: int = 20,
 
     Examples
     --------
-    >>> report = check_catalog(SQLiteStore.from_uri("sqlite:////data/catalog.db?mode=ro"))  # doctest: +SKIP
+    >>> store = SQLiteStore.from_uri("sqlite:////data/catalog.db?mode=ro")  # doctest: +SKIP
+    >>> report = check_catalog(store)  # doctest: +SKIP
     >>> report.ok, [r.uid for r in report.runs if not r.ok]   # doctest: +SKIP
     (False, ['a1b2c3...'])
     """
