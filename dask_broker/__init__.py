@@ -14,6 +14,8 @@ from .broker import Broker
 from .config import list_configs
 from .errors import (
     AmbiguousKeyError,
+    CatalogCorruptError,
+    CatalogVersionError,
     DaskBrokerError,
     DataKeysMismatchError,
     DocumentValidationError,
@@ -26,6 +28,7 @@ from .errors import (
     UnknownDatumError,
     NoEventDescriptors,
     PageLengthError,
+    ReadOnlyCatalogError,
     RunAlreadyStoppedError,
     RunNotFoundError,
     StoreURIError,
@@ -76,6 +79,9 @@ __all__ = [
     "RunAlreadyStoppedError",
     "RunNotFoundError",
     "StoreURIError",
+    "CatalogCorruptError",
+    "CatalogVersionError",
+    "ReadOnlyCatalogError",
     "UnknownDocumentNameError",
     "UnknownFieldError",
     "UnknownReferenceError",

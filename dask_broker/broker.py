@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any, Iterator, Mapping
 
-from .errors import AmbiguousKeyError, InvalidArgumentError, RunNotFoundError
+from .errors import AmbiguousKeyError, InvalidArgumentError, RunNotFoundError, StoreURIError
 from .event_source import EventSource
 from .handlers.registry import HandlerRegistry, default_registry
 from .readers import ReaderRegistry
@@ -322,6 +322,8 @@ class Broker:
         """True when ``db[key]`` names exactly one run (an ambiguous prefix does not)."""
         try:
             self[key]
+        except StoreURIError:
+            raise  # a damaged or unreadable catalog is an error, not a missing run
         except (KeyError, ValueError, TypeError):
             return False
         return True

@@ -36,14 +36,25 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def dumps(obj: Any) -> str:
-    """JSON-encode a document, accepting numpy values (NaN is kept as ``NaN``)."""
+    """JSON-encode a document, accepting numpy values (NaN is kept as ``NaN``).
+
+    A value JSON cannot hold (bytes, a set, an object) raises
+    :class:`~dask_broker.errors.DocumentValidationError`.
+    """
     return json.dumps(obj, default=_json_default, separators=(",", ":"))
 
 
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, (np.ndarray, np.generic)):
         return obj.tolist()
-    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+    from .errors import DocumentValidationError
+
+    shown = repr(obj)
+    raise DocumentValidationError(
+        f"a document holds a value of type {type(obj).__name__} "
+        f"({shown[:60] + '...' if len(shown) > 60 else shown}), which JSON cannot hold: "
+        "documents hold str, numbers, booleans, None, lists, dicts and numpy arrays "
+        "(decode bytes to str, or store them in an external file)")
 
 
 def _scalar_kind(values: Sequence[Any]) -> str | None:

@@ -98,7 +98,7 @@ class CatalogConfig:
                 f"root_map={self.root_map!r}, source={self.source!r}, "
                 f"handlers={self.handlers!r}, files={self.files!r})")
 
-    def open(self, broker_class: "type[Broker] | None" = None) -> "Broker":
+    def open(self, broker_class: "type[Broker] | None" = None, **options: Any) -> "Broker":
         """Open the catalog: a Broker with this root_map and these handlers registered.
 
         Raises
@@ -117,7 +117,7 @@ class CatalogConfig:
         handlers = {spec: self._import_handler(spec, target)
                     for spec, target in self.handlers.items()}
         if self.uri:
-            db = broker_class.from_uri(self.uri, root_map=self.root_map or None)
+            db = broker_class.from_uri(self.uri, root_map=self.root_map or None, **options)
         else:
             db = broker_class.temp()
             if self.root_map:
@@ -323,7 +323,7 @@ def resolve_catalog(spec: str) -> CatalogConfig:
     return lookup(spec)
 
 
-def open_catalog(spec: str, *, create: bool = True) -> "Broker":
+def open_catalog(spec: str, *, create: bool = True, read_only: bool = False) -> "Broker":
     """Open a catalog given by URI, name (see :func:`lookup`) or SQLite file path.
 
     Parameters
@@ -333,6 +333,9 @@ def open_catalog(spec: str, *, create: bool = True) -> "Broker":
     create
         If False, a SQLite catalog must already exist (commands that only read
         use this, so a typo does not create an empty catalog).
+    read_only
+        Open a SQLite catalog read-only (``?mode=ro``): it is never created,
+        migrated or written.  Other stores ignore it.
 
     Examples
     --------
@@ -342,12 +345,15 @@ def open_catalog(spec: str, *, create: bool = True) -> "Broker":
     from .broker import Broker
 
     cfg = resolve_catalog(spec)
-    if not create and cfg.uri.startswith(_SQLITE_PREFIX):
+    options = {}
+    if cfg.uri.startswith(_SQLITE_PREFIX):
         from .stores.sqlite import parse_sqlite_uri
 
         path, _ = parse_sqlite_uri(cfg.uri)
-        if not path.is_file():
+        if (read_only or not create) and not path.is_file():
             raise StoreURIError(
                 f"no catalog at {mask_uri(str(path))} (from {mask_uri(spec)!r}): the file does not "
                 "exist")
-    return cfg.open(Broker)
+        if read_only:
+            options["read_only"] = True
+    return cfg.open(Broker, **options)

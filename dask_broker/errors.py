@@ -23,6 +23,9 @@ __all__ = [
     "NoEventDescriptors",
     "UnknownFieldError",
     "StoreURIError",
+    "CatalogCorruptError",
+    "CatalogVersionError",
+    "ReadOnlyCatalogError",
     "HandlerNotFoundError",
     "DuplicateHandlerError",
     "MissingFileError",
@@ -100,6 +103,18 @@ class UnknownFieldError(_KeyErrorMessage, DaskBrokerError, KeyError):
 
 class StoreURIError(DaskBrokerError, ValueError):
     """A catalog URI cannot be parsed or opened."""
+
+
+class CatalogCorruptError(StoreURIError):
+    """A catalog file is damaged (or is not a catalog): names the file and how to recover it."""
+
+
+class CatalogVersionError(StoreURIError):
+    """A catalog was written by a newer dask_broker (names both schema versions)."""
+
+
+class ReadOnlyCatalogError(DaskBrokerError, PermissionError):
+    """A write to a catalog that is open read-only (names the catalog and why it is read-only)."""
 
 
 # ---------------------------------------------------------------- filling

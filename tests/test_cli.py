@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from catalog_files import damage_events_of_run, stored_version, tables, write_runs, write_v1_catalog
 from dask_broker import Broker
 from dask_broker.cli import build_parser, main
 from dask_broker.config import CatalogNotFoundError, ConfigError, list_catalogs, lookup
@@ -434,3 +435,122 @@ def test_ingest_resumes_a_partial_ingest(tmp_path, capsys, make_run):
     stored = [(n, d["uid"] if "uid" in d else d["datum_id"]) for n, d in h.docs()]
     saved = [(n, d.get("uid", d.get("datum_id"))) for n, d in run.docs]
     assert sorted(stored) == sorted(saved)
+
+
+# ------------------------------------------------------------------ read-only opens
+def test_reading_commands_open_read_only(tmp_path, capsys):
+    """ls, export and files list never write: a version-1 catalog stays as it is."""
+    path = tmp_path / "v1.db"
+    v1 = write_v1_catalog(path)
+    before = tables(path)
+    code, out, err = run_cli(capsys, "ls", path)
+    assert code == 0 and v1["start"]["uid"][:8] in out, err
+    code, out, err = run_cli(capsys, "export", path, "-1", tmp_path / "o.csv", "--no-progress")
+    assert code == 0 and "wrote 3 row(s)" in out, err
+    code, out, err = run_cli(capsys, "files", "list", path, "-1")
+    assert code == 0 and out == "", err
+    assert stored_version(path) == "1" and tables(path) == before
+    # a command that writes migrates it
+    saved = serialize("jsonl", array_run(), tmp_path / "saved")
+    code, _, err = run_cli(capsys, "ingest", path, saved, "--no-progress")
+    assert code == 0, err
+    assert stored_version(path) == "2" and {"stream_resource", "stream_datum"} <= tables(path)
+
+
+# ------------------------------------------------------------------ check, damaged catalogs
+def test_check_command(tmp_path, capsys):
+    path = tmp_path / "catalog.db"
+    uids = write_runs(path, 3)
+    code, out, err = run_cli(capsys, "check", path)
+    assert code == 0, err
+    assert "integrity check: ok" in out and "3 run(s) readable, 0 damaged" in out
+    for uid in uids:
+        assert f"ok       {uid[:8]}  scan_id" in out
+
+    damage_events_of_run(path, 1)
+    code, out, err = run_cli(capsys, "check", path)
+    assert code == 1 and err == ""
+    lines = out.splitlines()
+    run_lines = {uid: next(line for line in lines if uid[:8] in line) for uid in uids}
+    assert run_lines[uids[1]].startswith("DAMAGED") and "scan_id 2" in run_lines[uids[1]]
+    assert run_lines[uids[0]].startswith("ok") and run_lines[uids[2]].startswith("ok")
+    assert any("events of descriptor" in line for line in lines)
+    assert "integrity check: ok" not in out and "2 run(s) readable, 1 damaged" in out
+    assert ".recover" in out
+
+
+def test_damaged_catalog_is_a_one_line_error(tmp_path, capsys):
+    path = tmp_path / "catalog.db"
+    uids = write_runs(path, 3)
+    damage_events_of_run(path, 1)
+    code, _, err = run_cli(capsys, "export", path, uids[1][:8], tmp_path / "o.csv",
+                           "--no-progress")
+    assert code == 1
+    assert_clean_error(code, err, str(path), "is damaged", ".recover", "dask-broker check")
+    code, _, err = run_cli(capsys, "export", path, uids[0][:8], tmp_path / "o.csv",
+                           "--no-progress")
+    assert code == 0, err
+
+    with open(path, "r+b") as f:  # now the schema on page 1 too: nothing opens
+        f.seek(100)
+        f.write(b"\xff" * 2000)
+    saved = serialize("jsonl", array_run(), tmp_path / "saved")
+    for argv in (["ls", path], ["export", path, "-1", tmp_path / "p.csv"],
+                 ["files", "list", path, "-1"], ["ingest", path, saved, "--no-progress"],
+                 ["check", path]):
+        code, _, err = run_cli(capsys, *argv)
+        assert code == 1, argv
+        assert_clean_error(code, err, str(path), "damaged", ".recover")
+
+
+# ------------------------------------------------------------------ no tracebacks
+def test_ls_queries_that_raised(catalog, capsys):
+    path, db, runs = catalog
+    code, out, err = run_cli(capsys, "ls", path, "--query", '{"scan_id": 99999999999999999999999}')
+    assert code == 0 and "no runs match" in out, err
+    deep = '{"$and": [' * 5000 + "{}" + "]}" * 5000
+    code, _, err = run_cli(capsys, "ls", path, "--query", deep)
+    assert code == 1
+    assert_clean_error(code, err, "--query", "nested too deeply")
+
+
+@pytest.mark.parametrize("where", ["start", "event"])
+def test_ingest_msgpack_holding_bytes(where, tmp_path, capsys):
+    msgpack = pytest.importorskip("msgpack")
+    docs = array_run()
+    if where == "start":
+        docs[0] = ("start", {**docs[0][1], "blob": b"\x00raw"})
+    else:
+        docs[2] = ("event", {**docs[2][1], "data": {**docs[2][1]["data"], "x": b"\x00raw"}})
+    saved = tmp_path / "bytes.msgpack"
+    saved.write_bytes(b"".join(msgpack.packb([name, {k: (v.tolist() if isinstance(v, np.ndarray)
+                                                         else v) for k, v in doc.items()}],
+                                             default=lambda o: o.tolist(), use_bin_type=True)
+                               for name, doc in docs))
+    code, _, err = run_cli(capsys, "ingest", tmp_path / "cat.db", saved, "--no-progress")
+    assert code == 1
+    assert_clean_error(code, err, "bytes.msgpack", where, "bytes", "JSON")
+
+
+def test_debug_shows_the_traceback(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "--debug", "ls", tmp_path / "absent.db")
+    assert code == 1 and "Traceback" in err
+    assert err.splitlines()[-1].startswith("dask-broker: error:") and "absent.db" in err
+    code, _, err = run_cli(capsys, "ls", tmp_path / "absent.db")
+    assert_clean_error(code, err, "absent.db")
+
+
+def test_unexpected_error_is_one_line(tmp_path, capsys, monkeypatch):
+    import dask_broker.cli.ls
+
+    path = tmp_path / "catalog.db"
+    write_runs(path, 1)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom\non two lines")
+
+    monkeypatch.setattr(dask_broker.cli.ls, "run_rows", broken)
+    code, _, err = run_cli(capsys, "ls", path)
+    assert code == 1
+    assert_clean_error(code, err, "RuntimeError: boom on two lines", "--debug")
+    assert len(err.splitlines()) == 1

@@ -116,6 +116,7 @@ def test_existing_catalog_without_history_table(tmp_path, run):
     db.store.close()
     with sqlite3.connect(path) as conn:  # a catalog written before resource updates existed
         conn.execute("DROP TABLE resource_update")
+        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")  # version 1
     conn.close()
     reopened = Broker.from_uri(f"sqlite:///{path}")
     res = reopened[-1].resources()[0]

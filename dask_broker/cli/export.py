@@ -104,7 +104,7 @@ def _run(args: argparse.Namespace) -> int:
     if not out.absolute().parent.is_dir():
         raise InvalidArgumentError(f"cannot write {out}: folder {out.absolute().parent} does "
                                    "not exist")
-    db = open_catalog(args.catalog, create=False)
+    db = open_catalog(args.catalog, read_only=True)
     h = get_run(db, args.run)
     fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else None
     df = h.table(args.stream, fields=fields, timestamps=args.timestamps)

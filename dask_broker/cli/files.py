@@ -10,27 +10,15 @@ documents there; see :mod:`dask_broker.files`.
 from __future__ import annotations
 
 import argparse
-import os
 import re
-
-from ..errors import StoreURIError
-from ..redact import mask_uri
 
 __all__ = ["register", "resolve_target"]
 
 
-def _open(catalog: str):
-    try:
-        from ..config import open_catalog
-    except ImportError:  # pragma: no cover - config is optional here
-        from ..broker import Broker
-        from ..stores.sqlite import parse_sqlite_uri
+def _open(catalog: str, *, read_only: bool):
+    from ..config import open_catalog
 
-        uri = catalog if "://" in catalog else f"sqlite:///{os.path.abspath(catalog)}"
-        if uri.startswith("sqlite:") and not parse_sqlite_uri(uri)[0].is_file():
-            raise StoreURIError(f"no catalog at {mask_uri(catalog)!r}: the file does not exist")
-        return Broker.from_uri(uri)
-    return open_catalog(catalog, create=False)
+    return open_catalog(catalog, create=False, read_only=read_only)
 
 
 def resolve_target(db, key: str):
@@ -54,7 +42,7 @@ def resolve_target(db, key: str):
 def _run(args: argparse.Namespace) -> int:
     from ..files import copy_files, file_list, move_files
 
-    db = _open(args.catalog)
+    db = _open(args.catalog, read_only=args.action == "list")
     target = resolve_target(db, args.target)
     if args.action == "list":
         for path in file_list(db, target):

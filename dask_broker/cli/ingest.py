@@ -155,6 +155,8 @@ class _Inserter:
         self.pending_name: str | None = None
         self.inserted: dict[str, int] = {}
         self.skipped: dict[str, int] = {}
+        #: (name, count) of the batch being inserted, for error messages.
+        self.batch: tuple[str, int] | None = None
 
     def add(self, name: str, doc: dict) -> None:
         key = {"event": "descriptor", "datum": "resource"}.get(name)
@@ -173,20 +175,22 @@ class _Inserter:
             return
         docs, name = self.pending, self.pending_name
         self.pending, self.pending_name = [], None
+        self.batch = (name, len(docs))  # left set if the insert raises
         if len(docs) == 1:
             self._insert(name, docs[0], docs)
-            return
-        page = (event_model.pack_event_page(*docs) if name == "event"
-                else event_model.pack_datum_page(*docs))
-        try:
-            self.db.insert(f"{name}_page", page)
-        except DuplicateUidError:
-            if not self.skip_existing:
-                raise
-            for doc in docs:  # some are stored already: insert the others one by one
-                self._insert(name, doc, [doc])
-            return
-        self.inserted[name] = self.inserted.get(name, 0) + len(docs)
+        else:
+            page = (event_model.pack_event_page(*docs) if name == "event"
+                    else event_model.pack_datum_page(*docs))
+            try:
+                self.db.insert(f"{name}_page", page)
+            except DuplicateUidError:
+                if not self.skip_existing:
+                    raise
+                for doc in docs:  # some are stored already: insert the others one by one
+                    self._insert(name, doc, [doc])
+            else:
+                self.inserted[name] = self.inserted.get(name, 0) + len(docs)
+        self.batch = None
 
     def _insert(self, name: str, doc: dict, docs: list) -> None:
         try:
@@ -229,12 +233,14 @@ def ingest(db, paths: list[str], *, progress: bool = True, skip_existing: bool =
                 for index, (name, doc) in enumerate(read_documents(path, bar.update)):
                     inserter.add(name, doc)
                 inserter.flush()
-            except DuplicateUidError as err:
-                raise IngestError(f"{path}: near document {index} ({name}): {err} (use "
-                                  "--skip-existing to skip what is already in the catalog)"
-                                  ) from err
             except DaskBrokerError as err:
-                raise IngestError(f"{path}: near document {index} ({name}): {err}") from err
+                where = f"document {index} ({name})"
+                if inserter.batch is not None:
+                    batch_name, count = inserter.batch
+                    where = f"the {count} {batch_name} document(s) before {where}"
+                hint = (" (use --skip-existing to skip what is already in the catalog)"
+                        if isinstance(err, DuplicateUidError) else "")
+                raise IngestError(f"{path}: near {where}: {err}{hint}") from err
     counts = inserter.inserted
     runs = counts.get("start", 0)
     detail = ", ".join(f"{v} {k}" for k, v in counts.items())

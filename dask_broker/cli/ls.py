@@ -69,12 +69,14 @@ def _run(args: argparse.Namespace) -> int:
         except json.JSONDecodeError as err:
             raise InvalidArgumentError(f"--query is not JSON ({err}): write e.g. "
                                        "'{\"plan_name\": \"scan\"}'") from err
+        except RecursionError:
+            raise InvalidArgumentError("--query is nested too deeply to read") from None
         if not isinstance(query, dict):
             raise InvalidArgumentError("--query must be a JSON object, e.g. "
                                        "'{\"scan_id\": {\"$gte\": 10}}'")
     if args.limit < 0:
         raise InvalidArgumentError("--limit must be >= 0 (0 lists every run)")
-    db = open_catalog(args.catalog, create=False)
+    db = open_catalog(args.catalog, read_only=True)
     rows, more = run_rows(db, query, args.limit)
     if not rows:
         print("no runs" + (" match the query" if query else " in the catalog"))

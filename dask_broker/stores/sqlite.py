@@ -13,7 +13,13 @@ pages they are merged, in the same transaction as the insert that fills them,
 into one sealed page.  Incoming pages larger than ``MAX_PAGE_EVENTS`` are split.
 
 The database runs in WAL mode, so worker processes can read while one process
-writes.  Every write is one ``BEGIN IMMEDIATE`` transaction: a call that raises
+writes.  Readers -- Dask workers, ``ls``, ``export`` -- open it read-only
+(``read_only=True``, ``?mode=ro``); so does a store whose file or folder this
+process may not write.  How a read-only open works in a read-only folder, the
+schema version and its migration, and how a damaged file is reported: see
+:mod:`dask_broker.stores.sqlite_file`.
+
+Every write is one ``BEGIN IMMEDIATE`` transaction: a call that raises
 leaves nothing behind, a call that has returned is committed (with the default
 ``synchronous=FULL`` it survives a crash of the process and of the machine; the
 URI may ask for ``?synchronous=normal``, which survives a crash of the process).
@@ -39,13 +45,16 @@ import numpy as np
 
 from ..codec import decode_column, dumps, encode_column, column_to_list
 from ..errors import (
+    CatalogCorruptError,
     DuplicateUidError,
+    ReadOnlyCatalogError,
     RunAlreadyStoppedError,
     StoreURIError,
     UnknownReferenceError,
 )
 from ..query import match_query, validate_query
 from ..redact import mask_uri
+from . import sqlite_file
 from .base import (
     EventPageColumns,
     Store,
@@ -57,7 +66,10 @@ from .base import (
 
 __all__ = ["SQLiteStore", "parse_sqlite_uri"]
 
-SCHEMA_VERSION = "1"
+#: The layout of the catalog file (``meta.schema_version``).  1: every layout before
+#: version 2 (some lack resource_update, stream_resource, stream_datum); 2: all the
+#: tables below.  A version-1 catalog is migrated in place (see sqlite_file).
+SCHEMA_VERSION = 2
 SEAL_EVENTS = 1024
 MAX_PAGE_EVENTS = 8192
 _SQL_VARS = 900  # stay below SQLite's bound-parameter limit
@@ -120,6 +132,8 @@ def parse_sqlite_uri(uri: str) -> tuple[Path, dict[str, str]]:
     --------
     >>> parse_sqlite_uri("sqlite:////data/cat.db?synchronous=normal")
     (PosixPath('/data/cat.db'), {'synchronous': 'normal'})
+    >>> parse_sqlite_uri("sqlite:////data/cat.db?mode=ro")
+    (PosixPath('/data/cat.db'), {'mode': 'ro', 'synchronous': 'full'})
     """
     prefix = "sqlite:///"
     if not isinstance(uri, str) or not uri.startswith(prefix):
@@ -134,10 +148,13 @@ def parse_sqlite_uri(uri: str) -> tuple[Path, dict[str, str]]:
             "worker processes can open it (use Broker.temp() for a throwaway catalog)"
         )
     options = {k: v[-1] for k, v in parse_qs(query).items()}
-    unknown = set(options) - {"synchronous"}
+    unknown = set(options) - {"synchronous", "mode"}
     if unknown:
-        raise StoreURIError(
-            f"unknown option(s) {sorted(unknown)} in {mask_uri(uri)!r}; known: synchronous")
+        raise StoreURIError(f"unknown option(s) {sorted(unknown)} in {mask_uri(uri)!r}; known: "
+                            "synchronous, mode")
+    if options.get("mode", "ro") != "ro":
+        raise StoreURIError(f"mode={options['mode']!r} in {mask_uri(uri)!r}; the only mode is "
+                            "'ro' (read-only); leave it out to open the catalog for writing")
     sync = options.get("synchronous", "full").lower()
     if sync not in ("full", "normal", "extra"):
         raise StoreURIError(
@@ -163,50 +180,68 @@ class SQLiteStore(Store):
         The database file; created (with its folder) if missing.
     synchronous
         SQLite's ``synchronous`` setting: ``"full"`` (default), ``"normal"``, ``"extra"``.
+    create
+        Create the catalog if the file is missing (else StoreURIError).
+    read_only
+        Open read-only (``?mode=ro`` in the URI): never create, migrate or write
+        the file; a write raises :class:`~dask_broker.errors.ReadOnlyCatalogError`.
+        A store is read-only too when this process may not write the file or its folder.
 
     Examples
     --------
     >>> store = SQLiteStore.from_uri("sqlite:////tmp/example-catalog.db")  # doctest: +SKIP
+    >>> reader = SQLiteStore.from_uri("sqlite:////tmp/example-catalog.db?mode=ro")  # doctest: +SKIP
     """
 
     schemes = ("sqlite",)
 
     def __init__(self, path: str | os.PathLike, *, synchronous: str = "full",
-                 create: bool = True):
+                 create: bool = True, read_only: bool = False):
         self._path = Path(path).absolute()
-        if not create and not self._path.exists():
+        if (read_only or not create) and not self._path.exists():
             raise StoreURIError(
                 f"there is no catalog at {self._path} (process {os.getpid()}); a process that "
                 "opens a catalog by its URI -- a Dask worker, an unpickled store -- must see "
                 "the same file system as the one that made it")
         self._synchronous = synchronous
+        self._read_only_asked = bool(read_only)
+        #: Why writes are refused (None: the store writes).
+        self._read_only_reason: str | None = (
+            "it was opened read-only (read_only=True or ?mode=ro in its URI)" if read_only else
+            "this process may not write the file or its folder"
+            if self._path.exists() and not sqlite_file.writable(self._path) else None)
+        self._shadow_tables = False
         self._local = threading.local()
         self._open = _Connections()
         self._pid = os.getpid()
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        if self._read_only_reason is None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
         try:
             conn = self._connect()
+            try:
+                if self._read_only_reason is None:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    sqlite_file.create_or_migrate(conn, _SCHEMA, SCHEMA_VERSION)
+                else:
+                    found = sqlite_file.schema_version(conn)
+                    if found is None:
+                        raise StoreURIError(f"{self._path} is an empty database, not a "
+                                            "dask_broker catalog (a read-only open creates none)")
+                    sqlite_file.check_version(self._path, found, SCHEMA_VERSION)
+                    self._shadow_tables = found < SCHEMA_VERSION
+            finally:
+                conn.close()
+        except StoreURIError:
+            raise
         except sqlite3.DatabaseError as err:
             raise StoreURIError(f"{self._path} is not a dask_broker SQLite catalog: {err}") from err
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
-            # Write only when missing: an INSERT (even one ignored) takes the write
-            # lock, so a reader opening the catalog would wait for any writer.
-            if conn.execute("SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone() is None:
-                conn.execute(
-                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-                    (SCHEMA_VERSION,),
-                )
-        except sqlite3.DatabaseError as err:
-            raise StoreURIError(f"{self._path} is not a dask_broker SQLite catalog: {err}") from err
-        finally:
-            conn.close()
 
     @classmethod
     def from_uri(cls, uri: str, **kwargs: Any) -> "SQLiteStore":
         path, options = parse_sqlite_uri(uri)
+        read_only = options.pop("mode", None) == "ro"
         options.update(kwargs)
+        options["read_only"] = read_only or bool(options.get("read_only"))
         return cls(path, **options)
 
     @classmethod
@@ -224,20 +259,32 @@ class SQLiteStore(Store):
 
     @property
     def uri(self) -> str:
-        query = "" if self._synchronous == "full" else f"?synchronous={self._synchronous}"
-        return f"sqlite:///{self._path}{query}"
+        query = [f"synchronous={self._synchronous}"] if self._synchronous != "full" else []
+        if self._read_only_asked:
+            query.append("mode=ro")
+        return f"sqlite:///{self._path}" + ("?" + "&".join(query) if query else "")
 
     @property
     def path(self) -> Path:
         """The database file."""
         return self._path
 
+    @property
+    def read_only(self) -> bool:
+        """Whether writes are refused (asked for, or the file or folder is not writable)."""
+        return self._read_only_reason is not None
+
+    def _ref_options(self) -> tuple[tuple[str, Any], ...]:
+        # What tasks carry: workers only read, so they open the catalog read-only.
+        return (("read_only", True),)
+
     # ------------------------------------------------------------ connections
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self._path, timeout=60, isolation_level=None,
-                               check_same_thread=False)
+        conn = sqlite_file.connect(self._path, read_only=self.read_only)
         conn.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
         conn.execute("PRAGMA foreign_keys=OFF")
+        if self._shadow_tables:
+            sqlite_file.shadow_missing_tables(conn, _SCHEMA)
         return conn
 
     def _conn(self) -> sqlite3.Connection:
@@ -263,8 +310,14 @@ class SQLiteStore(Store):
         """One write transaction: committed when the block ends, rolled back if it raises.
 
         A database error other than a constraint (disk full, read-only file,
-        a lock held too long) becomes a StoreURIError naming the catalog.
+        a lock held too long) becomes a StoreURIError naming the catalog; a
+        read-only store raises ReadOnlyCatalogError before touching the file.
         """
+        if self._read_only_reason is not None:
+            raise ReadOnlyCatalogError(
+                f"the catalog {self._path} is read-only: {self._read_only_reason}; nothing was "
+                "written (to write, open it without ?mode=ro / read_only=True, from an account "
+                "that may write the file and its folder)")
         conn = self._conn()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -275,7 +328,7 @@ class SQLiteStore(Store):
                 if conn.in_transaction:  # SQLite may have rolled back already
                     try:
                         conn.execute("ROLLBACK")
-                    except sqlite3.Error:
+                    except (sqlite3.Error, CatalogCorruptError):
                         pass
                 raise
         except sqlite3.IntegrityError:
@@ -312,8 +365,7 @@ class SQLiteStore(Store):
         self._insert_unique(
             "INSERT INTO run_start (uid, time, scan_id, doc) VALUES (?, ?, ?, ?)",
             (doc["uid"], doc["time"],
-             scan_id if isinstance(scan_id, (int, float)) and not isinstance(scan_id, bool)
-             else None, dumps(doc)),
+             scan_id if _sql_number(scan_id) else None, dumps(doc)),
             "start", doc["uid"],
         )
 
@@ -405,7 +457,7 @@ class SQLiteStore(Store):
                 f"SELECT id, doc FROM stream_datum WHERE descriptor IN ({_marks(len(chunk))})",
                 chunk).fetchall())
         out.sort()
-        return [json.loads(doc) for _, doc in out]
+        return [self._loads(doc) for _, doc in out]
 
     def stream_datums_of_resource(self, stream_resource_uid: str) -> list[dict]:
         return self._docs("SELECT doc FROM stream_datum WHERE stream_resource = ? ORDER BY id",
@@ -439,7 +491,7 @@ class SQLiteStore(Store):
                     f"no resource or stream_resource with uid {resource_uid!r} in "
                     f"{self.display_uri}; "
                     "nothing was updated")
-            old = json.loads(row[0])
+            old = self._loads(row[0])
             new = {**old, **changes}
             conn.execute(f"UPDATE {table} SET doc = ? WHERE uid = ?", (dumps(new), resource_uid))
             conn.execute(
@@ -452,8 +504,8 @@ class SQLiteStore(Store):
         rows = self._conn().execute(
             "SELECT time, cmd, cmd_kwargs, old, new FROM resource_update WHERE resource = ? "
             "ORDER BY id", (resource_uid,)).fetchall()
-        return [{"resource": resource_uid, "old": json.loads(old), "new": json.loads(new),
-                 "time": t, "cmd": cmd, "cmd_kwargs": json.loads(kwargs)}
+        return [{"resource": resource_uid, "old": self._loads(old), "new": self._loads(new),
+                 "time": t, "cmd": cmd, "cmd_kwargs": self._loads(kwargs)}
                 for t, cmd, kwargs, old, new in rows]
 
     def _first_duplicate(self, table: str, column: str, ids: Sequence[str]) -> str:
@@ -570,12 +622,19 @@ class SQLiteStore(Store):
             self._write_page(conn, row, columns, page_id=ids[0] if start == 0 else None)
 
     # ------------------------------------------------------------------ reads
+    def _loads(self, text: str | bytes) -> Any:
+        """A stored JSON value; text that is not JSON means a damaged file."""
+        try:
+            return json.loads(text)
+        except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+            raise sqlite_file.damaged(self._path, f"stored text is not JSON: {err}") from err
+
     def _one_doc(self, sql: str, params: tuple) -> dict | None:
         row = self._conn().execute(sql, params).fetchone()
-        return json.loads(row[0]) if row else None
+        return self._loads(row[0]) if row else None
 
     def _docs(self, sql: str, params: tuple) -> list[dict]:
-        return [json.loads(r[0]) for r in self._conn().execute(sql, params).fetchall()]
+        return [self._loads(r[0]) for r in self._conn().execute(sql, params).fetchall()]
 
     def get_start(self, uid: str) -> dict | None:
         return self._one_doc("SELECT doc FROM run_start WHERE uid = ?", (uid,))
@@ -595,7 +654,7 @@ class SQLiteStore(Store):
                 f"SELECT doc FROM run_start {where} ORDER BY time DESC, id DESC", params)
             while rows := cur.fetchmany(256):
                 for (doc,) in rows:
-                    yield json.loads(doc)
+                    yield self._loads(doc)
 
     def search(self, query: Mapping | None = None) -> Iterator[dict]:
         """Like :meth:`Store.search`, with indexed SQL for top-level ``scan_id``, ``uid``
@@ -608,8 +667,7 @@ class SQLiteStore(Store):
             ops = cond if isinstance(cond, Mapping) else {"$eq": cond}
             for op, value in ops.items():
                 sql = _SQL_OPS.get(op)
-                if sql and isinstance(value, (int, float, str)) and not isinstance(value, bool) \
-                        and (key != "uid") == (not isinstance(value, str)):
+                if sql and (isinstance(value, str) if key == "uid" else _sql_number(value)):
                     # rows whose scan_id is not a plain number (NULL) go to the Python match
                     clauses.append(f"({key} {sql} ? OR {key} IS NULL)" if key == "scan_id"
                                    else f"{key} {sql} ?")
@@ -654,7 +712,7 @@ class SQLiteStore(Store):
                 f"WHERE datum_id IN ({_marks(len(chunk))})", chunk).fetchall()
             for datum_id, resource, kwargs in rows:
                 out[datum_id] = {"datum_id": datum_id, "resource": resource,
-                                 "datum_kwargs": json.loads(kwargs)}
+                                 "datum_kwargs": self._loads(kwargs)}
         return out
 
     def datum_of_resource(self, resource_uid: str) -> Iterator[dict]:
@@ -665,7 +723,7 @@ class SQLiteStore(Store):
             while rows := cur.fetchmany(1024):
                 for datum_id, kwargs in rows:
                     yield {"datum_id": datum_id, "resource": resource_uid,
-                           "datum_kwargs": json.loads(kwargs)}
+                           "datum_kwargs": self._loads(kwargs)}
 
     def event_counts(self, descriptor_uids: Sequence[str]) -> dict[str, tuple[int, int, int]]:
         out = {}
@@ -740,24 +798,36 @@ class SQLiteStore(Store):
                 for r in conn.execute(q, qparams):
                     by_page.setdefault(r[0], []).append(r)
             for pid in ids:
-                prow = metas[pid]
-                page = _PageColumns(
-                    descriptor=prow[1],
-                    seq_num=np.frombuffer(prow[2], dtype="<i8"),
-                    time=np.frombuffer(prow[3], dtype="<f8"),
-                    data={}, timestamps={},
-                    uid=json.loads(prow[4]) if uids else None,
-                )
+                try:
+                    page = self._decode_page(metas[pid], by_page.pop(pid, ()), uids=uids,
+                                             timestamps=timestamps)
+                except CatalogCorruptError:
+                    raise
+                except (KeyError, ValueError, TypeError) as err:  # blobs that fit no codec
+                    raise sqlite_file.damaged(
+                        self._path, f"event page {pid} cannot be decoded: "
+                        f"{type(err).__name__}: {err}") from err
                 page.page_id = pid
-                for r in by_page.pop(pid, ()):
-                    page.data[r[1]] = decode_column(r[2], r[3])
-                    if timestamps:
-                        page.timestamps[r[1]] = decode_column(r[4], r[5])
                 if seq_range is not None:
                     page = _clip(page, *seq_range)
                     if not len(page):
                         continue
                 yield page
+
+    def _decode_page(self, prow: tuple, columns: Iterable[tuple], *, uids: bool,
+                     timestamps: bool) -> "_PageColumns":
+        page = _PageColumns(
+            descriptor=prow[1],
+            seq_num=np.frombuffer(prow[2], dtype="<i8"),
+            time=np.frombuffer(prow[3], dtype="<f8"),
+            data={}, timestamps={},
+            uid=self._loads(prow[4]) if uids else None,
+        )
+        for r in columns:
+            page.data[r[1]] = decode_column(r[2], r[3])
+            if timestamps:
+                page.timestamps[r[1]] = decode_column(r[4], r[5])
+        return page
 
 
 def _batches(pages: list[tuple[int, int]], max_events: int) -> Iterator[list[int]]:
@@ -780,6 +850,16 @@ def _remove_catalog(connections: "_Connections", folder: str) -> None:
 
 
 _SQL_OPS = {"$eq": "=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+_INT64 = (-2**63, 2**63 - 1)
+
+
+def _sql_number(value: Any) -> bool:
+    """A number SQLite stores as is: a float, or an int (not a bool) within int64."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return _INT64[0] <= value <= _INT64[1]
+    return isinstance(value, float)
 
 
 class _Connections:

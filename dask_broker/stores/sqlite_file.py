@@ -1,0 +1,258 @@
+"""The catalog file of the embedded store: opening it, its schema version, damage.
+
+Read-only opens
+---------------
+A writable store opens the file with a plain connection (the database runs in
+WAL mode).  A read-only store opens ``file:...?mode=ro``, which SQLite refuses
+to write.  A WAL database needs its ``-wal`` and ``-shm`` files to be read, and
+SQLite creates them when they are missing, so :func:`read_only_target` chooses:
+
+- the folder is writable: ``mode=ro``; the reader sees what a writer commits;
+- the folder is not writable, and the ``-wal`` and ``-shm`` files both exist (a
+  writer has the catalog open, or one stopped without closing it): ``mode=ro``
+  (SQLite reads a ``-shm`` file it cannot write);
+- the folder is not writable and there is no ``-wal`` file, or an empty one:
+  every committed change is in the main file, and no writer is at work (one
+  would have made a ``-wal`` file), so the file is opened with ``immutable=1``:
+  no locks, no ``-shm``.  A writer that starts later (from an account that may
+  write the folder) is not seen, and must not write while such a reader reads;
+- the folder is not writable and a non-empty ``-wal`` file has no ``-shm``:
+  SQLite cannot read it, and :class:`~dask_broker.errors.StoreURIError` says to
+  open the catalog once where its folder is writable (which folds the ``-wal``
+  file into the catalog) or to copy the files to a writable folder.
+
+Schema versions
+---------------
+``meta.schema_version`` holds the layout's version.  Each version so far adds
+tables and indexes to the one before (version 1 catalogs may lack
+``resource_update``, ``stream_resource`` and ``stream_datum``, which version 2
+has), so the current DDL, all ``IF NOT EXISTS``, migrates an older catalog in
+place: :func:`create_or_migrate` runs it and records the version in one
+``BEGIN IMMEDIATE`` transaction.  A read-only store cannot migrate: it reads an
+older catalog as it is, with the tables it lacks made empty ``TEMP`` tables of
+each connection (:func:`shadow_missing_tables`).  A catalog of a newer version
+is refused (:class:`~dask_broker.errors.CatalogVersionError`).
+
+Damage
+------
+Connections are :class:`CatalogConnection`: a SQLite error that reports a
+damaged file (``SQLITE_CORRUPT``, ``SQLITE_NOTADB``, text that is not UTF-8),
+from any statement or fetch, becomes a
+:class:`~dask_broker.errors.CatalogCorruptError` naming the file and what to do.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import sqlite3
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import quote
+
+from ..errors import CatalogCorruptError, CatalogVersionError, StoreURIError
+
+__all__ = [
+    "CatalogConnection",
+    "connect",
+    "damaged",
+    "read_only_target",
+    "schema_version",
+    "create_or_migrate",
+    "check_version",
+    "shadow_missing_tables",
+    "writable",
+]
+
+_CORRUPT_CODES = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+
+
+def damaged(path: Path, detail: str) -> CatalogCorruptError:
+    """The error for a damaged catalog file: what failed, and how to find and save what is left.
+
+    The error's ``path`` and ``detail`` attributes hold the file and what failed.
+    """
+    err = CatalogCorruptError(
+        f"the catalog {path} is damaged ({detail}): `dask-broker check {path}` reports which "
+        f"runs can still be read, and SQLite recovers what is left with "
+        f"`sqlite3 {path} \".recover\" | sqlite3 recovered.db`")
+    err.path, err.detail = path, detail
+    return err
+
+
+def _as_damage(err: sqlite3.DatabaseError, path: Path) -> CatalogCorruptError | None:
+    code = getattr(err, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF == sqlite3.SQLITE_NOTADB:
+        return damaged(path, f"{err}: not a SQLite file, or its header is damaged")
+    if (code is not None and code & 0xFF in _CORRUPT_CODES) or \
+            str(err).startswith("Could not decode to UTF-8"):
+        return damaged(path, str(err))
+    return None
+
+
+def _translating(method):
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as err:
+            damage = _as_damage(err, self.connection.path)
+            if damage is None:
+                raise
+            raise damage from err
+    return call
+
+
+class _CatalogCursor(sqlite3.Cursor):
+    """A cursor whose errors about a damaged file become CatalogCorruptError."""
+
+    execute = _translating(sqlite3.Cursor.execute)
+    executemany = _translating(sqlite3.Cursor.executemany)
+    executescript = _translating(sqlite3.Cursor.executescript)
+    fetchone = _translating(sqlite3.Cursor.fetchone)
+    fetchmany = _translating(sqlite3.Cursor.fetchmany)
+    fetchall = _translating(sqlite3.Cursor.fetchall)
+    __next__ = _translating(sqlite3.Cursor.__next__)
+
+
+class CatalogConnection(sqlite3.Connection):
+    """A connection to a catalog file (``path``) whose cursors report damage as such."""
+
+    path: Path = Path()
+
+    def cursor(self, factory=_CatalogCursor):  # type: ignore[override]
+        return super().cursor(factory)
+
+    # sqlite3.Connection's shortcuts make plain cursors: route them through ours.
+    def execute(self, sql, parameters=(), /):  # type: ignore[override]
+        return self.cursor().execute(sql, parameters)
+
+    def executemany(self, sql, parameters, /):  # type: ignore[override]
+        return self.cursor().executemany(sql, parameters)
+
+    def executescript(self, script, /):  # type: ignore[override]
+        return self.cursor().executescript(script)
+
+
+def writable(path: Path) -> bool:
+    """Whether this process may write the catalog file and its folder (WAL needs both)."""
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+
+
+def read_only_target(path: Path) -> str:
+    """The ``file:`` URI that opens ``path`` read-only (see the module's docstring)."""
+    base = f"file:{quote(str(path))}?mode=ro"
+    if os.access(path.parent, os.W_OK):
+        return base
+    wal = path.with_name(path.name + "-wal")
+    shm = path.with_name(path.name + "-shm")
+    if wal.exists() and shm.exists():
+        return base
+    if not wal.exists() or wal.stat().st_size == 0:
+        return base + "&immutable=1"
+    raise StoreURIError(
+        f"cannot read the catalog {path}: its write-ahead log {wal.name} holds changes not yet "
+        f"in the file, and SQLite needs to create {shm.name} to read it, but this process "
+        f"may not write the folder {path.parent}; open the catalog once where the folder is "
+        f"writable (that folds {wal.name} into the file), or copy {path.name} and {wal.name} "
+        f"to a writable folder")
+
+
+def connect(path: Path, *, read_only: bool, timeout: float = 60) -> CatalogConnection:
+    """A connection to the catalog file (autocommit; usable from any thread)."""
+    if read_only:
+        target, uri = read_only_target(path), True
+    else:
+        target, uri = str(path), False
+    conn = sqlite3.connect(target, uri=uri, timeout=timeout, isolation_level=None,
+                           check_same_thread=False, factory=CatalogConnection)
+    conn.path = path
+    return conn
+
+
+# ------------------------------------------------------------------ versions
+def _statements(ddl: str) -> Iterator[str]:
+    return (s.strip() for s in ddl.split(";") if s.strip())
+
+
+def _tables(conn: sqlite3.Connection, schema: str = "main") -> set[str]:
+    return {r[0] for r in conn.execute(
+        f"SELECT name FROM {schema}.sqlite_master WHERE type = 'table'")}
+
+
+def schema_version(conn: CatalogConnection) -> int | None:
+    """The catalog's schema version; None for an empty database (a catalog to create).
+
+    A ``meta`` table without a version is version 1 (the first layout).
+    """
+    tables = _tables(conn)
+    if "meta" not in tables:
+        if tables:
+            raise StoreURIError(
+                f"{conn.path} is a SQLite database but not a dask_broker catalog (it has no "
+                f"'meta' table; its tables: {', '.join(sorted(tables)[:8])})")
+        return None
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if row is None:
+        return 1
+    try:
+        return int(row[0])
+    except (TypeError, ValueError):
+        raise CatalogVersionError(
+            f"the catalog {conn.path} has an unreadable schema version {row[0]!r}") from None
+
+
+def check_version(path: Path, found: int, current: int) -> None:
+    """Refuse a catalog written by a newer dask_broker, naming both versions."""
+    if found > current:
+        from .. import __version__
+
+        raise CatalogVersionError(
+            f"the catalog {path} has schema version {found}, written by a newer dask_broker; "
+            f"this dask_broker ({__version__}) reads schema versions up to {current}: "
+            "upgrade dask_broker to open it")
+
+
+def create_or_migrate(conn: CatalogConnection, ddl: str, current: int) -> int | None:
+    """Create the schema in an empty database, or migrate an older catalog in place.
+
+    One ``BEGIN IMMEDIATE`` transaction runs the DDL and records ``current``
+    (all or nothing; the version is read again under the write lock, so two
+    processes opening an old catalog migrate it once).  Returns the version
+    found (None for a new catalog).
+    """
+    found = schema_version(conn)
+    if found is not None:
+        check_version(conn.path, found, current)
+        if found == current:
+            return found
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        found = schema_version(conn)
+        if found is None or found < current:
+            for statement in _statements(ddl):
+                conn.execute(statement)
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                         (str(current),))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return found
+
+
+_CREATE_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+)")
+
+
+def shadow_missing_tables(conn: sqlite3.Connection, ddl: str) -> None:
+    """Make the tables of ``ddl`` that the catalog lacks empty TEMP tables of ``conn``.
+
+    How a read-only store reads a catalog of an older (additive) version.
+    """
+    present = _tables(conn) | _tables(conn, "temp")
+    for statement in _statements(ddl):
+        match = _CREATE_TABLE.match(statement)
+        if match and match[1] not in present:
+            conn.execute(statement.replace("CREATE TABLE", "CREATE TEMP TABLE", 1))
