@@ -225,7 +225,7 @@ def test_data_fills_by_default(any_db, tmp_path):
     for datum_id in ids:
         path, point, fpp = ext.locations[datum_id]
         with h5py.File(path, "r") as f:
-            expected.append(f["entry/data/data"][point])
+            expected.append(f["entry/data/data"][point:point + 1])  # (1, H, W)
     got = list(h.data("img"))
     assert len(got) == len(expected)
     for a, b in zip(got, expected, strict=True):
