@@ -31,6 +31,7 @@ from .errors import (
     UnknownDocumentNameError,
     UnknownFieldError,
     UnknownReferenceError,
+    QueryError,
     UnsupportedQueryError,
 )
 from .event_source import EventSource
@@ -77,6 +78,7 @@ __all__ = [
     "UnknownDocumentNameError",
     "UnknownFieldError",
     "UnknownReferenceError",
+    "QueryError",
     "UnsupportedQueryError",
 ]
 
