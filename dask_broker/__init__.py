@@ -35,6 +35,7 @@ from .errors import (
     UnknownDocumentNameError,
     UnknownFieldError,
     UnknownReferenceError,
+    QueryError,
     UnsupportedQueryError,
 )
 from .event_source import EventSource
@@ -85,6 +86,7 @@ __all__ = [
     "UnknownDocumentNameError",
     "UnknownFieldError",
     "UnknownReferenceError",
+    "QueryError",
     "UnsupportedQueryError",
 ]
 

@@ -11,7 +11,7 @@ from .handlers.registry import HandlerRegistry, default_registry
 from .readers import ReaderRegistry
 from .readers import default_registry as default_readers
 from .header import Header
-from .query import validate_query
+from .query import parse_query
 from .stores import Store
 from .stores.sqlite import SQLiteStore
 
@@ -339,8 +339,11 @@ class Broker:
                until: Any = None) -> list[Header]:
         """Runs whose start document matches a Mongo-style query, newest first.
 
-        Supported: equality, ``$in``, ``$nin``, ``$ne``, ``$gt``, ``$gte``,
-        ``$lt``, ``$lte``, ``$exists``, ``$and``, ``$or``, ``$nor``, dotted keys.
+        Every store returns the same runs for a query, with MongoDB's rules (see
+        :mod:`dask_broker.query`). Supported: equality, ``$in``, ``$nin``, ``$ne``,
+        ``$gt``, ``$gte``, ``$lt``, ``$lte``, ``$exists``, ``$regex`` (and compiled
+        ``re.Pattern`` values), ``$not``, ``$elemMatch``, ``$and``, ``$or``, ``$nor``,
+        dotted keys (which reach into lists of documents).
 
         Parameters
         ----------
@@ -352,20 +355,27 @@ class Broker:
             it has a zone), a datetime, or epoch seconds -- as databroker's
             ``db(since=..., until=...)``.
 
+        Raises
+        ------
+        QueryError
+            The query is malformed, too big or uses an unsupported operator (the
+            message names the offending part); no store is asked.
+
         Examples
         --------
         >>> db.search({"plan_name": "scan", "scan_id": {"$gte": 10}})  # doctest: +SKIP
+        >>> db.search({"samples.name": "Si", "plan_name": re.compile("^grid")})  # doctest: +SKIP
         >>> db(since="2024-03-01", until="2024-03-02", plan_name="count")  # doctest: +SKIP
         """
-        query = dict(query or {})
+        query = parse_query(query)  # the user's query, checked (and named) on its own
         window = {}
         if since is not None:
             window["$gte"] = _epoch(since, "since")
         if until is not None:
             window["$lt"] = _epoch(until, "until")
         if window:
-            query = {"$and": [query, {"time": window}]} if query else {"time": window}
-        validate_query(query)
+            query = parse_query(
+                {"$and": [dict(query), {"time": window}]} if query else {"time": window})
         return [self._header(s) for s in self.store.search(query)]
 
     def __call__(self, since: Any = None, until: Any = None, **query: Any) -> list[Header]:

@@ -19,6 +19,7 @@ __all__ = [
     "UnknownDocumentNameError",
     "RunNotFoundError",
     "AmbiguousKeyError",
+    "QueryError",
     "UnsupportedQueryError",
     "NoEventDescriptors",
     "UnknownFieldError",
@@ -89,8 +90,13 @@ class AmbiguousKeyError(DaskBrokerError, ValueError):
     """A uid prefix matches more than one run."""
 
 
-class UnsupportedQueryError(DaskBrokerError, ValueError):
-    """A search query uses an operator dask_broker does not implement."""
+class QueryError(DaskBrokerError, ValueError):
+    """A search query is malformed, too big, or uses an operator dask_broker does not
+    implement (the message names the offending part of the query)."""
+
+
+#: The former name of :class:`QueryError`, kept so that existing code still works.
+UnsupportedQueryError = QueryError
 
 
 class NoEventDescriptors(_KeyErrorMessage, DaskBrokerError, KeyError):

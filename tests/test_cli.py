@@ -208,8 +208,10 @@ def test_ls_query_and_limit(catalog, capsys):
     assert code == 0 and "no runs match" in out
     code, _, err = run_cli(capsys, "ls", path, "--query", "{plan_name: scan}")
     assert_clean_error(code, err, "--query", "JSON")
-    code, _, err = run_cli(capsys, "ls", path, "--query", '{"scan_id": {"$regex": "1"}}')
+    code, _, err = run_cli(capsys, "ls", path, "--query", '{"scan_id": {"$size": 1}}')
     assert_clean_error(code, err)
+    code, _, err = run_cli(capsys, "ls", path, "--query", '{"$or": []}')
+    assert_clean_error(code, err, "$or")
 
 
 # ------------------------------------------------------------------ export

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ..query import match_query, validate_query
+from ..query import parse_query
 from ..redact import mask_uri
 
 if TYPE_CHECKING:
@@ -202,12 +202,15 @@ class Store(abc.ABC):
         """Every start document, newest first (start time, then insertion order)."""
 
     def search(self, query: Mapping | None = None) -> Iterator[dict]:
-        """Start documents matching a Mongo-style ``query``, newest first."""
-        query = dict(query or {})
-        validate_query(query)
-        for doc in self.iter_starts():
-            if match_query(doc, query):
-                yield doc
+        """Start documents matching a Mongo-style ``query``, newest first.
+
+        The query is checked (:func:`~dask_broker.query.parse_query`) before the first
+        document is read; a backend that overrides this method narrows the candidates
+        with the query's :meth:`~dask_broker.query.Query.conditions` and decides with
+        :meth:`~dask_broker.query.Query.match`, so that every store returns the same runs.
+        """
+        query = parse_query(query)
+        return (doc for doc in self.iter_starts() if query.match(doc))
 
     def count_starts(self) -> int:
         """How many runs the store holds."""

@@ -76,7 +76,7 @@ from ..errors import (
     StoreURIError,
     UnknownReferenceError,
 )
-from ..query import validate_query
+from ..query import Query, parse_query
 from .base import EventPageColumns, Store, check_resource_changes, chunked, first_repeat
 from .mongo_uri import (
     ASSET_PARAM,
@@ -200,6 +200,7 @@ class MongoStore(Store):
         self._assets = assets
         self._client_class = mongo_client_class
         self._legacy_descriptors: bool | None = None
+        self._mongodb: bool | None = None
         self._array_fields_cache: dict[str, frozenset] = {}
 
     @classmethod
@@ -355,13 +356,19 @@ class MongoStore(Store):
                     (mds.event, [("descriptor", ASC), ("seq_num", ASC), ("time", ASC)], {}))
             if ar.resource.estimated_document_count() == 0:
                 specs.append((ar.resource, "run_start", {}))
-        if not self._server_reports_version():
+        if not self._is_mongodb():
             # A wire-compatible server that is not MongoDB (nx-27017, for one) may fail
             # every later insert once an index includes _id; those indexes only speed up sorts.
             specs = [s for s in specs if not (isinstance(s[1], list) and any(
                 k == "_id" for k, _ in s[1]))]
             specs.append((ar.stream_datum, "descriptor", {}))
         self._apply_indexes(specs)
+
+    def _is_mongodb(self) -> bool:
+        """Whether the server is MongoDB (it reports a version; asked once per store)."""
+        if self._mongodb is None:
+            self._mongodb = self._server_reports_version()
+        return self._mongodb
 
     def _server_reports_version(self) -> bool:
         from pymongo.errors import OperationFailure
@@ -609,10 +616,21 @@ class MongoStore(Store):
         yield from self._starts({})
 
     def search(self, query: Mapping | None = None) -> Iterator[dict]:
-        """Start documents matching a Mongo query (evaluated by the server), newest first."""
-        query = dict(query or {})
-        validate_query(query)
-        yield from self._starts(to_bson(query))
+        """Start documents matching a Mongo-style query, newest first.
+
+        The server answers the query's :meth:`~dask_broker.query.Query.index_filter`
+        (equality, ``$in`` and ranges, with its indexes; only top-level equality and
+        ``$in`` on a server that is not MongoDB) and :meth:`~dask_broker.query.Query.match`
+        decides, so the runs are those any other store returns for the query.
+        """
+        return self._search(parse_query(query))  # checked now, before the server is asked
+
+    def _search(self, query: Query) -> Iterator[dict]:
+        with self._errors():
+            basic = not self._is_mongodb()
+        for doc in self._starts(to_bson(query.index_filter(basic=basic))):
+            if query.match(doc):
+                yield doc
 
     def _starts(self, query: dict) -> Iterator[dict]:
         with self._errors():

@@ -52,7 +52,7 @@ from ..errors import (
     StoreURIError,
     UnknownReferenceError,
 )
-from ..query import match_query, validate_query
+from ..query import parse_query
 from ..redact import mask_uri
 from . import sqlite_file
 from .base import (
@@ -657,25 +657,21 @@ class SQLiteStore(Store):
                     yield self._loads(doc)
 
     def search(self, query: Mapping | None = None) -> Iterator[dict]:
-        """Like :meth:`Store.search`, with indexed SQL for top-level ``scan_id``, ``uid``
-        and ``time`` conditions; whatever else the query says is matched in Python."""
-        query = dict(query or {})
-        validate_query(query)
+        """Like :meth:`Store.search`, with indexed SQL for the query's ``scan_id``, ``uid``
+        and ``time`` conditions; :meth:`Query.match <dask_broker.query.Query.match>`
+        decides."""
+        query = parse_query(query)  # checked here, before the first row is read
         clauses, params = [], []
-        for key in ("scan_id", "uid", "time"):
-            cond = query.get(key)
-            ops = cond if isinstance(cond, Mapping) else {"$eq": cond}
-            for op, value in ops.items():
-                sql = _SQL_OPS.get(op)
-                if sql and (isinstance(value, str) if key == "uid" else _sql_number(value)):
-                    # rows whose scan_id is not a plain number (NULL) go to the Python match
-                    clauses.append(f"({key} {sql} ? OR {key} IS NULL)" if key == "scan_id"
-                                   else f"{key} {sql} ?")
-                    params.append(value)
+        for key, op, value in query.conditions():
+            sql = _SQL_OPS.get(op)
+            if key in ("scan_id", "uid", "time") and sql and (
+                    isinstance(value, str) if key == "uid" else _sql_number(value)):
+                # rows whose scan_id is not a plain number (NULL) go to the Python match
+                clauses.append(f"({key} {sql} ? OR {key} IS NULL)" if key == "scan_id"
+                               else f"{key} {sql} ?")
+                params.append(value)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        for doc in self._starts(where, tuple(params)):
-            if match_query(doc, query):  # the SQL prefilter is a superset; this decides
-                yield doc
+        return (doc for doc in self._starts(where, tuple(params)) if query.match(doc))
 
     def count_starts(self) -> int:
         (n,) = self._conn().execute("SELECT COUNT(*) FROM run_start").fetchone()

@@ -7,6 +7,7 @@ import math
 import multiprocessing
 import os
 import pickle
+import random
 import socket
 import time
 
@@ -22,6 +23,7 @@ from dask_broker.errors import (
     StoreURIError,
     UnsupportedQueryError,
 )
+from dask_broker.query import parse_query
 from dask_broker.stores import open_store, store_class
 from dask_broker.stores import mongo as mongo_module
 from dask_broker.stores.conformance import StoreConformance
@@ -238,6 +240,56 @@ def test_unreachable_asset_registry_names_its_host(mongo_uri):
 def test_search_validates_before_asking_the_server(any_store):
     with pytest.raises(UnsupportedQueryError, match=r"\$where"):
         list(any_store.search({"$where": "1"}))
+
+
+def test_search_sends_the_index_filter_the_server_answers(any_store, monkeypatch):
+    """MongoDB (and mongomock) get the whole index filter; a server that is not MongoDB
+    (nx-27017) only top-level equality and $in, which it answers right."""
+    for i, md in enumerate([{"scan_id": 1, "sample": {"name": "Si"}}, {"scan_id": 2}]):
+        any_store.insert_start(_run(metadata=md, time=1000.0 + i).start_doc)
+    sent = []
+    real_starts = any_store._starts
+    monkeypatch.setattr(any_store, "_starts", lambda f: sent.append(f) or real_starts(f))
+    query = {"scan_id": {"$in": [1, 2], "$gte": 1}, "sample.name": "Si"}
+    assert [d["scan_id"] for d in any_store.search(query)] == [1]
+    if any_store._is_mongodb():
+        assert sent == [{"$and": [{"scan_id": {"$in": [1, 2]}}, {"scan_id": {"$gte": 1}},
+                                  {"sample.name": "Si"}]}]
+    else:
+        assert sent == [{"scan_id": {"$in": [1, 2]}}]
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_index_filter_keeps_every_match_on_the_server(any_store, seed):
+    """What the server returns for the index filter holds every run match() accepts --
+    with lists, lists of documents, booleans and mixed types in the runs."""
+    rng = random.Random(seed)
+    scalars = [0, 1, 2.5, -1, "a", "b", "", True, False, None]
+
+    def value(depth=0):
+        r = rng.random()
+        if r < 0.6 or depth > 1:
+            return rng.choice(scalars)
+        if r < 0.8:
+            return [value(depth + 1) for _ in range(rng.randint(0, 3))]
+        return {k: value(depth + 1) for k in rng.sample(["x", "name"], rng.randint(0, 2))}
+
+    starts = []
+    for i in range(40):
+        md = {f: value() for f in ("a", "b", "c") if rng.random() < 0.8}
+        starts.append(_run(metadata=md, time=1000.0 + i).start_doc)
+        any_store.insert_start(starts[-1])
+    basic = not any_store._is_mongodb()
+    plain = [0, 1, 2.5, -1, "a", "b", ""]
+    for _ in range(60):
+        field = rng.choice(["a", "b", "c", "a.x", "b.name", "c.0"])
+        op = rng.choice(["$eq", "$in", "$gt", "$gte", "$lt", "$lte"])
+        cond = {op: rng.sample(plain, 2) if op == "$in" else rng.choice(plain)}
+        query = parse_query(rng.choice([{field: cond}, {"$or": [{field: cond}, {"c": 1}]}]))
+        filt = query.index_filter(basic=basic)
+        passed = {d["uid"] for d in any_store._starts(filt)}
+        matches = {d["uid"] for d in starts if query.match(d)}
+        assert matches <= passed, (filt, dict(query))
 
 
 # ---------------------------------------------------------------- layout
