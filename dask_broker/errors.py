@@ -18,8 +18,10 @@ __all__ = [
     "PageLengthError",
     "UnknownDocumentNameError",
     "RunNotFoundError",
+    "RunIndexError",
     "AmbiguousKeyError",
     "UnsupportedQueryError",
+    "UnsupportedSearchError",
     "NoEventDescriptors",
     "UnknownFieldError",
     "StoreURIError",
@@ -29,12 +31,14 @@ __all__ = [
     "UnknownDatumError",
     "HandlerError",
     "InvalidArgumentError",
+    "ConflictingArgumentsError",
     "ColumnTypeError",
     "ReaderNotFoundError",
     "DuplicateReaderError",
     "ReaderError",
     "OutOfRangeError",
     "UnsupportedStreamResourceError",
+    "RenamedArgumentWarning",
 ]
 
 
@@ -81,12 +85,24 @@ class RunNotFoundError(_KeyErrorMessage, DaskBrokerError, KeyError):
     """No run matches a uid, uid prefix, scan_id or recency index."""
 
 
+class RunIndexError(RunNotFoundError, IndexError):
+    """``db[-N]`` asks for more runs back than the catalog holds.
+
+    Both a :class:`KeyError` (a run was not found, as for any lookup) and an
+    :class:`IndexError` (as databroker raises for an index out of range).
+    """
+
+
 class AmbiguousKeyError(DaskBrokerError, ValueError):
     """A uid prefix matches more than one run."""
 
 
 class UnsupportedQueryError(DaskBrokerError, ValueError):
     """A search query uses an operator dask_broker does not implement."""
+
+
+class UnsupportedSearchError(DaskBrokerError, NotImplementedError):
+    """A search this catalog cannot do (e.g. full-text search where it is not available)."""
 
 
 class NoEventDescriptors(_KeyErrorMessage, DaskBrokerError, KeyError):
@@ -126,6 +142,10 @@ class InvalidArgumentError(DaskBrokerError, ValueError):
     """An argument has a value dask_broker cannot use (the message says which)."""
 
 
+class ConflictingArgumentsError(DaskBrokerError, TypeError):
+    """Two arguments that mean the same thing were both given (e.g. ``since`` and ``start_time``)."""
+
+
 class ColumnTypeError(DaskBrokerError, TypeError):
     """Stored values do not fit the column dtype their descriptor's data_keys declare."""
 
@@ -149,3 +169,13 @@ class OutOfRangeError(DaskBrokerError, IndexError):
 
 class UnsupportedStreamResourceError(DaskBrokerError, NotImplementedError):
     """A stream_resource uses a form of its mimetype that no built-in reader supports."""
+
+
+# ---------------------------------------------------------------- warnings
+class RenamedArgumentWarning(UserWarning):
+    """An argument was given under an older name that still works (the message gives the new one).
+
+    A :class:`UserWarning`, as databroker's own warning for these names, so
+    scripts written for databroker keep running where deprecation warnings
+    are errors.
+    """
