@@ -11,6 +11,7 @@ Examples
 from __future__ import annotations
 
 from .broker import Broker
+from .databroker_api import ALL
 from .errors import (
     AmbiguousKeyError,
     DaskBrokerError,
@@ -45,6 +46,7 @@ from .handlers import HandlerRegistry
 __version__ = "0.1.0"
 
 __all__ = [
+    "ALL",
     "Broker",
     "EventSource",
     "Header",

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from numbers import Integral
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+from .databroker_api import DatabrokerMethods
 from .errors import (
     AmbiguousKeyError,
     ConflictingArgumentsError,
@@ -30,8 +31,12 @@ from .stores.sqlite import SQLiteStore
 __all__ = ["Broker"]
 
 
-class Broker:
+class Broker(DatabrokerMethods):
     """A catalog of runs.
+
+    Besides its own lazy API, a Broker answers databroker's calls
+    (``get_table``, ``get_events``, ``get_documents``, ``restream``, ``process``,
+    ``get_images``, ``export``, ``reg``; see :mod:`dask_broker.databroker_api`).
 
     Parameters
     ----------
@@ -135,13 +140,24 @@ class Broker:
         self.handlers.register(spec, handler_class, overwrite=overwrite)
 
     def deregister_handler(self, spec: str) -> None:
-        """Forget an explicit registration (built-ins and entry points remain).
+        """Remove the handler this Broker uses for ``spec``, one layer at a time.
+
+        An explicit registration is removed first (a built-in or entry-point
+        handler for ``spec`` is used again); with none, the built-in or
+        entry-point handler (e.g. ophyd's ``NPY_SEQ``) is removed for this Broker
+        until :meth:`register_handler` registers one again.  To remove every
+        layer at once, as databroker does, use ``db.reg.deregister_handler``.
+
+        Raises
+        ------
+        HandlerNotFoundError
+            Nothing provides ``spec``.
 
         Examples
         --------
         >>> db.deregister_handler("AD_TIFF")  # doctest: +SKIP
         """
-        self.handlers.deregister(spec)
+        self.handlers.remove(spec)
 
     def register_reader(self, mimetype: str, reader_class: Any, overwrite: bool = False) -> None:
         """Use ``reader_class`` for stream_resource documents of ``mimetype``.
@@ -159,8 +175,9 @@ class Broker:
         self.readers.register(mimetype, reader_class, overwrite=overwrite)
 
     def deregister_reader(self, mimetype: str) -> None:
-        """Forget an explicit reader registration (built-ins and entry points remain)."""
-        self.readers.deregister(mimetype)
+        """Remove the reader this Broker uses for ``mimetype``, one layer at a time
+        (as :meth:`deregister_handler`)."""
+        self.readers.remove(mimetype)
 
     def set_root_map(self, root_map: Mapping[str, str]) -> None:
         """Remap file roots: ``{resource root as stored: where it is mounted now}``.

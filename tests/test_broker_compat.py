@@ -7,11 +7,17 @@ computed from the documents composed with event_model.
 
 from __future__ import annotations
 
+import os
 import pickle
+from collections import Counter
 
+import h5py
+import numpy as np
+import pandas as pd
 import pytest
+from conftest import primary_value
 
-from dask_broker import Broker
+from dask_broker import ALL, Broker
 from dask_broker.errors import (
     ConflictingArgumentsError,
     DaskBrokerError,
@@ -21,6 +27,8 @@ from dask_broker.errors import (
     RunNotFoundError,
     UnsupportedSearchError,
 )
+from dask_broker.handlers.testing import make_external_run
+from dask_broker.images import Images
 
 DAY = 86400.0
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
@@ -92,10 +100,11 @@ def test_out_of_range_index_is_index_and_key_error(six):
 
 def test_numeric_strings_count_as_numbers(any_db, make_run, insert):
     db = any_db
-    zero = insert(db, make_run(metadata={"scan_id": 0}, n_primary=1, n_baseline=0,
-                               external=False, time=T0))
-    twelve = insert(db, make_run(metadata={"scan_id": 12}, n_primary=1, n_baseline=0,
-                                 external=False, time=T0 + 1))
+    # uids chosen so that no uid starts with the digits looked up below
+    zero = insert(db, make_run(uid="aaaa-zero", metadata={"scan_id": 0}, n_primary=1,
+                               n_baseline=0, external=False, time=T0))
+    twelve = insert(db, make_run(uid="bbbb-twelve", metadata={"scan_id": 12}, n_primary=1,
+                                 n_baseline=0, external=False, time=T0 + 1))
     digits = insert(db, make_run(uid="12345678-aaaa", metadata={"scan_id": 5}, n_primary=1,
                                  n_baseline=0, external=False, time=T0 + 2))
     assert db["-1"].uid == digits.uid and db["-3"].uid == zero.uid
@@ -197,3 +206,183 @@ def test_text_search_is_not_available_yet(six):
     with pytest.raises(UnsupportedSearchError) as info:
         db("some words")
     assert isinstance(info.value, NotImplementedError) and isinstance(info.value, DaskBrokerError)
+
+
+# ---------------------------------------------------------------- get_table
+def utc(times) -> np.ndarray:
+    """Naive UTC datetime64[ns] of epoch seconds."""
+    return pd.to_datetime(np.asarray(times, dtype="f8"), unit="s").to_numpy()
+
+
+def assert_times(got, want_seconds, shift=pd.Timedelta(0)):
+    diff = (pd.Series(got).to_numpy() - (utc(want_seconds) + shift.to_timedelta64()))
+    assert np.all(np.abs(diff.astype("i8")) <= 1000), diff  # within 1 us
+
+
+@pytest.fixture
+def two_runs(any_db, make_run, insert):
+    """Run a (3 points, no baseline) then run b (4 points, a baseline stream)."""
+    a = insert(any_db, make_run(n_primary=3, n_baseline=0, external=False, time=T0))
+    b = insert(any_db, make_run(n_primary=4, n_baseline=2, external=False, time=T0 + DAY))
+    return any_db, a, b
+
+
+def test_get_table_is_an_eager_pandas_frame(two_runs):
+    db, a, b = two_runs
+    df = db.get_table(db[a.uid], timezone="UTC")
+    assert type(df) is pd.DataFrame and df.index.name == "seq_num"
+    assert list(df.index) == [1, 2, 3]
+    assert list(df.columns) == ["time", "x", "n", "flag", "label"]
+    for key in ("x", "n", "flag", "label"):
+        assert df[key].tolist() == [primary_value(key, i) for i in (1, 2, 3)], key
+    assert df["time"].dtype == np.dtype("datetime64[ns]")
+    assert_times(df["time"], [e["time"] for e in a.events["primary"]])
+
+
+def test_get_table_times(two_runs):
+    db, a, _ = two_runs
+    h = db[a.uid]
+    seconds = [e["time"] for e in a.events["primary"]]
+    raw = db.get_table(h, convert_times=False, localize_times=False)["time"]
+    assert raw.dtype == np.float64 and raw.tolist() == seconds
+    # datetimes unless both flags are False; localize_times: wall time in `timezone`
+    for kw in ({}, {"convert_times": False}):
+        got = db.get_table(h, timezone="America/New_York", **kw)["time"]
+        assert_times(got, seconds, shift=pd.Timedelta(hours=-5))  # November: EST
+    got = db.get_table(h, timezone="America/New_York", localize_times=False)["time"]
+    assert_times(got, seconds)  # naive UTC
+    assert_times(db.get_table(h, timezone="Asia/Kolkata")["time"], seconds,
+                 shift=pd.Timedelta(hours=5, minutes=30))
+
+
+def test_get_table_of_several_headers(two_runs):
+    db, a, b = two_runs
+    df = db.get_table([db[b.uid], db[a.uid]], fields=["x", "fl.*"], timezone="UTC")
+    assert list(df.index) == [1, 2, 3, 4, 1, 2, 3] and df.index.name == "seq_num"
+    assert list(df.columns) == ["time", "x", "flag"]  # regexes match whole names
+    assert df["x"].tolist() == [primary_value("x", i) for i in (1, 2, 3, 4, 1, 2, 3)]
+    assert_times(df["time"], [e["time"] for e in b.events["primary"] + a.events["primary"]])
+    newest_first = db.get_table(db[-2:], fields=["n"])
+    assert newest_first["n"].tolist() == [primary_value("n", i) for i in (1, 2, 3, 4, 1, 2, 3)]
+    # a stream only b has: a adds no rows
+    base = db.get_table([db[a.uid], db[b.uid]], "baseline", convert_times=False,
+                        localize_times=False)
+    assert base["temp"].tolist() == [e["data"]["temp"] for e in b.events["baseline"]]
+    assert base["time"].tolist() == [e["time"] for e in b.events["baseline"]]
+
+
+@pytest.mark.parametrize("kwargs", [{"fields": ["nothing"]}, {"stream_name": "nope"},
+                                    {"fields": []}])
+def test_get_table_with_nothing_to_show_is_empty(two_runs, kwargs):
+    db, a, b = two_runs
+    df = db.get_table(db[-2:], **kwargs)
+    assert type(df) is pd.DataFrame and df.empty and list(df.columns) == []
+    assert db.get_table([]).empty
+
+
+def test_get_table_fill(any_db, tmp_path):
+    ext = make_external_run(tmp_path, n_files=1, points_per_file=3)
+    for name, doc in ext.documents:
+        any_db.insert(name, doc)
+    df = any_db.get_table(any_db[-1], fields=["motor", "spectrum"], fill=True)
+    assert list(df.columns) == ["time", "motor", "spectrum"]
+    for (_, row), event in zip(df.iterrows(), ext.events, strict=True):
+        path, _, _ = ext.locations[event["data"]["spectrum"]]
+        np.testing.assert_array_equal(row["spectrum"], np.load(path))
+        assert row["motor"] == event["data"]["motor"]
+
+
+# ---------------------------------------------------------------- documents
+def test_get_documents_and_events(any_db, make_run, insert):
+    db = any_db
+    runs = [insert(db, make_run()), insert(db, make_run(n_primary=2))]
+    headers = [db[r.uid] for r in runs]
+    docs = list(db.get_documents(headers))
+    per_run = [[], []]
+    for name, doc in docs:
+        if name == "start":
+            current = per_run[[r.uid for r in runs].index(doc["uid"])]
+        current.append((name, doc))
+    for run, got in zip(runs, per_run, strict=True):
+        assert got[0] == ("start", run.start) and got[-1] == ("stop", run.stop)
+        assert Counter(n for n, _ in got) == Counter(n for n, _ in run.docs)
+        events = [d for n, d in got if n == "event"]
+        every = sorted(run.events["primary"] + run.events["baseline"], key=lambda e: e["time"])
+        assert events == [run.expected_event(e) for e in every]
+        assert [d for n, d in got if n == "datum"] == run.datum
+    assert list(db.get_documents(headers[0], ALL)) == list(db.get_documents(headers[0], None))
+
+    run, h = runs[0], headers[0]
+    assert list(db.get_events(h)) == [run.expected_event(e) for e in run.events["primary"]]
+    assert list(db.get_events(h, fields=["x", "la.*"])) == [
+        run.expected_event(e, fields=["x", "label"]) for e in run.events["primary"]]
+    assert list(db.get_events(h, "baseline")) == [
+        run.expected_event(e) for e in run.events["baseline"]]
+    assert list(db.get_events(headers, fields=["no_such_field"])) == []
+    assert len(list(db.get_events(headers, ALL))) == sum(
+        len(r.events["primary"]) + len(r.events["baseline"]) for r in runs)
+    base = list(db.get_documents(h, "baseline"))
+    assert Counter(n for n, _ in base) == Counter(start=1, descriptor=1, event=2, stop=1)
+    assert list(db.get_documents(h, "nope")) == [("start", run.start), ("stop", run.stop)]
+
+
+def test_restream_stream_and_process(any_db, make_run, insert):
+    db = any_db
+    runs = [insert(db, make_run(n_primary=2)), insert(db, make_run(n_primary=3))]
+    headers = db[[r.uid for r in runs]]
+    replay = list(db.restream(headers))
+    assert replay == list(db.get_documents(headers, ALL))
+    assert list(db.stream(headers)) == replay
+    assert Counter(n for n, _ in replay) == Counter(n for r in runs for n, _ in r.docs)
+    seen = []
+    db.process(headers, lambda name, doc: seen.append((name, doc["uid"] if "uid" in doc
+                                                       else doc["datum_id"])))
+    assert seen == [(n, d["uid"] if "uid" in d else d["datum_id"]) for n, d in replay]
+    with pytest.raises(InvalidArgumentError):
+        db.process(headers, "not a function")
+    with pytest.raises(InvalidArgumentError, match="Header"):
+        list(db.get_documents(runs[0].uid))
+
+
+# ---------------------------------------------------------------- get_images
+def _frame(location) -> np.ndarray:
+    path, point, fpp = location
+    if point is None:
+        return np.load(path)
+    with h5py.File(path, "r") as f:
+        frames = f["entry/data/data"][point * fpp:(point + 1) * fpp]
+    return frames[0] if fpp == 1 else frames
+
+
+def test_get_images(any_db, tmp_path):
+    db = any_db
+    exts = []
+    for i in range(2):
+        os.makedirs(tmp_path / str(i))
+        exts.append(make_external_run(tmp_path / str(i), n_files=2, points_per_file=2, seed=i))
+    for ext in exts:
+        for name, doc in ext.documents:
+            db.insert(name, doc)
+    h = db[exts[0].start["uid"]]
+    want = [_frame(exts[0].locations[e["data"]["img"]]) for e in exts[0].events]
+    images = db.get_images(h, "img")
+    assert isinstance(images, Images) and len(images) == 4
+    assert images.frame_shape == (4, 5) and images.dtype == np.uint16
+    for i in range(4):
+        np.testing.assert_array_equal(images[i], want[i])
+    np.testing.assert_array_equal(images[-1], want[-1])
+    part = images[1:3]
+    assert isinstance(part, Images) and len(part) == 2
+    np.testing.assert_array_equal(part[1], want[2])
+    np.testing.assert_array_equal(np.stack(list(images)), np.stack(want))
+    with pytest.raises(IndexError):
+        images[4]
+    both = db.get_images([db[e.start["uid"]] for e in exts], "img")
+    want_both = want + [_frame(exts[1].locations[e["data"]["img"]]) for e in exts[1].events]
+    assert len(both) == 8
+    np.testing.assert_array_equal(np.stack(list(both)), np.stack(want_both))
+    np.testing.assert_array_equal(both[5], want_both[5])
+    spectra = db.get_images(h, "spectrum")
+    np.testing.assert_array_equal(
+        np.asarray(spectra), np.stack([np.load(exts[0].locations[e["data"]["spectrum"]][0])
+                                       for e in exts[0].events]))
