@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 from collections import Counter
+from collections.abc import Mapping
 
 import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import primary_value
+from conftest import MISSING_ROOT, primary_value
 
 from dask_broker import ALL, Broker
 from dask_broker.errors import (
     ConflictingArgumentsError,
     DaskBrokerError,
+    DuplicateHandlerError,
+    DuplicateUidError,
+    HandlerNotFoundError,
     InvalidArgumentError,
     RenamedArgumentWarning,
     RunIndexError,
@@ -386,3 +391,151 @@ def test_get_images(any_db, tmp_path):
     np.testing.assert_array_equal(
         np.asarray(spectra), np.stack([np.load(exts[0].locations[e["data"]["spectrum"]][0])
                                        for e in exts[0].events]))
+
+
+# ---------------------------------------------------------------- export
+def _names(docs):
+    return Counter(name for name, _ in docs)
+
+
+def test_export_documents_and_files(any_db, make_run, insert, tmp_path):
+    db = any_db
+    src = tmp_path / "src"
+    (src / "2024").mkdir(parents=True)
+    ext = make_external_run(src / "2024", root=str(src), n_files=2, points_per_file=2)
+    for name, doc in ext.documents:
+        db.insert(name, doc)
+    plain = insert(db, make_run(external=False))
+    uid = ext.start["uid"]
+    spectra = [np.load(ext.locations[e["data"]["spectrum"]][0]) for e in ext.events]
+    frames = [_frame(ext.locations[e["data"]["img"]]) for e in ext.events]
+
+    other = Broker.temp()
+    assert db.export(db[[uid, plain.uid]], other) == []
+    assert _names(other[uid].docs()) == _names(ext.documents)
+    assert _names(other[plain.uid].docs()) == _names(plain.docs)
+    assert list(other.get_events(other[plain.uid])) == [
+        plain.expected_event(e) for e in plain.events["primary"]]
+    with pytest.raises(DuplicateUidError):
+        db.export(db[plain.uid], other)
+
+    archive, new_root = Broker.temp(), tmp_path / "archive"
+    pairs = db.export(db[uid], archive, new_root=str(new_root), copy_kwargs={"verify": True})
+    want = [(f, os.path.join(new_root, os.path.relpath(f, src))) for f in ext.files]
+    assert sorted(pairs) == sorted(want)
+    for old, new in want:
+        assert open(old, "rb").read() == open(new, "rb").read()
+    assert {r["root"] for r in db[uid].resources()} == {str(src)}  # the source is unchanged
+    assert {r["root"] for r in archive[uid].resources()} == {str(new_root)}
+    shutil.rmtree(src)  # the archive reads its own copies
+    df = archive.get_table(archive[uid], fields=["spectrum"], fill=True)
+    for got, expected in zip(df["spectrum"], spectra, strict=True):
+        np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(np.stack(list(archive.get_images(archive[uid], "img"))),
+                                  np.stack(frames))
+
+
+def test_export_stream_resources(any_db, streamdata_recordings):
+    rec = streamdata_recordings["hdf5_handmade"]
+    for name, doc in rec.docs:
+        any_db.insert(name, doc)
+    other = Broker.temp()
+    any_db.export(any_db[rec.uid], other)
+    replay = list(other[rec.uid].docs())
+    for name in ("stream_resource", "stream_datum", "event", "descriptor"):
+        assert _names(replay)[name] == rec.names.count(name), name
+    for key in rec.stream_keys("primary"):
+        want = rec.expected["primary"][key]
+        got = np.asarray(other.get_images(other[rec.uid], key))
+        np.testing.assert_array_equal(got.reshape(want.shape), want)
+
+
+# ---------------------------------------------------------------- db.reg
+class ConstantHandler:
+    def __init__(self, path, **kwargs):
+        self.path = path
+
+    def __call__(self, **kwargs):
+        return np.full((4, 5), 7.0)
+
+
+def _npy_seq_run(db, make_run, insert, tmp_path):
+    """A run whose img frames are NPY_SEQ files (ophyd.sim's handler), mapped to tmp_path."""
+    run = insert(db, make_run(n_baseline=0))
+    frames = []
+    for d in run.datum:
+        frame = np.arange(20.0).reshape(4, 5) + d["datum_kwargs"]["index"]
+        np.save(tmp_path / f"images.npy_{d['datum_kwargs']['index']}.npy", frame)
+        frames.append(frame)
+    db.reg.root_map[MISSING_ROOT] = str(tmp_path)  # a live dict, as databroker's
+    return run, frames
+
+
+def test_reg_handler_reg_and_root_map(any_db, make_run, insert, tmp_path):
+    pytest.importorskip("ophyd.sim")
+    from ophyd.sim import NumpySeqHandler
+
+    db = any_db
+    run, frames = _npy_seq_run(db, make_run, insert, tmp_path)
+    assert db.root_map == {MISSING_ROOT: str(tmp_path)}
+    reg = db.reg.handler_reg
+    assert isinstance(reg, Mapping) and reg["NPY_SEQ"] is NumpySeqHandler  # entry point
+    assert {"AD_HDF5", "NPY", "NPY_SEQ"} <= set(reg) and len(reg) == len(list(reg))
+    assert reg["AD_HDF5"].__name__ == "AreaDetectorHDF5Handler"
+    with pytest.raises(TypeError):
+        reg["NPY_SEQ"] = ConstantHandler
+    with pytest.raises(KeyError):
+        reg["NO_SUCH_SPEC"]
+    df = db.get_table(db[run.uid], fields=["img"], fill=True)
+    for got, want in zip(df["img"], frames, strict=True):
+        np.testing.assert_array_equal(got, want)
+    db.reg.root_map = {}
+    assert db.root_map == {}
+
+
+def test_reg_deregisters_entry_point_handlers(any_db, make_run, insert, tmp_path):
+    pytest.importorskip("ophyd.sim")
+    from ophyd.sim import NumpySeqHandler
+
+    db = any_db
+    run, frames = _npy_seq_run(db, make_run, insert, tmp_path)
+    h = db[run.uid]
+    db.reg.deregister_handler("NPY_SEQ")  # an entry-point handler: gone for this Broker
+    assert "NPY_SEQ" not in db.reg.handler_reg and "NPY_SEQ" not in db.handlers.specs()
+    with pytest.raises(HandlerNotFoundError, match="deregistered"):
+        db.get_table(h, fields=["img"], fill=True)
+    with pytest.raises(HandlerNotFoundError):
+        pickle.loads(pickle.dumps(db.handlers)).lookup("NPY_SEQ")  # also on workers
+    db.reg.deregister_handler("NPY_SEQ")       # silent, as databroker's
+    db.reg.deregister_handler("NO_SUCH_SPEC")
+    assert Broker.temp().handlers.lookup("NPY_SEQ") is NumpySeqHandler  # other Brokers keep it
+
+    db.reg.register_handler("NPY_SEQ", ConstantHandler)  # registered again: used
+    db.reg.register_handler("NPY_SEQ", ConstantHandler)  # the same class: a no-op
+    with pytest.raises(DuplicateHandlerError):
+        db.reg.register_handler("NPY_SEQ", NumpySeqHandler)
+    assert db.reg.handler_reg["NPY_SEQ"] is ConstantHandler
+    df = db.get_table(h, fields=["img"], fill=True)
+    assert all(np.array_equal(cell, np.full((4, 5), 7.0)) for cell in df["img"])
+    db.reg.register_handler("NPY_SEQ", NumpySeqHandler, overwrite=True)
+    df = db.get_table(h, fields=["img"], fill=True)
+    for got, want in zip(df["img"], frames, strict=True):
+        np.testing.assert_array_equal(got, want)
+    db.reg.deregister_handler("NPY_SEQ")  # an explicit registration: gone too
+    assert "NPY_SEQ" not in db.reg.handler_reg
+
+
+def test_broker_deregister_removes_one_layer(any_db):
+    pytest.importorskip("ophyd.sim")
+    db = any_db
+    db.register_handler("NPY_SEQ", ConstantHandler)   # overrides the entry point
+    assert db.handlers.lookup("NPY_SEQ") is ConstantHandler
+    db.deregister_handler("NPY_SEQ")                  # the entry point is back
+    assert db.handlers.lookup("NPY_SEQ").__name__ == "NumpySeqHandler"
+    db.deregister_handler("NPY_SEQ")                  # now the entry point goes too
+    assert "NPY_SEQ" not in db.handlers
+    with pytest.raises(HandlerNotFoundError):
+        db.deregister_handler("NPY_SEQ")
+    tiff = "multipart/related;type=image/tiff"
+    db.deregister_reader(tiff)                         # a built-in reader
+    assert tiff not in db.readers
