@@ -17,7 +17,6 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import MISSING_ROOT, primary_value
 
 from dask_broker import ALL, Broker
 from dask_broker.errors import (
@@ -239,7 +238,7 @@ def test_get_table_is_an_eager_pandas_frame(two_runs):
     assert list(df.index) == [1, 2, 3]
     assert list(df.columns) == ["time", "x", "n", "flag", "label"]
     for key in ("x", "n", "flag", "label"):
-        assert df[key].tolist() == [primary_value(key, i) for i in (1, 2, 3)], key
+        assert df[key].tolist() == [e["data"][key] for e in a.events["primary"]], key
     assert df["time"].dtype == np.dtype("datetime64[ns]")
     assert_times(df["time"], [e["time"] for e in a.events["primary"]])
 
@@ -265,10 +264,12 @@ def test_get_table_of_several_headers(two_runs):
     df = db.get_table([db[b.uid], db[a.uid]], fields=["x", "fl.*"], timezone="UTC")
     assert list(df.index) == [1, 2, 3, 4, 1, 2, 3] and df.index.name == "seq_num"
     assert list(df.columns) == ["time", "x", "flag"]  # regexes match whole names
-    assert df["x"].tolist() == [primary_value("x", i) for i in (1, 2, 3, 4, 1, 2, 3)]
-    assert_times(df["time"], [e["time"] for e in b.events["primary"] + a.events["primary"]])
+    events = b.events["primary"] + a.events["primary"]
+    assert df["x"].tolist() == [e["data"]["x"] for e in events]
+    assert df["flag"].tolist() == [e["data"]["flag"] for e in events]
+    assert_times(df["time"], [e["time"] for e in events])
     newest_first = db.get_table(db[-2:], fields=["n"])
-    assert newest_first["n"].tolist() == [primary_value("n", i) for i in (1, 2, 3, 4, 1, 2, 3)]
+    assert newest_first["n"].tolist() == [e["data"]["n"] for e in events]
     # a stream only b has: a adds no rows
     base = db.get_table([db[a.uid], db[b.uid]], "baseline", convert_times=False,
                         localize_times=False)
@@ -467,7 +468,7 @@ def _npy_seq_run(db, make_run, insert, tmp_path):
         frame = np.arange(20.0).reshape(4, 5) + d["datum_kwargs"]["index"]
         np.save(tmp_path / f"images.npy_{d['datum_kwargs']['index']}.npy", frame)
         frames.append(frame)
-    db.reg.root_map[MISSING_ROOT] = str(tmp_path)  # a live dict, as databroker's
+    db.reg.root_map[run.resources[0]["root"]] = str(tmp_path)  # a live dict, as databroker's
     return run, frames
 
 
@@ -477,7 +478,7 @@ def test_reg_handler_reg_and_root_map(any_db, make_run, insert, tmp_path):
 
     db = any_db
     run, frames = _npy_seq_run(db, make_run, insert, tmp_path)
-    assert db.root_map == {MISSING_ROOT: str(tmp_path)}
+    assert db.root_map == {run.resources[0]["root"]: str(tmp_path)}
     reg = db.reg.handler_reg
     assert isinstance(reg, Mapping) and reg["NPY_SEQ"] is NumpySeqHandler  # entry point
     assert {"AD_HDF5", "NPY", "NPY_SEQ"} <= set(reg) and len(reg) == len(list(reg))
