@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from .broker import Broker
 from .config import list_configs
+from .databroker_api import ALL
 from .errors import (
     AmbiguousKeyError,
     CatalogCorruptError,
@@ -50,6 +51,7 @@ from .handlers import HandlerRegistry
 __version__ = "0.1.0"
 
 __all__ = [
+    "ALL",
     "Broker",
     "list_configs",
     "EventSource",

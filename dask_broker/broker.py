@@ -3,9 +3,23 @@
 from __future__ import annotations
 
 import itertools
-from typing import Any, Iterator, Mapping
+import re
+import warnings
+from dataclasses import dataclass
+from numbers import Integral
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from .errors import AmbiguousKeyError, InvalidArgumentError, RunNotFoundError, StoreURIError
+from .databroker_api import DatabrokerMethods
+from .errors import (
+    AmbiguousKeyError,
+    ConflictingArgumentsError,
+    InvalidArgumentError,
+    RenamedArgumentWarning,
+    RunIndexError,
+    RunNotFoundError,
+    StoreURIError,
+    UnsupportedSearchError,
+)
 from .event_source import EventSource
 from .handlers.registry import HandlerRegistry, default_registry
 from .readers import ReaderRegistry
@@ -18,8 +32,12 @@ from .stores.sqlite import SQLiteStore
 __all__ = ["Broker"]
 
 
-class Broker:
+class Broker(DatabrokerMethods):
     """A catalog of runs.
+
+    Besides its own lazy API, a Broker answers databroker's calls
+    (``get_table``, ``get_events``, ``get_documents``, ``restream``, ``process``,
+    ``get_images``, ``export``, ``reg``; see :mod:`dask_broker.databroker_api`).
 
     Parameters
     ----------
@@ -42,6 +60,10 @@ class Broker:
         self.readers = ReaderRegistry(parent=default_readers)
         self.event_source = EventSource(store, registry=self.handlers, root_map=root_map,
                                         readers=self.readers)
+        #: Conditions every search must also meet (:meth:`add_filter`), as databroker's.
+        self.filters: dict[str, Any] = {}
+        #: ``db.<name>`` searches: name -> query dict, or a function returning one.
+        self.aliases: dict[str, Any] = {}
 
     @classmethod
     def from_uri(cls, uri: str, *, root_map: Mapping[str, str] | None = None,
@@ -137,7 +159,9 @@ class Broker:
         return f"Broker({self.store.display_uri!r})"
 
     def __reduce__(self):
-        return (_rebuild_broker, (self.event_source,))
+        # Dynamic aliases are functions (often lambdas): they stay with this Broker.
+        static = {k: v for k, v in self.aliases.items() if not callable(v)}
+        return (_rebuild_broker, (self.event_source, self.filters, static))
 
     def _repr_html_(self) -> str:
         """A summary for notebooks: the URI (password masked), the number of runs, the latest."""
@@ -172,13 +196,24 @@ class Broker:
         self.handlers.register(spec, handler_class, overwrite=overwrite)
 
     def deregister_handler(self, spec: str) -> None:
-        """Forget an explicit registration (built-ins and entry points remain).
+        """Remove the handler this Broker uses for ``spec``, one layer at a time.
+
+        An explicit registration is removed first (a built-in or entry-point
+        handler for ``spec`` is used again); with none, the built-in or
+        entry-point handler (e.g. ophyd's ``NPY_SEQ``) is removed for this Broker
+        until :meth:`register_handler` registers one again.  To remove every
+        layer at once, as databroker does, use ``db.reg.deregister_handler``.
+
+        Raises
+        ------
+        HandlerNotFoundError
+            Nothing provides ``spec``.
 
         Examples
         --------
         >>> db.deregister_handler("AD_TIFF")  # doctest: +SKIP
         """
-        self.handlers.deregister(spec)
+        self.handlers.remove(spec)
 
     def register_reader(self, mimetype: str, reader_class: Any, overwrite: bool = False) -> None:
         """Use ``reader_class`` for stream_resource documents of ``mimetype``.
@@ -196,8 +231,9 @@ class Broker:
         self.readers.register(mimetype, reader_class, overwrite=overwrite)
 
     def deregister_reader(self, mimetype: str) -> None:
-        """Forget an explicit reader registration (built-ins and entry points remain)."""
-        self.readers.deregister(mimetype)
+        """Remove the reader this Broker uses for ``mimetype``, one layer at a time
+        (as :meth:`deregister_handler`)."""
+        self.readers.remove(mimetype)
 
     def set_root_map(self, root_map: Mapping[str, str]) -> None:
         """Remap file roots: ``{resource root as stored: where it is mounted now}``.
@@ -261,47 +297,107 @@ class Broker:
     def _header(self, start: dict) -> Header:
         return Header(self.event_source, start)
 
-    def __getitem__(self, key: str | int) -> Header:
-        """A run by uid (or unique uid prefix), by recency (-1 is the latest) or by scan_id.
+    def __getitem__(self, key: Any) -> Any:
+        """Runs by uid, uid prefix, recency or scan_id, as databroker looks them up.
+
+        =====================================  ==========================================
+        ``db["a1b2c3"]``                       the run with this uid, else the one run
+                                               whose uid starts with it
+        ``db[-1]``, ``db[-N]``                 the latest run, the N-th latest
+        ``db[42]``                             the most recent run with scan_id 42
+        ``db["-1"]``, ``db["42"]``             a whole number in a string counts as a
+                                               number (databroker v1); ``"42"`` falls back
+                                               to the uid prefix ``42`` when no run has
+                                               scan_id 42
+        ``db[-5:]``, ``db[-10:-5]``            a list of runs, **newest first**
+        ``db[[uid1, -1]]``, tuples, sets       a list, each item looked up (nesting kept)
+        =====================================  ==========================================
+
+        Raises
+        ------
+        RunNotFoundError
+            No such uid, uid prefix or scan_id (a :class:`KeyError`).
+        RunIndexError
+            ``db[-N]`` with fewer than N runs (a :class:`KeyError` and an :class:`IndexError`).
+        AmbiguousKeyError
+            A uid prefix matches several runs (a :class:`ValueError`).
+        InvalidArgumentError
+            A slice that does not count back from the latest run: ``db[1:]``,
+            ``db[:]``, ``db[-1:2]`` (a :class:`ValueError`).
+        TypeError
+            A key of another type (float, bytes, dict, None).
 
         Examples
         --------
-        >>> db["a1b2c3"]  # doctest: +SKIP
-        >>> db[-1]        # doctest: +SKIP
-        >>> db[42]        # the most recent run with scan_id 42  # doctest: +SKIP
+        >>> db["a1b2c3"]                 # doctest: +SKIP
+        >>> db[-1]                       # doctest: +SKIP
+        >>> db[42]                       # the most recent run with scan_id 42  # doctest: +SKIP
+        >>> db[-3:]                      # [db[-1], db[-2], db[-3]]  # doctest: +SKIP
+        >>> db[["a1b2c3", -1]]           # doctest: +SKIP
         """
         if isinstance(key, slice):
             return self._recent_slice(key)
         if isinstance(key, str):
-            return self._header(self._by_uid(key))
-        if isinstance(key, bool) or not isinstance(key, int):
-            raise TypeError(f"look runs up by uid (str) or int, not {type(key).__name__}")
+            return self._header(self._by_str(key))
+        if isinstance(key, Integral) and not isinstance(key, bool):
+            return self._header(self._by_int(int(key)))
+        if isinstance(key, Iterable) and not isinstance(key, (bytes, bytearray, Mapping)):
+            return [self[item] for item in key]
+        raise TypeError(f"look runs up by uid (str), int, a slice such as [-5:] or a list of "
+                        f"those, not {type(key).__name__}")
+
+    def _by_int(self, key: int) -> dict:
         if key < 0:
             start = next(itertools.islice(self.store.iter_starts(), -key - 1, None), None)
             if start is None:
-                raise RunNotFoundError(
+                raise RunIndexError(
                     f"db[{key}]: the catalog holds fewer than {-key} runs "
                     f"({self.store.display_uri})")
-            return self._header(start)
-        if key == 0:
-            raise RunNotFoundError("db[0] is not a run: use db[-1] for the latest, db[scan_id] "
-                                   "with a positive scan_id, or db[uid]")
+            return start
         start = next(iter(self.store.search({"scan_id": key})), None)
         if start is None:
-            raise RunNotFoundError(f"no run with scan_id {key} in {self.store.display_uri}")
-        return self._header(start)
+            hint = ("; db[-1] is the latest run" if key == 0 else "")
+            raise RunNotFoundError(f"no run with scan_id {key} in {self.store.display_uri}{hint}")
+        return start
+
+    def _by_str(self, key: str) -> dict:
+        if _WHOLE_NUMBER.fullmatch(key):
+            number = int(key)
+            if number < 0:
+                return self._by_int(number)
+            try:
+                return self._by_int(number)
+            except RunNotFoundError as err:
+                try:
+                    return self._by_uid(key)
+                except RunNotFoundError:
+                    raise RunNotFoundError(
+                        f"no run with scan_id {number} or uid prefix {key!r} in "
+                        f"{self.store.display_uri}") from err
+        return self._by_uid(key)
 
     def _recent_slice(self, key: slice) -> list[Header]:
-        """``db[-3:]``: the three most recent runs, oldest first (negative indices only)."""
+        """``db[-3:]``: ``[db[-1], db[-2], db[-3]]``, as databroker (negative indices only).
+
+        Indices past the oldest run are left out, as a Python list slice does
+        (databroker raises IndexError).
+        """
         start, stop, step = key.start, key.stop, key.step
-        if any(v is not None and (not isinstance(v, int) or v >= 0) for v in (start, stop)) or (
-                step not in (None, 1)):
-            raise TypeError(
-                f"db[{start}:{stop}{'' if step is None else ':' + str(step)}]: slices count back "
-                "from the most recent run with negative indices, as in db[-5:] or db[-10:-5]")
-        needed = -start if start is not None else None  # how many recent runs to read
-        chronological = list(itertools.islice(self.store.iter_starts(), needed))[::-1]
-        return [self._header(s) for s in chronological[slice(start, stop)]]
+        for value in (start, stop, step):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)):
+                raise TypeError(f"slice indices must be integers or None, not {value!r}")
+        shown = f"db[{start}:{stop}{'' if step is None else ':' + str(step)}]".replace("None", "")
+        if start is None or start >= 0 or (stop is not None and stop > 0) or step == 0:
+            raise InvalidArgumentError(
+                f"{shown}: slices count back from the most recent run, with a negative start "
+                "and a stop that is negative or absent, as in db[-5:] (the five most recent "
+                "runs, newest first) or db[-10:-5]; to go through every run use "
+                "`for h in db`")
+        indices = range(start, stop or 0, step or 1)[::-1]
+        if not indices:
+            return []
+        recent = list(itertools.islice(self.store.iter_starts(), -min(indices)))
+        return [self._header(recent[-i - 1]) for i in indices if -i <= len(recent)]
 
     def _by_uid(self, key: str) -> dict:
         start = self.store.get_start(key)
@@ -335,8 +431,9 @@ class Broker:
         """Every run, newest first."""
         return (self._header(s) for s in self.store.iter_starts())
 
+    # ------------------------------------------------------------ search
     def search(self, query: Mapping | None = None, *, since: Any = None,
-               until: Any = None) -> list[Header]:
+               until: Any = None, data_key: str | None = None) -> list[Header]:
         """Runs whose start document matches a Mongo-style query, newest first.
 
         Every store returns the same runs for a query, with MongoDB's rules (see
@@ -344,6 +441,7 @@ class Broker:
         ``$gt``, ``$gte``, ``$lt``, ``$lte``, ``$exists``, ``$regex`` (and compiled
         ``re.Pattern`` values), ``$not``, ``$elemMatch``, ``$and``, ``$or``, ``$nor``,
         dotted keys (which reach into lists of documents).
+        The :attr:`filters` in force are AND-ed with the query.
 
         Parameters
         ----------
@@ -354,6 +452,8 @@ class Broker:
             string (``"2024-03-01"``, ``"2024-03-01 14:00"``; local time unless
             it has a zone), a datetime, or epoch seconds -- as databroker's
             ``db(since=..., until=...)``.
+        data_key
+            Only runs with a descriptor that has this data key (e.g. ``"det1"``).
 
         Raises
         ------
@@ -364,32 +464,211 @@ class Broker:
         Examples
         --------
         >>> db.search({"plan_name": "scan", "scan_id": {"$gte": 10}})  # doctest: +SKIP
-        >>> db.search({"samples.name": "Si", "plan_name": re.compile("^grid")})  # doctest: +SKIP
-        >>> db(since="2024-03-01", until="2024-03-02", plan_name="count")  # doctest: +SKIP
+        >>> db.search(since="2024-03-01", data_key="det1")              # doctest: +SKIP
         """
-        query = parse_query(query)  # the user's query, checked (and named) on its own
-        window = {}
-        if since is not None:
-            window["$gte"] = _epoch(since, "since")
-        if until is not None:
-            window["$lt"] = _epoch(until, "until")
-        if window:
-            query = parse_query(
-                {"$and": [dict(query), {"time": window}]} if query else {"time": window})
-        return [self._header(s) for s in self.store.search(query)]
+        parse_query(query)  # the user's query, checked (and named) on its own
+        terms = [_SearchTerms.of(self.filters, "db.filters"),
+                 _SearchTerms(dict(query or {}), since, until,
+                              () if data_key is None else (data_key,))]
+        query = {}
+        parts = [q for q in (t.query() for t in terms) if q]
+        if len(parts) == 1:
+            query = parts[0]
+        elif parts:
+            query = {"$and": parts}
+        query = parse_query(query)
+        data_keys = [k for t in terms for k in t.data_keys]
+        headers = [self._header(s) for s in self.store.search(query)]
+        if data_keys:
+            headers = [h for h in headers if self._has_data_keys(h.uid, data_keys)]
+        return headers
 
-    def __call__(self, since: Any = None, until: Any = None, **query: Any) -> list[Header]:
-        """``db(plan_name="scan", since="2024-03-01")``: :meth:`search` with keywords."""
-        return self.search(query, since=since, until=until)
+    def _has_data_keys(self, run_uid: str, data_keys: Sequence[str]) -> bool:
+        """True when every key of ``data_keys`` is a data key of some descriptor of the run."""
+        found = set()
+        for descriptor in self.store.descriptors(run_uid):
+            found.update(descriptor.get("data_keys", ()))
+        return all(k in found for k in data_keys)
+
+    def __call__(self, text_search: str | None = None, /, **kwargs: Any) -> list[Header]:
+        """``db(plan_name="scan", since="2024-03-01")``: search as databroker's ``db(...)``.
+
+        Keywords other than those below are equality conditions (or Mongo
+        operator dicts) on start-document fields; see :meth:`search`.
+
+        Parameters
+        ----------
+        text_search
+            Full-text search: not available yet (raises UnsupportedSearchError).
+        since, until
+            The time window; ``start_time`` and ``stop_time`` are their older
+            names (they warn with :class:`~dask_broker.errors.RenamedArgumentWarning`;
+            giving both an old and a new name is a TypeError).
+        data_key
+            Only runs with a descriptor that has this data key.
+        **kwargs
+            Conditions on the start document.
+
+        Raises
+        ------
+        UnsupportedSearchError
+            A positional (full-text) search string.
+        ConflictingArgumentsError
+            ``start_time`` with ``since``, or ``stop_time`` with ``until``.
+
+        Examples
+        --------
+        >>> db(plan_name="count", since="2024-03-01", until="2024-03-02")  # doctest: +SKIP
+        >>> db(data_key="det1")                                             # doctest: +SKIP
+        """
+        if text_search is not None:
+            raise UnsupportedSearchError(
+                f"db({text_search!r}): full-text search is not available in this version of "
+                "dask_broker; search by fields instead, e.g. db(plan_name='scan') or "
+                "db.search({'sample.name': 'Si'})")
+        terms = _SearchTerms.of(kwargs, "db(...)")
+        return self.search(terms.fields, since=terms.since, until=terms.until,
+                           data_key=terms.data_keys[0] if terms.data_keys else None)
+
+    def add_filter(self, **kwargs: Any) -> None:
+        """Add conditions that every later search (``db(...)``, :meth:`search`) must also meet.
+
+        Takes what ``db(...)`` takes (``since``, ``until``, ``data_key``, start-
+        document fields); a key given again replaces the old condition.  Lookups
+        (``db[...]``) ignore filters, as in databroker.
+
+        Examples
+        --------
+        >>> db.add_filter(since="2024-03-01", operator="ann")  # doctest: +SKIP
+        >>> db(plan_name="scan")          # scans by ann since March 1st  # doctest: +SKIP
+        >>> db.clear_filters()            # doctest: +SKIP
+        """
+        _SearchTerms.of(kwargs, "db.add_filter(...)")  # errors and warnings now
+        self.filters.update({_RENAMED.get(k, k): v for k, v in kwargs.items()})
+
+    def clear_filters(self) -> None:
+        """Remove every filter added with :meth:`add_filter`.
+
+        Examples
+        --------
+        >>> db.clear_filters()  # doctest: +SKIP
+        """
+        self.filters.clear()
+
+    def alias(self, name: str, **query: Any) -> None:
+        """Make ``db.<name>`` run ``db(**query)``.
+
+        Raises
+        ------
+        InvalidArgumentError
+            ``name`` is already an attribute of the Broker.
+
+        Examples
+        --------
+        >>> db.alias("cal", plan_name="calibration")  # doctest: +SKIP
+        >>> db.cal                                    # doctest: +SKIP
+        [<Header ...>, ...]
+        """
+        self._check_alias(name)
+        _SearchTerms.of(query, f"db.alias({name!r}, ...)")
+        self.aliases[name] = dict(query)
+
+    def dynamic_alias(self, name: str, func: Any) -> None:
+        """Make ``db.<name>`` run ``db(**func())``: the query is built on each access.
+
+        Raises
+        ------
+        InvalidArgumentError
+            ``name`` is already an attribute of the Broker, or ``func`` is not callable.
+
+        Examples
+        --------
+        >>> import time
+        >>> db.dynamic_alias("today", lambda: {"since": time.time() - 86400})  # doctest: +SKIP
+        >>> db.today                                                          # doctest: +SKIP
+        """
+        self._check_alias(name)
+        if not callable(func):
+            raise InvalidArgumentError(
+                f"db.dynamic_alias({name!r}, {func!r}): give a function that returns the "
+                "query as a dict; for a fixed query use db.alias(name, **query)")
+        self.aliases[name] = func
+
+    def _check_alias(self, name: str) -> None:
+        if not isinstance(name, str) or not name.isidentifier():
+            raise InvalidArgumentError(f"an alias must be a Python identifier, not {name!r}")
+        if name not in self.aliases and hasattr(self, name):
+            raise InvalidArgumentError(
+                f"{name!r} is already an attribute of Broker and cannot be an alias; "
+                "choose another name")
+
+    def __getattr__(self, name: str) -> Any:
+        aliases = self.__dict__.get("aliases") or {}
+        if name in aliases:
+            query = aliases[name]
+            return self(**(query() if callable(query) else query))
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
-def _rebuild_broker(event_source: EventSource) -> Broker:
+def _rebuild_broker(event_source: EventSource, filters: dict | None = None,
+                    aliases: dict | None = None) -> Broker:
     broker = Broker.__new__(Broker)
     broker.store = event_source.store
     broker.handlers = event_source.registry
     broker.readers = event_source.readers
     broker.event_source = event_source
+    broker.filters = dict(filters or {})
+    broker.aliases = dict(aliases or {})
     return broker
+
+
+#: A whole number written as a string: ``db["-1"]`` and ``db["42"]`` look up by number.
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
+
+#: databroker's older names of the time-window keywords.
+_RENAMED = {"start_time": "since", "stop_time": "until"}
+
+
+@dataclass(frozen=True)
+class _SearchTerms:
+    """databroker's search keywords, taken apart: start-document conditions, the time
+    window and the data keys the run's descriptors must have."""
+
+    fields: dict
+    since: Any = None
+    until: Any = None
+    data_keys: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, kwargs: Mapping[str, Any], where: str) -> "_SearchTerms":
+        fields = dict(kwargs)
+        for old, new in _RENAMED.items():
+            if old not in fields:
+                continue
+            if new in fields:
+                raise ConflictingArgumentsError(
+                    f"{where}: {old}= is the older name of {new}=; give one of them, not both")
+            warnings.warn(f"{where}: {old}= is the older name of {new}=; use {new}=",
+                          RenamedArgumentWarning, stacklevel=3)
+            fields[new] = fields.pop(old)
+        data_key = fields.pop("data_key", None)
+        if data_key is not None and not isinstance(data_key, str):
+            raise InvalidArgumentError(f"{where}: data_key must be a str, not {data_key!r}")
+        terms = cls(fields, fields.pop("since", None), fields.pop("until", None),
+                    () if data_key is None else (data_key,))
+        parse_query(terms.query())  # errors now, not at the next search
+        return terms
+
+    def query(self) -> dict:
+        """The Mongo-style query on start documents: the fields AND the time window."""
+        window = {}
+        if self.since is not None:
+            window["$gte"] = _epoch(self.since, "since")
+        if self.until is not None:
+            window["$lt"] = _epoch(self.until, "until")
+        if not window:
+            return self.fields
+        return {"$and": [self.fields, {"time": window}]} if self.fields else {"time": window}
 
 
 def _epoch(when: Any, name: str) -> float:

@@ -18,9 +18,11 @@ __all__ = [
     "PageLengthError",
     "UnknownDocumentNameError",
     "RunNotFoundError",
+    "RunIndexError",
     "AmbiguousKeyError",
     "QueryError",
     "UnsupportedQueryError",
+    "UnsupportedSearchError",
     "NoEventDescriptors",
     "UnknownFieldError",
     "StoreURIError",
@@ -33,6 +35,7 @@ __all__ = [
     "UnknownDatumError",
     "HandlerError",
     "InvalidArgumentError",
+    "ConflictingArgumentsError",
     "ColumnTypeError",
     "ReaderNotFoundError",
     "DuplicateReaderError",
@@ -40,6 +43,7 @@ __all__ = [
     "OutOfRangeError",
     "UnsupportedStreamResourceError",
     "FilesLockedError",
+    "RenamedArgumentWarning",
 ]
 
 
@@ -86,6 +90,14 @@ class RunNotFoundError(_KeyErrorMessage, DaskBrokerError, KeyError):
     """No run matches a uid, uid prefix, scan_id or recency index."""
 
 
+class RunIndexError(RunNotFoundError, IndexError):
+    """``db[-N]`` asks for more runs back than the catalog holds.
+
+    Both a :class:`KeyError` (a run was not found, as for any lookup) and an
+    :class:`IndexError` (as databroker raises for an index out of range).
+    """
+
+
 class AmbiguousKeyError(DaskBrokerError, ValueError):
     """A uid prefix matches more than one run."""
 
@@ -97,6 +109,10 @@ class QueryError(DaskBrokerError, ValueError):
 
 #: The former name of :class:`QueryError`, kept so that existing code still works.
 UnsupportedQueryError = QueryError
+
+
+class UnsupportedSearchError(DaskBrokerError, NotImplementedError):
+    """A search this catalog cannot do (e.g. full-text search where it is not available)."""
 
 
 class NoEventDescriptors(_KeyErrorMessage, DaskBrokerError, KeyError):
@@ -148,6 +164,10 @@ class InvalidArgumentError(DaskBrokerError, ValueError):
     """An argument has a value dask_broker cannot use (the message says which)."""
 
 
+class ConflictingArgumentsError(DaskBrokerError, TypeError):
+    """Two arguments that mean the same thing were both given (e.g. ``since`` and ``start_time``)."""
+
+
 class ColumnTypeError(DaskBrokerError, TypeError):
     """Stored values do not fit the column dtype their descriptor's data_keys declare."""
 
@@ -175,3 +195,13 @@ class UnsupportedStreamResourceError(DaskBrokerError, NotImplementedError):
 
 class FilesLockedError(DaskBrokerError, RuntimeError):
     """Another process is copying or moving the same run's files (names the run and the lock)."""
+
+
+# ---------------------------------------------------------------- warnings
+class RenamedArgumentWarning(UserWarning):
+    """An argument was given under an older name that still works (the message gives the new one).
+
+    A :class:`UserWarning`, as databroker's own warning for these names, so
+    scripts written for databroker keep running where deprecation warnings
+    are errors.
+    """

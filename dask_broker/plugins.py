@@ -10,6 +10,10 @@ xarray's backend plugins are:
    only when their name is looked up.  A broken entry point is a
    :class:`RuntimeWarning`, not a crash.
 
+:meth:`PluginRegistry.hide` removes a name altogether (built-in and entry point
+included) until it is registered again, as databroker's ``deregister_handler``
+does; :meth:`PluginRegistry.mapping` is a read-only ``name -> class`` view.
+
 Subclasses say what they hold (:attr:`PluginRegistry.kind`, the error
 classes), how names match (:meth:`PluginRegistry.key`) and what a valid class
 is (:meth:`PluginRegistry.check`).
@@ -20,10 +24,11 @@ from __future__ import annotations
 import importlib
 import threading
 import warnings
+from collections.abc import Iterable, Mapping
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, Iterable, Mapping
+from typing import Any
 
-__all__ = ["PluginRegistry", "import_object", "discover", "qualified_name"]
+__all__ = ["PluginRegistry", "RegistryMapping", "import_object", "discover", "qualified_name"]
 
 
 def import_object(target: str) -> Any:
@@ -92,6 +97,7 @@ class PluginRegistry:
         self._groups = tuple(self.default_groups if entry_point_groups is None
                              else entry_point_groups)
         self._explicit: dict[str, Any] = {}
+        self._hidden: set[str] = set()  # names hidden by hide() until registered again
         self.parent = parent
         self._init_state()
 
@@ -103,12 +109,13 @@ class PluginRegistry:
 
     def __getstate__(self) -> dict:
         return {"builtins": self._builtins, "groups": self._groups, "explicit": self._explicit,
-                "parent": self.parent}
+                "hidden": self._hidden, "parent": self.parent}
 
     def __setstate__(self, state: dict) -> None:
         self._builtins = state["builtins"]
         self._groups = state["groups"]
         self._explicit = state["explicit"]
+        self._hidden = set(state.get("hidden", ()))
         self.parent = state.get("parent")
         self._init_state()
 
@@ -136,6 +143,8 @@ class PluginRegistry:
     def not_found_message(self, name: str) -> str:
         """Why ``name`` has no plugin and how to register one (subclasses add the how)."""
         msg = f"no {self.kind} is registered for {self.name_kind} {name!r}"
+        if self.key(name) in self._hidden:
+            return msg + " (it was deregistered; register a class for it to use it again)"
         why = self._failures.get(self.key(name))
         return msg + (f" (its {why})" if why else "")
 
@@ -156,6 +165,7 @@ class PluginRegistry:
                     f"{qualified_name(current)}; pass overwrite=True to replace it with "
                     f"{qualified_name(cls)}, or deregister {name!r} first")
             self._explicit[key] = cls
+            self._hidden.discard(key)
 
     def deregister(self, name: str) -> Any:
         """Remove the explicit registration of ``name`` and return its class.
@@ -171,6 +181,43 @@ class PluginRegistry:
                     f"{self.name_kind} {name!r} has no explicitly registered {self.kind} to "
                     f"deregister (registered: {sorted(self._explicit)})") from None
 
+    def hide(self, name: str) -> Any:
+        """Remove ``name`` altogether: its explicit registration, and the built-in,
+        parent and entry-point plugins for it, until ``name`` is registered again.
+
+        Silent when nothing provides ``name``.  Returns the explicit registration
+        removed, or None.
+        """
+        key = self.key(name)
+        with self._lock:
+            self._hidden.add(key)
+            return self._explicit.pop(key, None)
+
+    def remove(self, name: str) -> Any:
+        """Remove the plugin :meth:`lookup` gives for ``name`` now, one layer at a time.
+
+        An explicit registration is deregistered (a built-in or entry-point
+        plugin for ``name``, if any, is used again); with none, the built-in,
+        parent or entry-point plugin is hidden (:meth:`hide`).  Returns the
+        class removed.
+
+        Raises
+        ------
+        not_found_error
+            Nothing provides ``name``.
+        """
+        key = self.key(name)
+        with self._lock:
+            if key in self._explicit:
+                return self._explicit.pop(key)
+            found = self.lookup(name)  # raises when nothing provides it
+            self._hidden.add(key)
+            return found
+
+    def mapping(self) -> "RegistryMapping":
+        """A read-only, live ``name -> class`` mapping of what this registry provides."""
+        return RegistryMapping(self)
+
     # ------------------------------------------------------------ lookup
     def lookup(self, name: str) -> Any:
         """The class for ``name``: explicit, else the parent's explicit, else built-in,
@@ -179,6 +226,8 @@ class PluginRegistry:
         with self._lock:
             if key in self._explicit:
                 return self._explicit[key]
+            if key in self._hidden:
+                raise self.not_found_error(self.not_found_message(name))
             if self.parent is not None and key in self.parent._explicit:
                 return self.parent._explicit[key]
             if key in self._builtins:
@@ -212,8 +261,8 @@ class PluginRegistry:
         """Every name some source provides (entry points not yet loaded included), sorted."""
         with self._lock:
             parent = set(self.parent._explicit) if self.parent is not None else set()
-            return sorted(set(self._explicit) | parent | set(self._builtins)
-                          | set(self._discovered()))
+            below = (parent | set(self._builtins) | set(self._discovered())) - self._hidden
+            return sorted(set(self._explicit) | below)
 
     def __contains__(self, name: object) -> bool:
         try:
@@ -243,3 +292,39 @@ class PluginRegistry:
             self._entry_points = None
             self._loaded.clear()
             self._failures.clear()
+
+
+class RegistryMapping(Mapping):
+    """A read-only view of a :class:`PluginRegistry`: ``name -> class``, live.
+
+    Iterating lists every name some source provides (:meth:`PluginRegistry.names`);
+    ``view[name]`` looks the class up (loading an entry point if needed).
+    Change the registry with its ``register``/``deregister``/``hide`` methods.
+
+    Examples
+    --------
+    >>> from dask_broker.handlers import HandlerRegistry
+    >>> view = HandlerRegistry(entry_point_groups=()).mapping()
+    >>> "AD_HDF5" in view, view["NPY"].__name__
+    (True, 'NpyHandler')
+    """
+
+    def __init__(self, registry: PluginRegistry):
+        self._registry = registry
+
+    def __getitem__(self, name: str) -> Any:
+        if not isinstance(name, str):
+            raise KeyError(name)
+        return self._registry.lookup(name)
+
+    def __iter__(self):
+        return iter(self._registry.names())
+
+    def __len__(self) -> int:
+        return len(self._registry.names())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._registry
+
+    def __repr__(self) -> str:
+        return f"<{self._registry.kind}s: {', '.join(self._registry.names())}>"

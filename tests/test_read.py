@@ -444,9 +444,10 @@ def test_since_until_slices_and_contains():
     assert [h.uid for h in iso] == [uids[4], uids[3], uids[2]]
     with pytest.raises(InvalidArgumentError, match="since"):
         db(since="not a date")
-    assert [h.uid for h in db[-3:]] == uids[2:]
-    assert [h.uid for h in db[-4:-2]] == uids[1:3]
-    with pytest.raises(TypeError, match="negative"):
+    # newest first, as databroker (db[-3:] == [db[-1], db[-2], db[-3]])
+    assert [h.uid for h in db[-3:]] == uids[2:][::-1]
+    assert [h.uid for h in db[-4:-2]] == uids[1:3][::-1]
+    with pytest.raises(InvalidArgumentError, match="negative"):
         db[1:3]
     assert uids[0][:8] in db and "zzzz" not in db and 99 not in db
 
