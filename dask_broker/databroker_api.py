@@ -9,9 +9,9 @@ calls on its ``db`` -- mixed into :class:`~dask_broker.Broker`.  Each is built o
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+from .field_select import FieldSelection
 from .errors import InvalidArgumentError
 from .header import Header
 from .images import Images
@@ -49,29 +49,28 @@ def _stream(stream_name: str | None) -> str | None:
     return None if stream_name in (None, ALL) else stream_name
 
 
-def match_fields(keys: Iterable[str], fields: Sequence[str] | str | None) -> list[str] | None:
-    """The keys that ``fields`` select, in the order of ``keys`` (None: every key).
+def run_fields(es, h, descriptors: Sequence[Mapping], fields: Sequence[str] | str | None
+               ) -> tuple[list[str] | None, bool]:
+    """The entries of ``fields`` that select something in this run, and whether one
+    selects a data key.
 
-    As databroker, each entry of ``fields`` is a regular expression that must
-    match a whole key (``"det.*"``); a plain name matches itself.
-
-    Examples
-    --------
-    >>> match_fields(["x", "det1", "det2", "det1_stats"], ["det[0-9]", "x"])
-    ['x', 'det1', 'det2']
+    As databroker, an entry is a name or a regex matching a whole key; it may
+    name data keys, configuration keys of the stream's devices, or start / stop
+    keys (merged into the rows).  Entries that select nothing in this run are
+    dropped (databroker ignores them), so one list of fields serves many runs.
     """
     if fields is None:
-        return None
-    patterns = [fields] if isinstance(fields, str) else list(fields)
-    compiled = []
-    for p in patterns:
-        try:
-            compiled.append(re.compile(p))
-        except (re.error, TypeError) as err:
-            raise InvalidArgumentError(
-                f"field {p!r} is not a valid regular expression ({err}); escape regex "
-                "characters with re.escape") from err
-    return [k for k in keys if any(c.fullmatch(k) for c in compiled)]
+        return None, True
+    selection = FieldSelection(fields)
+    keys = list(dict.fromkeys(k for d in descriptors for k in d["data_keys"]))
+    names = set(keys)
+    for d in descriptors:
+        for config in (d.get("configuration") or {}).values():
+            names.update((config or {}).get("data", {}))
+    names.update(h.start)
+    names.update(es.store.get_stop(h.uid) or {})
+    unmatched = set(selection.unmatched(names))
+    return [e for e in selection.entries if e not in unmatched], bool(selection.select(keys))
 
 
 class DatabrokerMethods:
@@ -127,9 +126,8 @@ class DatabrokerMethods:
             descriptors = es.descriptors(h, stream_name)
             if not descriptors:
                 continue
-            keys = list(dict.fromkeys(k for d in descriptors for k in d["data_keys"]))
-            kept = match_fields(keys, fields)
-            if kept is not None and not kept:
+            kept, selects_data = run_fields(es, h, descriptors, fields)
+            if not selects_data:  # as databroker: no data key selected, no rows
                 continue
             frames.append(es.table(h, stream_name, fields=kept, time_struct=time_struct,
                                    fill=fill).compute())
@@ -174,9 +172,8 @@ class DatabrokerMethods:
                 if stop is not None:
                     yield "stop", stop
                 continue
-            keys = dict.fromkeys(k for d in descriptors for k in d["data_keys"])
-            yield from es.docs(h, stream_name=stream, fields=match_fields(keys, fields),
-                               fill=fill)
+            kept, _ = run_fields(es, h, descriptors, fields)
+            yield from es.docs(h, stream_name=stream, fields=kept, fill=fill)
 
     def get_events(self: "Broker", headers: Any, stream_name: str | None = "primary",
                    fields: Sequence[str] | None = None, fill: bool = False) -> Iterator[dict]:

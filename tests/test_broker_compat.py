@@ -356,8 +356,7 @@ def _frame(location) -> np.ndarray:
     if point is None:
         return np.load(path)
     with h5py.File(path, "r") as f:
-        frames = f["entry/data/data"][point * fpp:(point + 1) * fpp]
-    return frames[0] if fpp == 1 else frames
+        return f["entry/data/data"][point * fpp:(point + 1) * fpp]  # (fpp, H, W) as ADH
 
 
 def test_get_images(any_db, tmp_path):
@@ -373,7 +372,7 @@ def test_get_images(any_db, tmp_path):
     want = [_frame(exts[0].locations[e["data"]["img"]]) for e in exts[0].events]
     images = db.get_images(h, "img")
     assert isinstance(images, Images) and len(images) == 4
-    assert images.frame_shape == (4, 5) and images.dtype == np.uint16
+    assert images.frame_shape == (1, 4, 5) and images.dtype == np.uint16
     for i in range(4):
         np.testing.assert_array_equal(images[i], want[i])
     np.testing.assert_array_equal(images[-1], want[-1])

@@ -407,14 +407,19 @@ def test_check_catalog_healthy(tmp_path):
 
 
 def test_big_integers_in_queries_and_documents(tmp_path):
-    """Integers past SQLite's 64 bits are matched in Python, not bound to SQL."""
+    """Integers past 64 bits: a clear QueryError in queries (as on MongoDB), never a raw
+    OverflowError from SQLite; a 64-bit scan_id is still matched."""
+    from dask_broker.errors import QueryError
+
     db = Broker.from_uri(f"sqlite:///{tmp_path}/c.db")
-    big = event_model.compose_run(metadata={"scan_id": 2**70})
+    big = event_model.compose_run(metadata={"scan_id": 2**62})
     db.insert("start", big.start_doc)
     db.insert("start", event_model.compose_run(metadata={"scan_id": 5}).start_doc)
-    assert [d["uid"] for d in db.store.search({"scan_id": 2**70})] == [big.start_doc["uid"]]
-    assert len(list(db.store.search({"scan_id": {"$gt": 2**64}}))) == 1
-    assert len(list(db.store.search({"time": {"$lt": 2**80}}))) == 2
+    assert [d["uid"] for d in db.store.search({"scan_id": 2**62})] == [big.start_doc["uid"]]
+    assert len(list(db.store.search({"scan_id": {"$gt": 2**40}}))) == 1
+    for query in ({"scan_id": 2**70}, {"scan_id": {"$gt": 2**64}}, {"time": {"$lt": 2**80}}):
+        with pytest.raises(QueryError, match="64 bits"):
+            list(db.store.search(query))
 
 
 def test_bytes_in_a_document_is_a_validation_error(tmp_path):

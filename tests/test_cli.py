@@ -509,7 +509,7 @@ def test_damaged_catalog_is_a_one_line_error(tmp_path, capsys):
 def test_ls_queries_that_raised(catalog, capsys):
     path, db, runs = catalog
     code, out, err = run_cli(capsys, "ls", path, "--query", '{"scan_id": 99999999999999999999999}')
-    assert code == 0 and "no runs match" in out, err
+    assert_clean_error(code, err, "64 bits")  # a QueryError in one line, as from every store
     deep = '{"$and": [' * 5000 + "{}" + "]}" * 5000
     code, _, err = run_cli(capsys, "ls", path, "--query", deep)
     assert code == 1

@@ -456,3 +456,14 @@ def test_broker_html_masks_passwords(monkeypatch, any_db):
     text = any_db._repr_html_()
     assert "s3cret" not in text
     assert "user:***@host:27017/mds" in text
+
+
+def test_get_table_merges_configuration_values(cfg):
+    """db.get_table (the eager, databroker one) sees the same merged columns as h.table."""
+    db, h, run = cfg
+    got = db.get_table(h, fields=["det", "det_exposure", "sample", "not_in_this_run"])
+    lazy = h.table(fields=["det", "det_exposure", "sample"]).compute()
+    assert list(got["det_exposure"]) == list(lazy["det_exposure"]) == [1.0, 1.0, 1.0, 2.0, 2.0]
+    assert list(got["sample"]) == list(lazy["sample"])
+    # as databroker: no data key selected, no rows (configuration values alone add none)
+    assert db.get_table(h, fields=["det_exposure"]).empty

@@ -380,3 +380,22 @@ def test_fill_context_fills_references(any_db, tmp_path):
         for got, want in zip(df["img"], run.expected, strict=True):
             np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(df["tot"].to_numpy(dtype=float), run.expected_tot)
+
+
+def test_export_with_new_root_copies_stream_files(any_db, tmp_path):
+    (tmp_path / "src").mkdir()
+    run = StreamRun(tmp_path / "src", two_files=True)
+    _insert(any_db, run.docs)
+    other = Broker.temp()
+    pairs = any_db.export(any_db[run.uid], other, new_root=str(tmp_path / "archive"))
+    assert sorted(new for _, new in pairs) == [str(tmp_path / "archive" / f"img_{i}.h5")
+                                               for i in (0, 1)]
+    uris = [r["uri"] for r in other.store.stream_resources(run.uid)]
+    assert all(u.startswith(f"file://localhost{tmp_path}/archive/") for u in uris)
+    assert [r["uri"] for r in any_db.store.stream_resources(run.uid)] == \
+        [r["uri"] for r in run.resources]  # the source catalog is unchanged
+    import shutil
+
+    shutil.rmtree(tmp_path / "src")  # the archive reads its own copies
+    np.testing.assert_array_equal(other[run.uid].to_xarray()["img"].values,
+                                  np.stack(run.expected))
