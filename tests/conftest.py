@@ -204,6 +204,30 @@ def dump():
 
 
 @pytest.fixture
+def rejects(dump):
+    """``rejects(db, name, doc, exc, builtin, doc_type, uid)``: the insert raises ``exc``
+    (a DaskBrokerError and a ``builtin``), its message names ``doc_type`` and
+    ``uid``, and nothing changed -- in this Broker and in one newly opened."""
+    from dask_broker import DaskBrokerError
+
+    def check(db, name, doc, exc, builtin, doc_type, uid):
+        before = dump(db)
+        with pytest.raises(exc) as info:
+            db.insert(name, doc)
+        err = info.value
+        assert isinstance(err, DaskBrokerError)
+        assert isinstance(err, builtin)
+        message = str(err)
+        assert doc_type in message, message
+        assert uid in message, message
+        assert dump(db) == before
+        assert dump(Broker.from_uri(db.uri)) == before
+        return err
+
+    return check
+
+
+@pytest.fixture
 def run_in_db(db, make_run):
     """A stopped run with primary (5 events, external img) and baseline (2 events) streams."""
     run = make_run(metadata={"scan_id": 1, "plan_name": "scan", "sample": {"name": "Si"}})
