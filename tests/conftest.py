@@ -179,6 +179,16 @@ def dump_catalog(db: Broker) -> dict:
     return out
 
 
+@pytest.fixture(autouse=True)
+def _no_fill_retries():
+    """A missing file is an error at once in tests (dask_broker retries by default for
+    files that appear late on shared file systems); tests of retrying set their own."""
+    import dask
+
+    with dask.config.set({"dask_broker.fill-retry-intervals": []}):
+        yield
+
+
 @pytest.fixture
 def db() -> Broker:
     """A fresh, empty, temporary catalog."""
