@@ -95,18 +95,23 @@ class EventSource:
         """
         self.root_map = dict(root_map or {})
 
-    def fill_recipe(self, header: "Header", max_open: int | None = DEFAULT_TASK_MAX_OPEN
-                    ) -> FillRecipe:
+    def fill_recipe(self, header: "Header", max_open: int | None = DEFAULT_TASK_MAX_OPEN,
+                    retry_intervals: Sequence[float] | None = None) -> FillRecipe:
         """The picklable recipe Dask tasks use to fill this run's external fields."""
         return FillRecipe.for_run(self.store, self.descriptors(header), self.resources(header),
-                                  self.registry, self.root_map, max_open)
+                                  self.registry, self.root_map, max_open, retry_intervals)
 
-    def fill_context(self, header: "Header", max_open: int | None = 64) -> RunFillContext:
+    def fill_context(self, header: "Header", max_open: int | None = 64, *,
+                     retry_intervals: Sequence[float] | None = None) -> RunFillContext:
         """A context that fills this run's events and tables, closing its files on exit.
 
         Inside it a handler is created at most once per resource, at most
         ``max_open`` are alive at once (least recently used closed first), and
-        all are closed when the ``with`` block ends, also on error.
+        all are closed when the ``with`` block ends, also on error.  A missing
+        file is tried again after each of ``retry_intervals`` seconds (default:
+        the dask config ``dask_broker.fill-retry-intervals``, else
+        ``[0.1, 0.2, 0.4, 0.8]``; ``[]``: no retry), also in the tasks of the
+        Dask DataFrames it fills.
 
         Examples
         --------
@@ -114,10 +119,12 @@ class EventSource:
         ...     filled = fc.fill(event_doc)
         ...     frame = fc.fill_table(h.table())                 # lazy: dask in, dask out
         """
-        return RunFillContext(self.fill_recipe(header), self.store,
-                              stream_fill=self._run_stream_fill(header), max_open=max_open)
+        return RunFillContext(self.fill_recipe(header, retry_intervals=retry_intervals),
+                              self.store, max_open=max_open,
+                              stream_fill=self._run_stream_fill(header, retry_intervals))
 
-    def _run_stream_fill(self, header: "Header"):
+    def _run_stream_fill(self, header: "Header",
+                         retry_intervals: Sequence[float] | None = None):
         """A StreamFill over every stream_resource of the run (None if it has none)."""
         from .stream_data import StreamLayout
         from .stream_fill import StreamFill
@@ -132,7 +139,8 @@ class EventSource:
                                     resources)
         if layout is None:
             return None
-        return StreamFill.for_stream(layout, descs, resources, self.readers, self.root_map)
+        return StreamFill.for_stream(layout, descs, resources, self.readers, self.root_map,
+                                     retry_intervals=retry_intervals)
 
     # ------------------------------------------------------------ insert
     def insert(self, name: str, doc: Mapping) -> None:

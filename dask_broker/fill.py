@@ -35,6 +35,7 @@ from .errors import (
     UnknownFieldError,
     UnknownReferenceError,
 )
+from .file_retry import resolve_retry_intervals, retry_missing_file
 from .handlers.base import read_many
 from .handlers.cache import HandlerCache
 from .handlers.registry import HandlerRegistry, default_registry
@@ -121,6 +122,11 @@ class FillContext:
         :func:`~dask_broker.handlers.shared_handler_cache` in a Dask worker).
         Its handlers belong to it and outlive the context; by default the
         context has a private cache that it closes on exit.
+    retry_intervals
+        Seconds to wait before each new try of a resource whose file is missing
+        (it may appear late on a shared file system), before MissingFileError;
+        ``[]``: no retry.  Default: the dask config ``dask_broker.fill-retry-intervals``,
+        else ``[0.1, 0.2, 0.4, 0.8]`` (see :mod:`dask_broker.file_retry`).
 
     Notes
     -----
@@ -149,6 +155,7 @@ class FillContext:
         root_map: Mapping[str, str] | None = None,
         max_open: int | None = DEFAULT_MAX_OPEN,
         cache: HandlerCache | None = None,
+        retry_intervals: Iterable[float] | None = None,
     ):
         if isinstance(descriptors, Mapping):
             descriptors = descriptors.values()
@@ -161,6 +168,8 @@ class FillContext:
         self._datum = {} if datum is None else datum
         self.registry = default_registry if registry is None else registry
         self.root_map: dict[str, str] = dict(root_map or {})
+        #: seconds waited before each retry of a missing file
+        self.retry_intervals = resolve_retry_intervals(retry_intervals)
         self._resource_docs: dict[str, Mapping] = {}
         self._owns_cache = cache is None
         self._cache = HandlerCache(max_open) if cache is None else cache
@@ -181,7 +190,7 @@ class FillContext:
         descriptors
             The descriptors of the events to fill.
         **kwargs
-            ``registry``, ``root_map``, ``max_open``, ``cache``.
+            ``registry``, ``root_map``, ``max_open``, ``cache``, ``retry_intervals``.
 
         Examples
         --------
@@ -328,8 +337,8 @@ class FillContext:
         HandlerNotFoundError
             No handler for a resource's spec.
         MissingFileError
-            A resource's file is missing (names the resource, the path after
-            root_map and the root_map).
+            A resource's file is missing, also after the ``retry_intervals``
+            (names the resource, the path after root_map and the root_map).
         HandlerError
             The handler raised (names the datum id and the resource uid).
 
@@ -465,15 +474,19 @@ class FillContext:
                 raise self._error(err, resource, path, handler_class, group[0],
                                   opening=True) from err
 
-        fresh = False
-        try:
-            with self._cache.acquire(key, opener) as (handler, created):
-                fresh = created
-                return self._read_group(handler, group, kwargs_list, resource, path)
-        except BaseException:
-            if fresh:  # like xarray's acquire_context: drop a handler whose first read failed
-                self._cache.discard(key)
-            raise
+        def attempt() -> list:
+            fresh = False
+            try:
+                with self._cache.acquire(key, opener) as (handler, created):
+                    fresh = created
+                    return self._read_group(handler, group, kwargs_list, resource, path)
+            except BaseException:
+                if fresh:  # like xarray's acquire_context: drop a handler whose first read failed
+                    self._cache.discard(key)
+                raise
+
+        # A file on a shared file system may appear after its datum: try again a few times.
+        return retry_missing_file(attempt, self.retry_intervals)
 
     def _read_group(self, handler: Any, group: list[str], kwargs_list: list[Mapping],
                     resource: Mapping, path: str) -> list[np.ndarray]:

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import HandlerNotFoundError
+from .file_retry import resolve_retry_intervals
 from .fill import FillContext
 from .handlers.cache import shared_handler_cache
 from .handlers.registry import HandlerRegistry
@@ -61,15 +62,19 @@ class FillRecipe:
     max_open: int | None = DEFAULT_TASK_MAX_OPEN
     #: spec -> why no handler was found for it on the client (raised when a task needs it)
     missing: tuple[tuple[str, str], ...] = ()
+    #: seconds waited before each retry of a missing file (resolved on the client)
+    retry_intervals: tuple[float, ...] = ()
 
     @classmethod
     def for_run(cls, store, descriptors: Sequence[Mapping], resources: Sequence[Mapping],
                 registry: HandlerRegistry, root_map: Mapping[str, str] | None = None,
-                max_open: int | None = DEFAULT_TASK_MAX_OPEN) -> "FillRecipe":
+                max_open: int | None = DEFAULT_TASK_MAX_OPEN,
+                retry_intervals: Iterable[float] | None = None) -> "FillRecipe":
         """Resolve the handler class of every resource's spec now, on the client.
 
         A spec without a handler is left out; filling a datum of it raises
-        :class:`~dask_broker.errors.HandlerNotFoundError` in the task.
+        :class:`~dask_broker.errors.HandlerNotFoundError` in the task.  The retry
+        intervals (default: the client's dask config) travel in the recipe.
         """
         handlers, missing = {}, {}
         for spec in dict.fromkeys(r["spec"] for r in resources):
@@ -79,7 +84,7 @@ class FillRecipe:
                 missing[spec] = str(err)
         return cls(store.ref, tuple(descriptors), tuple(resources), tuple(handlers.items()),
                    tuple(sorted((root_map or {}).items())), max_open,
-                   tuple(missing.items()))
+                   tuple(missing.items()), resolve_retry_intervals(retry_intervals))
 
     def __dask_tokenize__(self):
         # A resource update (new root or path) or a new root_map gives new task names.
@@ -101,7 +106,8 @@ class FillRecipe:
         return FillContext(self.descriptors, resource, store.datum,
                            registry=_Handlers(self.handlers, self.missing),
                            root_map=dict(self.root_map),
-                           max_open=self.max_open, cache=_worker_shared_cache())
+                           max_open=self.max_open, cache=_worker_shared_cache(),
+                           retry_intervals=self.retry_intervals)
 
     def __call__(self, datum_ids: Sequence[str]) -> list[np.ndarray]:
         """Arrays for these datum ids (handlers closed before returning)."""
@@ -139,7 +145,8 @@ class RunFillContext(FillContext):
     def __init__(self, recipe: FillRecipe, store, stream_fill: Any = None, **kwargs: Any):
         super().__init__(recipe.descriptors, store.get_resource, store.datum,
                          registry=_Handlers(recipe.handlers, recipe.missing),
-                         root_map=dict(recipe.root_map), **kwargs)
+                         root_map=dict(recipe.root_map),
+                         retry_intervals=recipe.retry_intervals, **kwargs)
         self.recipe = recipe
         #: a StreamFill over the run's stream_resources (None if it has none)
         self.stream_fill = stream_fill

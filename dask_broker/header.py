@@ -292,16 +292,18 @@ class Header:
         return self.event_source.table(self, stream_name, fields=fields, time_struct=time_struct,
                                        timestamps=timestamps, fill=fill, chunk_size=chunk_size)
 
-    def fill_context(self, max_open: int | None = 64):
+    def fill_context(self, max_open: int | None = 64, *,
+                     retry_intervals: Sequence[float] | None = None):
         """A context that fills this run's data, closing files on exit; see
         :meth:`EventSource.fill_context`.
 
         Examples
         --------
-        >>> with h.fill_context() as fc:  # doctest: +SKIP
+        >>> with h.fill_context(retry_intervals=[0.5, 1, 2]) as fc:  # doctest: +SKIP
         ...     frame = fc.fill_table(h.table())
         """
-        return self.event_source.fill_context(self, max_open=max_open)
+        return self.event_source.fill_context(self, max_open=max_open,
+                                              retry_intervals=retry_intervals)
 
     def to_xarray(self, stream_name: str = "primary", fields: Sequence[str] | None = None,
                   chunk_size: int | None = None):

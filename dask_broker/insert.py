@@ -5,6 +5,11 @@ subscriber.  Each document is checked against event-model's JSON schema and
 against what is already stored (references, data keys, page shapes) *before*
 anything is written, and the store writes each call atomically, so a rejected
 document leaves the store unchanged.
+
+Values are checked too (:mod:`dask_broker.storable`): a document goes in only if
+every store keeps it faithfully -- no bytes, datetimes, sets, lone surrogates,
+keys that are not str, integers beyond 34 digits, nesting deeper than 64 levels;
+seq_num and time fit 64 bits; a uid is not repeated within a page.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import event_model
 import jsonschema
 import numpy as np
 
-from .codec import to_jsonable
+from .storable import check_column, check_int64, checked_jsonable
+from .stores.base import first_repeat
 from .stream_data import Intervals, stream_keys
 from .errors import (
     DataKeysMismatchError,
@@ -55,14 +61,16 @@ def _uid_of(name: str, doc: Any) -> str:
 def _validate(name: str, doc: Any) -> None:
     if not isinstance(doc, Mapping):
         raise DocumentValidationError(f"{name} document must be a dict, got {type(doc).__name__}")
+    uid = _uid_of(name, doc)
     try:
-        _VALIDATORS[_DocName[name]].validate(to_jsonable(dict(doc)))
+        _VALIDATORS[_DocName[name]].validate(checked_jsonable(name, uid, doc))
     except jsonschema.ValidationError as err:
         where = "/".join(str(p) for p in err.absolute_path) or "<top level>"
         raise DocumentValidationError(
-            f"{name} {_uid_of(name, doc)!r} violates the event-model schema at {where}: "
-            f"{err.message}"
+            f"{name} {uid!r} violates the event-model schema at {where}: {err.message}"
         ) from err
+    for field in ("time", "seq_num"):  # kept as 64-bit numbers by every store
+        check_int64(name, uid, field, doc.get(field))
 
 
 #: event-model 1.19-1.20 stream_resource (before ``mimetype``/``uri``/``parameters``):
@@ -85,7 +93,9 @@ def _validate_stream_resource(doc: Any) -> None:
     """A stream_resource of event-model >= 1.21, or of the older spec/root/resource_path form."""
     if isinstance(doc, Mapping) and "uri" not in doc and "resource_path" in doc:
         try:
-            jsonschema.validate(to_jsonable(dict(doc)), _LEGACY_STREAM_RESOURCE)
+            jsonschema.validate(checked_jsonable("stream_resource",
+                                                 _uid_of("stream_resource", doc), doc),
+                                _LEGACY_STREAM_RESOURCE)
         except jsonschema.ValidationError as err:
             where = "/".join(str(p) for p in err.absolute_path) or "<top level>"
             raise DocumentValidationError(
@@ -95,21 +105,14 @@ def _validate_stream_resource(doc: Any) -> None:
     _validate("stream_resource", doc)
 
 
-def _is_kind(column: Any, kinds: str) -> bool:
-    try:
-        arr = np.asarray(column)
-    except (ValueError, TypeError):
-        return False
-    return arr.ndim == 1 and arr.dtype.kind in kinds
-
-
 def _validate_page(name: str, doc: Any) -> None:
-    """Schema-validate a page without walking every element in Python.
+    """Schema-validate a page, and check its values, without walking every element in Python.
 
     The schema is checked on a one-row slice of the page (structure, required
-    keys, types of the first row); the per-element type checks the schema would
-    make on the flat columns are then done vectorized.  Anything unusual falls
-    back to the full jsonschema validation, for its precise message.
+    keys, types of the first row); every column is then checked by its numpy
+    dtype or the set of its values' types (:func:`~dask_broker.storable.check_column`),
+    which also gives the per-element types the schema asks for.  Anything unusual
+    falls back to the full jsonschema validation, for its precise message.
     """
     if not isinstance(doc, Mapping):
         _validate(name, doc)
@@ -122,16 +125,37 @@ def _validate_page(name: str, doc: Any) -> None:
         _validate(name, doc)
         return
     _validate(name, head)
+    uid = _uid_of(name, doc)
     if name == "event_page":
-        ok = (_is_kind(doc["seq_num"], "iu") and _is_kind(doc["time"], "fiu")
-              and all(isinstance(u, str) for u in doc["uid"])
-              and all(_is_kind(c, "fiu") for c in doc["timestamps"].values())
-              and all(isinstance(c, (list, np.ndarray)) for c in doc["data"].values()))
+        seq = check_column(name, uid, ("seq_num",), doc["seq_num"], 1, int64=True)
+        time = check_column(name, uid, ("time",), doc["time"], 1, int64=True)
+        uids = check_column(name, uid, ("uid",), doc["uid"], 1)
+        stamps = [check_column(name, uid, ("timestamps", f), c)
+                  for f, c in doc["timestamps"].items()]
+        other = [check_column(name, uid, (part, f), c) for part in ("data", "filled")
+                 for f, c in (doc.get(part) or {}).items()]
+        ok = (seq in ("", "i", "u") and time in ("", "i", "u", "f") and uids in ("", "U")
+              and all(k in ("", "i", "u", "f") for k in stamps) and "X" not in other)
     else:  # datum_page
-        ok = (all(isinstance(d, str) for d in doc["datum_id"])
-              and all(isinstance(c, (list, np.ndarray)) for c in doc["datum_kwargs"].values()))
+        ids = check_column(name, uid, ("datum_id",), doc["datum_id"], 1)
+        kwargs = [check_column(name, uid, ("datum_kwargs", f), c)
+                  for f, c in doc["datum_kwargs"].items()]
+        ok = ids in ("", "U") and "X" not in kwargs
     if not ok:
         _validate(name, doc)
+
+
+def _check_unique(name: str, doc_type: str, ids: Any, context: str) -> None:
+    """Refuse a page (or bulk document) that repeats a uid within itself."""
+    ids = list(ids)
+    if len(set(ids)) == len(ids):
+        return
+    dup = first_repeat(ids)
+    rows = [i for i, v in enumerate(ids) if v == dup]
+    raise DuplicateUidError(
+        f"{doc_type} {dup!r} ({context}) is repeated within this {name} (rows "
+        f"{', '.join(map(str, rows[:5]))}); every {doc_type} needs its own uid. Nothing of "
+        f"this {name} was written")
 
 
 def _declared_rows(resource: Mapping) -> int | None:
@@ -288,6 +312,9 @@ class Inserter:
                 f"{resource['run_start']!r} to descriptor {desc['uid']!r} of run {run!r}; "
                 "a stream_datum must stay within its run")
         seq, idx = doc["seq_nums"], doc["indices"]
+        for part, ends in (("seq_nums", seq), ("indices", idx)):
+            for end in ("start", "stop"):
+                check_int64("stream_datum", uid, f"{part}/{end}", ends[end])
         width = seq["stop"] - seq["start"]
         if seq["start"] < 1 or idx["start"] < 0 or width < 0 or \
                 idx["stop"] - idx["start"] != width:
@@ -364,6 +391,7 @@ class Inserter:
         _validate_page("event_page", doc)
         self._check_page_lengths("event_page", doc, ("seq_num", "time", "uid"),
                                  ("data", "timestamps", "filled"))
+        _check_unique("event_page", "event", doc["uid"], f"descriptor {doc['descriptor']!r}")
         self._check_keys("event_page", doc, self._data_keys("event_page", doc, doc["descriptor"]))
         self.store.insert_event_page(doc)
 
@@ -375,6 +403,7 @@ class Inserter:
     def datum_page(self, doc: Mapping) -> None:
         _validate_page("datum_page", doc)
         self._check_page_lengths("datum_page", doc, ("datum_id",), ("datum_kwargs",))
+        _check_unique("datum_page", "datum", doc["datum_id"], f"resource {doc['resource']!r}")
         self._require_resource("datum_page", doc, doc["resource"])
         self.store.insert_datum_page(doc)
 
@@ -383,11 +412,16 @@ class Inserter:
         for events in doc.values():  # check every event (not just each page's first) first
             for event in events:
                 self._check_keys("event", event, self._data_keys("event", event, event["descriptor"]))
+                for field in ("time", "seq_num"):
+                    check_int64("event", event["uid"], field, event[field])
+        _check_unique("bulk_events", "event", (e["uid"] for events in doc.values() for e in events),
+                      f"streams {sorted(doc)}")
         # All pages in one atomic write: a rejected bulk insert leaves nothing behind.
         self.store.insert_event_pages(event_model.bulk_events_to_event_pages(doc))
 
     def bulk_datum(self, doc: Mapping) -> None:
         _validate("bulk_datum", doc)
+        _check_unique("bulk_datum", "datum", doc["datum_ids"], f"resource {doc['resource']!r}")
         self.datum_page(event_model.bulk_datum_to_datum_page(doc))
 
     # ------------------------------------------------------------- helpers

@@ -22,6 +22,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from .errors import HandlerError, ReaderNotFoundError
+from .file_retry import resolve_retry_intervals, retry_missing_file
 from .handlers.cache import HandlerCache
 from .readers import normalize_stream_resource, remap_uri, uri_to_path
 from .stream_data import StreamLayout
@@ -67,11 +68,14 @@ class StreamFill:
     max_open: int | None = 16
     #: mimetype -> why no reader was found on the client (raised when a task needs it)
     missing: tuple[tuple[str, str], ...] = ()
+    #: seconds waited before each retry of a missing file (resolved on the client)
+    retry_intervals: tuple[float, ...] = ()
 
     @classmethod
     def for_stream(cls, layout: StreamLayout, descriptors: Sequence[Mapping],
                    resources: Sequence[Mapping], registry, root_map: Mapping[str, str] | None,
-                   max_open: int | None = 16) -> "StreamFill":
+                   max_open: int | None = 16,
+                   retry_intervals: Sequence[float] | None = None) -> "StreamFill":
         by_uid = {r["uid"]: normalize_stream_resource(r) for r in resources}
         sources, readers, missing = [], {}, {}
         for uid in layout.resources:
@@ -93,7 +97,7 @@ class StreamFill:
             dk = next(d["data_keys"][key] for d in descriptors if key in d["data_keys"])
             shapes[key] = KeyShape(tuple(dk.get("shape") or ()), dk.get("dtype_numpy"))
         return cls(layout, tuple(sources), tuple(readers.items()), tuple(shapes.items()),
-                   max_open, tuple(missing.items()))
+                   max_open, tuple(missing.items()), resolve_retry_intervals(retry_intervals))
 
     def __dask_tokenize__(self):
         return ("dask_broker.StreamFill", self.layout.__dask_tokenize__(), self.sources,
@@ -203,13 +207,18 @@ class StreamFill:
         cls = self._reader_class(src.mimetype)
         cache_key = (src.uid, src.path, src.mimetype, cls)
         params = dict(src.parameters)
-        with cache.acquire(cache_key, lambda: cls(src.path, params)) as (reader, _):
-            chunks = params.get("chunk_shape")
-            # ophyd-async's chunk_shape has one entry per dataset dimension: no metadata read.
-            ndim = len(chunks) if isinstance(chunks, (list, tuple)) and chunks else \
-                len(reader.describe()[0])
-            per_row = _entries_per_row(ndim, shape.shape, params, src, key)
-            values = np.asarray(reader.read(start * per_row, stop * per_row))
+
+        def attempt() -> tuple[np.ndarray, int]:
+            with cache.acquire(cache_key, lambda: cls(src.path, params)) as (reader, _):
+                chunks = params.get("chunk_shape")
+                # ophyd-async's chunk_shape has one entry per dataset dimension: no metadata read.
+                ndim = len(chunks) if isinstance(chunks, (list, tuple)) and chunks else \
+                    len(reader.describe()[0])
+                per_row = _entries_per_row(ndim, shape.shape, params, src, key)
+                return np.asarray(reader.read(start * per_row, stop * per_row)), per_row
+
+        # A file on a shared file system may appear after its stream_datum: try again.
+        values, per_row = retry_missing_file(attempt, self.retry_intervals)
         try:
             return values.reshape((stop - start, *shape.row_shape))
         except ValueError:

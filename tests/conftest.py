@@ -179,6 +179,16 @@ def dump_catalog(db: Broker) -> dict:
     return out
 
 
+@pytest.fixture(autouse=True)
+def _no_fill_retries():
+    """A missing file is an error at once in tests (dask_broker retries by default for
+    files that appear late on shared file systems); tests of retrying set their own."""
+    import dask
+
+    with dask.config.set({"dask_broker.fill-retry-intervals": []}):
+        yield
+
+
 @pytest.fixture
 def db() -> Broker:
     """A fresh, empty, temporary catalog."""
@@ -201,6 +211,30 @@ def insert():
 def dump():
     """``dump(db)``: every run's documents and every event count (compare before/after)."""
     return dump_catalog
+
+
+@pytest.fixture
+def rejects(dump):
+    """``rejects(db, name, doc, exc, builtin, doc_type, uid)``: the insert raises ``exc``
+    (a DaskBrokerError and a ``builtin``), its message names ``doc_type`` and
+    ``uid``, and nothing changed -- in this Broker and in one newly opened."""
+    from dask_broker import DaskBrokerError
+
+    def check(db, name, doc, exc, builtin, doc_type, uid):
+        before = dump(db)
+        with pytest.raises(exc) as info:
+            db.insert(name, doc)
+        err = info.value
+        assert isinstance(err, DaskBrokerError)
+        assert isinstance(err, builtin)
+        message = str(err)
+        assert doc_type in message, message
+        assert uid in message, message
+        assert dump(db) == before
+        assert dump(Broker.from_uri(db.uri)) == before
+        return err
+
+    return check
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import pytest
 
 from dask_broker import (
     Broker,
-    DaskBrokerError,
     DataKeysMismatchError,
     DocumentValidationError,
     DuplicateUidError,
@@ -28,29 +27,6 @@ def catalog(db, make_run, insert):
     done = insert(db, make_run(metadata={"scan_id": 1}))
     live = insert(db, make_run(metadata={"scan_id": 2}, stop=False))
     return db, done, live
-
-
-@pytest.fixture
-def rejects(dump):
-    """``rejects(db, name, doc, exc, builtin, doc_type, uid)``: the insert raises ``exc``
-    (a DaskBrokerError and a ``builtin``), its message names ``doc_type`` and
-    ``uid``, and nothing changed -- in this Broker and in one newly opened."""
-
-    def check(db, name, doc, exc, builtin, doc_type, uid):
-        before = dump(db)
-        with pytest.raises(exc) as info:
-            db.insert(name, doc)
-        err = info.value
-        assert isinstance(err, DaskBrokerError)
-        assert isinstance(err, builtin)
-        message = str(err)
-        assert doc_type in message, message
-        assert uid in message, message
-        assert dump(db) == before
-        assert dump(Broker.from_uri(db.uri)) == before
-        return err
-
-    return check
 
 
 def _only(run, name):

@@ -163,6 +163,16 @@ def parse_sqlite_uri(uri: str) -> tuple[Path, dict[str, str]]:
     return Path(os.path.abspath(rest)), options
 
 
+def _indexed_scan_id(scan_id: Any) -> int | float | None:
+    """The scan_id for the indexed column: a plain number SQLite holds, else NULL (a search
+    matches those rows in Python)."""
+    if isinstance(scan_id, bool) or not isinstance(scan_id, (int, float)):
+        return None
+    if isinstance(scan_id, int) and not -(2**63) <= scan_id < 2**63:
+        return None
+    return scan_id
+
+
 def _chunks(seq: Sequence) -> Iterator[Sequence]:
     return chunked(seq, _SQL_VARS)
 
@@ -364,8 +374,7 @@ class SQLiteStore(Store):
         scan_id = doc.get("scan_id")
         self._insert_unique(
             "INSERT INTO run_start (uid, time, scan_id, doc) VALUES (?, ?, ?, ?)",
-            (doc["uid"], doc["time"],
-             scan_id if _sql_number(scan_id) else None, dumps(doc)),
+            (doc["uid"], doc["time"], _indexed_scan_id(scan_id), dumps(doc)),
             "start", doc["uid"],
         )
 
