@@ -57,24 +57,33 @@ def _json_default(obj: Any) -> Any:
         "(decode bytes to str, or store them in an external file)")
 
 
-def _scalar_kind(values: Sequence[Any]) -> str | None:
-    kinds = set()
-    for v in values:
-        if isinstance(v, (bool, np.bool_)):
-            kinds.add("b1")
-        elif isinstance(v, (numbers.Integral,)):
-            kinds.add("i8")
-        elif isinstance(v, (float, np.floating)):
-            kinds.add("f8")
+def _type_kind(t: type) -> str | None:
+    """The codec of one value type: ``"b1"`` (bools), ``"i8"`` (integers), ``"f8"``
+    (floats), None (anything else)."""
+    kind = _TYPE_KINDS.get(t, False)
+    if kind is False:
+        if issubclass(t, (bool, np.bool_)):
+            kind = "b1"
+        elif issubclass(t, numbers.Integral):
+            kind = "i8"
+        elif issubclass(t, (float, np.floating)):
+            kind = "f8"
         else:
-            return None
-        if len(kinds) > 1 and "b1" in kinds:
-            return None
-    if kinds == {"b1"}:
-        return "b1"
-    if kinds == {"i8"}:
-        return "i8"
-    if kinds <= {"i8", "f8"} and kinds:
+            kind = None
+        _TYPE_KINDS[t] = kind
+    return kind
+
+
+_TYPE_KINDS: dict[type, str | None] = {}
+
+
+def _scalar_kind(values: Sequence[Any]) -> str | None:
+    """The scalar codec of a column of values: one pass over their types (in C), then a
+    look-up per distinct type."""
+    kinds = {_type_kind(t) for t in set(map(type, values))}
+    if len(kinds) == 1:
+        return next(iter(kinds))  # "b1", "i8", "f8" or None
+    if kinds == {"i8", "f8"}:
         return "f8"
     return None
 

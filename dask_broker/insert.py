@@ -20,7 +20,7 @@ import event_model
 import jsonschema
 import numpy as np
 
-from .storable import check_column, check_int64, checked_jsonable
+from .storable import check_column, check_int64, checked_column, checked_jsonable
 from .stores.base import first_repeat
 from .stream_data import Intervals, stream_keys
 from .errors import (
@@ -105,37 +105,47 @@ def _validate_stream_resource(doc: Any) -> None:
     _validate("stream_resource", doc)
 
 
-def _validate_page(name: str, doc: Any) -> None:
+def _validate_page(name: str, doc: Any) -> Any:
     """Schema-validate a page, and check its values, without walking every element in Python.
 
     The schema is checked on a one-row slice of the page (structure, required
     keys, types of the first row); every column is then checked by its numpy
-    dtype or the set of its values' types (:func:`~dask_broker.storable.check_column`),
+    dtype or the set of its values' types (:func:`~dask_broker.storable.checked_column`),
     which also gives the per-element types the schema asks for.  Anything unusual
     falls back to the full jsonschema validation, for its precise message.
+
+    Returns the page to store: the same document, but for an event_page whose
+    columns of only floats, ints or bools are numpy arrays (that hold exactly
+    the same values), so that stores encode them without another pass.
     """
     if not isinstance(doc, Mapping):
         _validate(name, doc)
-        return
+        return doc
     try:
         head = {k: (v[:1] if isinstance(v, (list, np.ndarray)) else
                     {f: c[:1] for f, c in v.items()} if isinstance(v, Mapping) else v)
                 for k, v in doc.items()}
     except (TypeError, AttributeError):
         _validate(name, doc)
-        return
+        return doc
     _validate(name, head)
     uid = _uid_of(name, doc)
     if name == "event_page":
-        seq = check_column(name, uid, ("seq_num",), doc["seq_num"], 1, int64=True)
-        time = check_column(name, uid, ("time",), doc["time"], 1, int64=True)
+        seq, seq_col = checked_column(name, uid, ("seq_num",), doc["seq_num"], 1, int64=True)
+        time, time_col = checked_column(name, uid, ("time",), doc["time"], 1, int64=True)
         uids = check_column(name, uid, ("uid",), doc["uid"], 1)
-        stamps = [check_column(name, uid, ("timestamps", f), c)
-                  for f, c in doc["timestamps"].items()]
-        other = [check_column(name, uid, (part, f), c) for part in ("data", "filled")
-                 for f, c in (doc.get(part) or {}).items()]
+        stamps = {f: checked_column(name, uid, ("timestamps", f), c)
+                  for f, c in doc["timestamps"].items()}
+        data = {f: checked_column(name, uid, ("data", f), c) for f, c in doc["data"].items()}
+        filled = [check_column(name, uid, ("filled", f), c)
+                  for f, c in (doc.get("filled") or {}).items()]
         ok = (seq in ("", "i", "u") and time in ("", "i", "u", "f") and uids in ("", "U")
-              and all(k in ("", "i", "u", "f") for k in stamps) and "X" not in other)
+              and all(k in ("", "i", "u", "f") for k, _ in stamps.values())
+              and all(k != "X" for k, _ in data.values()) and "X" not in filled)
+        if ok:
+            return {**doc, "seq_num": seq_col, "time": time_col,
+                    "data": {f: c for f, (_, c) in data.items()},
+                    "timestamps": {f: c for f, (_, c) in stamps.items()}}
     else:  # datum_page
         ids = check_column(name, uid, ("datum_id",), doc["datum_id"], 1)
         kwargs = [check_column(name, uid, ("datum_kwargs", f), c)
@@ -143,6 +153,7 @@ def _validate_page(name: str, doc: Any) -> None:
         ok = ids in ("", "U") and "X" not in kwargs
     if not ok:
         _validate(name, doc)
+    return doc
 
 
 def _check_unique(name: str, doc_type: str, ids: Any, context: str) -> None:
@@ -388,12 +399,12 @@ class Inserter:
         self.store.insert_event_page(event_model.pack_event_page(doc))
 
     def event_page(self, doc: Mapping) -> None:
-        _validate_page("event_page", doc)
+        page = _validate_page("event_page", doc)
         self._check_page_lengths("event_page", doc, ("seq_num", "time", "uid"),
                                  ("data", "timestamps", "filled"))
         _check_unique("event_page", "event", doc["uid"], f"descriptor {doc['descriptor']!r}")
         self._check_keys("event_page", doc, self._data_keys("event_page", doc, doc["descriptor"]))
-        self.store.insert_event_page(doc)
+        self.store.insert_event_page(page)
 
     def datum(self, doc: Mapping) -> None:
         _validate("datum", doc)

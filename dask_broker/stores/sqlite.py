@@ -55,6 +55,7 @@ from ..errors import (
 from ..query import parse_query
 from ..redact import mask_uri
 from . import sqlite_file
+from .uid_hashes import HashSet, uid_hashes
 from .base import (
     EventPageColumns,
     Store,
@@ -67,9 +68,11 @@ from .base import (
 __all__ = ["SQLiteStore", "parse_sqlite_uri"]
 
 #: The layout of the catalog file (``meta.schema_version``).  1: every layout before
-#: version 2 (some lack resource_update, stream_resource, stream_datum); 2: all the
-#: tables below.  A version-1 catalog is migrated in place (see sqlite_file).
-SCHEMA_VERSION = 2
+#: version 2 (some lack resource_update, stream_resource, stream_datum); 2: with them,
+#: event uids unique through the ``event_uid`` B-tree; 3: the tables below, event
+#: uids unique through ``event_uid_hash`` (see :mod:`.uid_hashes`).  An older
+#: catalog is migrated in place (see sqlite_file and :func:`_migrate`).
+SCHEMA_VERSION = 3
 SEAL_EVENTS = 1024
 MAX_PAGE_EVENTS = 8192
 _SQL_VARS = 900  # stay below SQLite's bound-parameter limit
@@ -104,7 +107,9 @@ CREATE INDEX IF NOT EXISTS event_page_open ON event_page (descriptor, sealed);
 CREATE TABLE IF NOT EXISTS page_column (
     page_id INTEGER NOT NULL, field TEXT NOT NULL, codec TEXT NOT NULL, data BLOB NOT NULL,
     ts_codec TEXT NOT NULL, ts BLOB NOT NULL, PRIMARY KEY (page_id, field));
-CREATE TABLE IF NOT EXISTS event_uid (uid TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS event_uid_hash (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, page_id INTEGER NOT NULL, hashes BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS event_uid_hash_page ON event_uid_hash (page_id);
 CREATE TABLE IF NOT EXISTS resource_update (
     id INTEGER PRIMARY KEY, resource TEXT NOT NULL, time REAL NOT NULL, cmd TEXT NOT NULL,
     cmd_kwargs TEXT NOT NULL, old TEXT NOT NULL, new TEXT NOT NULL);
@@ -224,6 +229,7 @@ class SQLiteStore(Store):
         self._local = threading.local()
         self._open = _Connections()
         self._pid = os.getpid()
+        self._uids = _StoredUids()
         if self._read_only_reason is None:
             self._path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -231,7 +237,7 @@ class SQLiteStore(Store):
             try:
                 if self._read_only_reason is None:
                     conn.execute("PRAGMA journal_mode=WAL")
-                    sqlite_file.create_or_migrate(conn, _SCHEMA, SCHEMA_VERSION)
+                    sqlite_file.create_or_migrate(conn, _SCHEMA, SCHEMA_VERSION, _migrate)
                 else:
                     found = sqlite_file.schema_version(conn)
                     if found is None:
@@ -303,6 +309,7 @@ class SQLiteStore(Store):
             self._local = threading.local()
             self._open = _Connections()  # the parent's belong to the parent
             self._pid = os.getpid()
+            self._uids.lock = threading.Lock()  # another thread may have held it at the fork
         conn = getattr(self._local, "conn", None)
         if conn is None or getattr(self._local, "generation", None) != self._open.generation:
             conn = self._local.conn = self._connect()
@@ -543,25 +550,30 @@ class SQLiteStore(Store):
             for page in pages
         ]
         uids = [u for page in pages for u in page["uid"]]
-        try:
+        hashes = uid_hashes(uids)
+        self._conn()  # (after a fork: this process's connections and lock)
+        with self._uids.lock:
             with self._write() as conn:
-                conn.executemany("INSERT INTO event_uid (uid) VALUES (?)", ((u,) for u in uids))
+                self._uids.sync(conn)
+                dup = self._uids.first_stored(conn, uids, hashes)
+                if dup is not None:
+                    descriptor = next(p["descriptor"] for p in pages if dup in p["uid"])
+                    raise DuplicateUidError(
+                        f"event {dup!r} (descriptor {descriptor!r}) is already stored; "
+                        f"nothing of these {len(uids)} events was written")
+                at = 0
                 for page, parts in zip(pages, encoded, strict=True):
                     n = len(page["seq_num"])
                     if n >= SEAL_EVENTS:
                         # Seal the open pages first: merged later, they would span this page.
                         self._maybe_seal(conn, page["descriptor"], force=True)
-                    for row, columns in parts:
-                        self._write_page(conn, row, columns)
+                    for start, (row, columns) in zip(range(at, at + n, MAX_PAGE_EVENTS), parts):
+                        self._write_page(conn, row, columns, hashes[start:start + row[1]])
+                    at += n
                     if n < SEAL_EVENTS:
                         self._maybe_seal(conn, page["descriptor"])
-        except sqlite3.IntegrityError as err:
-            dup = self._first_duplicate("event_uid", "uid", uids)
-            descriptor = next(p["descriptor"] for p in pages if dup in p["uid"])
-            raise DuplicateUidError(
-                f"event {dup!r} (descriptor {descriptor!r}) is already stored; "
-                f"nothing of these {len(uids)} events was written"
-            ) from err
+                last = conn.execute("SELECT MAX(id) FROM event_uid_hash").fetchone()[0]
+            self._uids.added(hashes, last)
 
     @staticmethod
     def _encode_page(page: Mapping, lo: int, hi: int) -> tuple[tuple, list[tuple]]:
@@ -580,7 +592,7 @@ class SQLiteStore(Store):
 
     @staticmethod
     def _write_page(conn: sqlite3.Connection, row: tuple, columns: list[tuple],
-                    page_id: int | None = None) -> None:
+                    hashes: np.ndarray, page_id: int | None = None) -> int:
         cur = conn.execute(
             "INSERT INTO event_page (id, descriptor, n, seq_min, seq_max, sealed, seq_num, time, uid)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (page_id, *row))
@@ -588,6 +600,9 @@ class SQLiteStore(Store):
         conn.executemany(
             "INSERT INTO page_column (page_id, field, codec, data, ts_codec, ts) "
             "VALUES (?, ?, ?, ?, ?, ?)", ((pid, *col) for col in columns))
+        conn.execute("INSERT INTO event_uid_hash (page_id, hashes) VALUES (?, ?)",
+                     (pid, hashes.tobytes()))
+        return pid
 
     def _maybe_seal(self, conn: sqlite3.Connection, descriptor: str, force: bool = False) -> None:
         """Merge a descriptor's open pages into one once they hold SEAL_EVENTS events."""
@@ -622,13 +637,17 @@ class SQLiteStore(Store):
                 for f in pages[0].timestamps},
         }
         for chunk in _chunks(ids):
-            conn.execute(f"DELETE FROM page_column WHERE page_id IN ({_marks(len(chunk))})", chunk)
-            conn.execute(f"DELETE FROM event_page WHERE id IN ({_marks(len(chunk))})", chunk)
+            marks = _marks(len(chunk))
+            conn.execute(f"DELETE FROM page_column WHERE page_id IN ({marks})", chunk)
+            conn.execute(f"DELETE FROM event_page WHERE id IN ({marks})", chunk)
+            conn.execute(f"DELETE FROM event_uid_hash WHERE page_id IN ({marks})", chunk)
         n = len(merged["uid"])
+        hashes = uid_hashes(merged["uid"])
         for start in range(0, n, MAX_PAGE_EVENTS):
             row, columns = self._encode_page(merged, start, min(start + MAX_PAGE_EVENTS, n))
             row = (*row[:4], 1, *row[5:])  # sealed
-            self._write_page(conn, row, columns, page_id=ids[0] if start == 0 else None)
+            self._write_page(conn, row, columns, hashes[start:start + row[1]],
+                             page_id=ids[0] if start == 0 else None)
 
     # ------------------------------------------------------------------ reads
     def _loads(self, text: str | bytes) -> Any:
@@ -865,6 +884,76 @@ def _sql_number(value: Any) -> bool:
     if isinstance(value, int):
         return _INT64[0] <= value <= _INT64[1]
     return isinstance(value, float)
+
+
+class _StoredUids:
+    """The hashes of the catalog's event uids that this process knows (see :mod:`.uid_hashes`).
+
+    ``sync`` reads, inside a write transaction, the ``event_uid_hash`` rows
+    appended since the last look (all of them, the first time); ``added``
+    records what this process committed.  The rows' ids never repeat
+    (AUTOINCREMENT), so rows another process appended are never missed.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.known = HashSet()
+        self.last_id = 0
+
+    def sync(self, conn: sqlite3.Connection) -> None:
+        cur = conn.execute("SELECT id, hashes FROM event_uid_hash WHERE id > ? ORDER BY id",
+                           (self.last_id,))
+        batch, last = [], self.last_id
+        while rows := cur.fetchmany(4096):
+            batch += [row[1] for row in rows]
+            last = rows[-1][0]
+        if batch:
+            self.known.add(np.frombuffer(b"".join(batch), dtype=np.uint64))
+            self.last_id = last
+
+    def added(self, hashes: np.ndarray, last_id: int | None) -> None:
+        self.known.add(hashes)
+        self.last_id = max(self.last_id, last_id or 0)
+
+    def first_stored(self, conn: sqlite3.Connection, uids: list[str],
+                     hashes: np.ndarray) -> str | None:
+        """The first of ``uids`` repeated among them or already stored, or None."""
+        ordered = np.sort(hashes)
+        if (ordered[1:] == ordered[:-1]).any():  # a repeat, or two uids with one hash
+            repeated = first_repeat(uids)
+            if repeated is not None:
+                return repeated
+        hits = np.flatnonzero(self.known.contains(hashes))
+        if not hits.size:
+            return None
+        # Candidates: compare the uids themselves, in the pages whose hashes hold them.
+        wanted = {uids[i]: i for i in hits}
+        candidates = np.unique(hashes[hits])
+        pages = []
+        for page_id, blob in conn.execute("SELECT page_id, hashes FROM event_uid_hash"):
+            if np.isin(np.frombuffer(blob, dtype=np.uint64), candidates).any():
+                pages.append(page_id)
+        stored = set()
+        for chunk in _chunks(pages):
+            for (text,) in conn.execute(
+                    f"SELECT uid FROM event_page WHERE id IN ({_marks(len(chunk))})", chunk):
+                stored.update(u for u in json.loads(text) if u in wanted)
+        return min(stored, key=wanted.__getitem__) if stored else None
+
+
+def _migrate(conn: sqlite3.Connection, found: int) -> None:
+    """Move an older catalog's data to this layout (inside the migration's transaction).
+
+    Before version 3, event uids were kept unique by the ``event_uid`` table; from
+    3, by ``event_uid_hash``: one row of hashes per stored page.
+    """
+    if found < 3:
+        cur = conn.execute("SELECT id, uid FROM event_page ORDER BY id")
+        while rows := cur.fetchmany(256):
+            conn.executemany(
+                "INSERT INTO event_uid_hash (page_id, hashes) VALUES (?, ?)",
+                [(pid, uid_hashes(json.loads(text)).tobytes()) for pid, text in rows])
+        conn.execute("DROP TABLE IF EXISTS event_uid")
 
 
 class _Connections:

@@ -26,9 +26,10 @@ Schema versions
 ``meta.schema_version`` holds the layout's version.  Each version so far adds
 tables and indexes to the one before (version 1 catalogs may lack
 ``resource_update``, ``stream_resource`` and ``stream_datum``, which version 2
-has), so the current DDL, all ``IF NOT EXISTS``, migrates an older catalog in
-place: :func:`create_or_migrate` runs it and records the version in one
-``BEGIN IMMEDIATE`` transaction.  A read-only store cannot migrate: it reads an
+has; version 3 keeps event uids in ``event_uid_hash`` instead of ``event_uid``),
+so the current DDL, all ``IF NOT EXISTS``, migrates an older catalog in place:
+:func:`create_or_migrate` runs it, then the store's data migration, and records
+the version in one ``BEGIN IMMEDIATE`` transaction.  A read-only store cannot migrate: it reads an
 older catalog as it is, with the tables it lacks made empty ``TEMP`` tables of
 each connection (:func:`shadow_missing_tables`).  A catalog of a newer version
 is refused (:class:`~dask_broker.errors.CatalogVersionError`).
@@ -48,7 +49,7 @@ import os
 import re
 import sqlite3
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 from urllib.parse import quote
 
 from ..errors import CatalogCorruptError, CatalogVersionError, StoreURIError
@@ -214,13 +215,16 @@ def check_version(path: Path, found: int, current: int) -> None:
             "upgrade dask_broker to open it")
 
 
-def create_or_migrate(conn: CatalogConnection, ddl: str, current: int) -> int | None:
+def create_or_migrate(conn: CatalogConnection, ddl: str, current: int,
+                      migrate: Callable[[CatalogConnection, int], None] | None = None
+                      ) -> int | None:
     """Create the schema in an empty database, or migrate an older catalog in place.
 
-    One ``BEGIN IMMEDIATE`` transaction runs the DDL and records ``current``
-    (all or nothing; the version is read again under the write lock, so two
-    processes opening an old catalog migrate it once).  Returns the version
-    found (None for a new catalog).
+    One ``BEGIN IMMEDIATE`` transaction runs the DDL, then ``migrate(conn,
+    found_version)`` for an older catalog (moving its data to the new layout),
+    and records ``current`` (all or nothing; the version is read again under the
+    write lock, so two processes opening an old catalog migrate it once).
+    Returns the version found (None for a new catalog).
     """
     found = schema_version(conn)
     if found is not None:
@@ -233,6 +237,8 @@ def create_or_migrate(conn: CatalogConnection, ddl: str, current: int) -> int | 
         if found is None or found < current:
             for statement in _statements(ddl):
                 conn.execute(statement)
+            if found is not None and migrate is not None:
+                migrate(conn, found)
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                          (str(current),))
         conn.execute("COMMIT")
