@@ -20,6 +20,7 @@ import event_model
 import jsonschema
 import numpy as np
 
+from .compiled_checks import EventCheck
 from .storable import check_column, check_int64, checked_column, checked_jsonable
 from .stores.base import first_repeat
 from .stream_data import Intervals, stream_keys
@@ -197,6 +198,8 @@ class Inserter:
     def __init__(self, store: Store):
         self.store = store
         self._descriptor_keys: dict[str, frozenset] = {}
+        #: descriptor uid -> the compiled check of its single events
+        self._event_checks: dict[str, EventCheck] = {}
         self._descriptors: dict[str, Mapping] = {}
         self._known_starts: set[str] = set()
         self._known_resources: set[str] = set()
@@ -250,8 +253,9 @@ class Inserter:
     def _remember_descriptor(self, desc: Mapping) -> None:
         self._descriptors[desc["uid"]] = desc
         # Events never carry the keys streamed through stream_datum (external "STREAM:").
-        self._descriptor_keys[desc["uid"]] = (
-            frozenset(desc["data_keys"]) - frozenset(stream_keys(desc)))
+        keys = frozenset(desc["data_keys"]) - frozenset(stream_keys(desc))
+        self._descriptor_keys[desc["uid"]] = keys
+        self._event_checks[desc["uid"]] = EventCheck(desc["uid"], keys)
 
     def _data_keys(self, name: str, doc: Mapping, descriptor_uid: Any) -> frozenset:
         keys = self._descriptor_keys.get(descriptor_uid)
@@ -394,9 +398,14 @@ class Inserter:
                 self._index_ranges.setdefault(resource_uid, Intervals()))
 
     def event(self, doc: Mapping) -> None:
-        _validate("event", doc)
-        self._check_keys("event", doc, self._data_keys("event", doc, doc["descriptor"]))
-        self.store.insert_event_page(event_model.pack_event_page(doc))
+        descriptor = doc.get("descriptor") if type(doc) is dict else None
+        check = self._event_checks.get(descriptor) if isinstance(descriptor, str) else None
+        page = check.page(doc) if check is not None else None
+        if page is None:  # not certainly valid: the full validation decides
+            _validate("event", doc)
+            self._check_keys("event", doc, self._data_keys("event", doc, doc["descriptor"]))
+            page = event_model.pack_event_page(doc)
+        self.store.insert_event_page(page)
 
     def event_page(self, doc: Mapping) -> None:
         page = _validate_page("event_page", doc)

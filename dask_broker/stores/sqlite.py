@@ -43,7 +43,7 @@ from urllib.parse import parse_qs
 
 import numpy as np
 
-from ..codec import decode_column, dumps, encode_column, column_to_list
+from ..codec import column_to_list, decode_column, dumps, dumps_strings, encode_column
 from ..errors import (
     CatalogCorruptError,
     DuplicateUidError,
@@ -103,7 +103,7 @@ CREATE TABLE IF NOT EXISTS event_page (
     seq_min INTEGER NOT NULL, seq_max INTEGER NOT NULL, sealed INTEGER NOT NULL,
     seq_num BLOB NOT NULL, time BLOB NOT NULL, uid TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS event_page_range ON event_page (descriptor, seq_min);
-CREATE INDEX IF NOT EXISTS event_page_open ON event_page (descriptor, sealed);
+CREATE INDEX IF NOT EXISTS event_page_open ON event_page (descriptor, sealed, n);
 CREATE TABLE IF NOT EXISTS page_column (
     page_id INTEGER NOT NULL, field TEXT NOT NULL, codec TEXT NOT NULL, data BLOB NOT NULL,
     ts_codec TEXT NOT NULL, ts BLOB NOT NULL, PRIMARY KEY (page_id, field));
@@ -554,6 +554,8 @@ class SQLiteStore(Store):
         self._conn()  # (after a fork: this process's connections and lock)
         with self._uids.lock:
             with self._write() as conn:
+                known_open = self._open_events(conn)
+                open_events = dict(known_open)  # updated as pages are written and sealed
                 self._uids.sync(conn)
                 dup = self._uids.first_stored(conn, uids, hashes)
                 if dup is not None:
@@ -561,19 +563,35 @@ class SQLiteStore(Store):
                     raise DuplicateUidError(
                         f"event {dup!r} (descriptor {descriptor!r}) is already stored; "
                         f"nothing of these {len(uids)} events was written")
-                at = 0
+                at = last = 0  # last: the last event_uid_hash row written
                 for page, parts in zip(pages, encoded, strict=True):
                     n = len(page["seq_num"])
+                    descriptor = page["descriptor"]
                     if n >= SEAL_EVENTS:
                         # Seal the open pages first: merged later, they would span this page.
-                        self._maybe_seal(conn, page["descriptor"], force=True)
+                        last = self._maybe_seal(conn, descriptor, open_events, force=True) or last
                     for start, (row, columns) in zip(range(at, at + n, MAX_PAGE_EVENTS), parts):
-                        self._write_page(conn, row, columns, hashes[start:start + row[1]])
+                        last = self._write_page(conn, row, columns, hashes[start:start + row[1]])
                     at += n
                     if n < SEAL_EVENTS:
-                        self._maybe_seal(conn, page["descriptor"])
-                last = conn.execute("SELECT MAX(id) FROM event_uid_hash").fetchone()[0]
+                        if descriptor in open_events:
+                            open_events[descriptor] += n
+                        last = self._maybe_seal(conn, descriptor, open_events) or last
+            known_open.clear()  # committed: what this transaction left open
+            known_open.update(open_events)
             self._uids.added(hashes, last)
+
+    def _open_events(self, conn: sqlite3.Connection) -> dict[str, int]:
+        """Descriptor -> events in its open pages, as this connection last left them.
+
+        Forgotten when another connection has committed since (``PRAGMA
+        data_version``): what is missing is summed from the file again.
+        """
+        (version,) = conn.execute("PRAGMA data_version").fetchone()
+        local = self._local
+        if getattr(local, "data_version", None) != version:
+            local.data_version, local.open_events = version, {}
+        return local.open_events
 
     @staticmethod
     def _encode_page(page: Mapping, lo: int, hi: int) -> tuple[tuple, list[tuple]]:
@@ -582,7 +600,7 @@ class SQLiteStore(Store):
         n = hi - lo
         row = (page["descriptor"], n, int(seq.min()), int(seq.max()),
                int(n >= SEAL_EVENTS), seq.tobytes(), time.tobytes(),
-               dumps(list(page["uid"][lo:hi])))
+               dumps_strings(page["uid"][lo:hi]))
         columns = []
         for field, values in page["data"].items():
             codec, blob = encode_column(values[lo:hi])
@@ -593,6 +611,7 @@ class SQLiteStore(Store):
     @staticmethod
     def _write_page(conn: sqlite3.Connection, row: tuple, columns: list[tuple],
                     hashes: np.ndarray, page_id: int | None = None) -> int:
+        """Write one page; returns the id of its event_uid_hash row."""
         cur = conn.execute(
             "INSERT INTO event_page (id, descriptor, n, seq_min, seq_max, sealed, seq_num, time, uid)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (page_id, *row))
@@ -600,17 +619,26 @@ class SQLiteStore(Store):
         conn.executemany(
             "INSERT INTO page_column (page_id, field, codec, data, ts_codec, ts) "
             "VALUES (?, ?, ?, ?, ?, ?)", ((pid, *col) for col in columns))
-        conn.execute("INSERT INTO event_uid_hash (page_id, hashes) VALUES (?, ?)",
-                     (pid, hashes.tobytes()))
-        return pid
+        return conn.execute("INSERT INTO event_uid_hash (page_id, hashes) VALUES (?, ?)",
+                            (pid, hashes.tobytes())).lastrowid
 
-    def _maybe_seal(self, conn: sqlite3.Connection, descriptor: str, force: bool = False) -> None:
-        """Merge a descriptor's open pages into one once they hold SEAL_EVENTS events."""
-        (total,) = conn.execute(
-            "SELECT COALESCE(SUM(n), 0) FROM event_page WHERE descriptor = ? AND sealed = 0",
-            (descriptor,)).fetchone()
+    def _maybe_seal(self, conn: sqlite3.Connection, descriptor: str,
+                    open_events: dict[str, int], force: bool = False) -> int | None:
+        """Merge a descriptor's open pages into one once they hold SEAL_EVENTS events.
+
+        ``open_events`` caches the events in each descriptor's open pages (kept
+        up to date here).  Returns the id of the last event_uid_hash row written
+        (None: none written).
+        """
+        total = open_events.get(descriptor)
+        if total is None:
+            (total,) = conn.execute(
+                "SELECT COALESCE(SUM(n), 0) FROM event_page WHERE descriptor = ? AND sealed = 0",
+                (descriptor,)).fetchone()
+            open_events[descriptor] = total
         if total == 0 or (total < SEAL_EVENTS and not force):
-            return
+            return None
+        open_events[descriptor] = 0
         (mixed,) = conn.execute(
             "SELECT COUNT(*) FROM (SELECT field FROM page_column JOIN event_page "
             "ON page_column.page_id = event_page.id WHERE descriptor = ? AND sealed = 0 "
@@ -621,7 +649,7 @@ class SQLiteStore(Store):
             # floats, arrays into lists): seal the pages as they are, types intact.
             conn.execute("UPDATE event_page SET sealed = 1 WHERE descriptor = ? AND sealed = 0",
                          (descriptor,))
-            return
+            return None
         pages = list(self._read_pages(conn, descriptor_uids=[descriptor], fields=None,
                                       timestamps=True, uids=True, open_only=True))
         ids = [p.page_id for p in pages]
@@ -643,11 +671,13 @@ class SQLiteStore(Store):
             conn.execute(f"DELETE FROM event_uid_hash WHERE page_id IN ({marks})", chunk)
         n = len(merged["uid"])
         hashes = uid_hashes(merged["uid"])
+        last = None
         for start in range(0, n, MAX_PAGE_EVENTS):
             row, columns = self._encode_page(merged, start, min(start + MAX_PAGE_EVENTS, n))
             row = (*row[:4], 1, *row[5:])  # sealed
-            self._write_page(conn, row, columns, hashes[start:start + row[1]],
-                             page_id=ids[0] if start == 0 else None)
+            last = self._write_page(conn, row, columns, hashes[start:start + row[1]],
+                                    page_id=ids[0] if start == 0 else None)
+        return last
 
     # ------------------------------------------------------------------ reads
     def _loads(self, text: str | bytes) -> Any:
@@ -954,6 +984,9 @@ def _migrate(conn: sqlite3.Connection, found: int) -> None:
                 "INSERT INTO event_uid_hash (page_id, hashes) VALUES (?, ?)",
                 [(pid, uid_hashes(json.loads(text)).tobytes()) for pid, text in rows])
         conn.execute("DROP TABLE IF EXISTS event_uid")
+        # the open pages' sizes in their index: summed on every single event
+        conn.execute("DROP INDEX IF EXISTS event_page_open")
+        conn.execute("CREATE INDEX event_page_open ON event_page (descriptor, sealed, n)")
 
 
 class _Connections:

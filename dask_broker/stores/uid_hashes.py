@@ -14,6 +14,7 @@ duplicate, so a collision of two different uids never refuses a document.
 
 from __future__ import annotations
 
+import struct
 from typing import Sequence
 
 import numpy as np
@@ -59,20 +60,65 @@ def uid_hashes(uids: Sequence[str]) -> np.ndarray:
     >>> bool(uid_hashes(["a1b2"])[0] == uid_hashes(["a1b2", "a much longer uid"])[0])
     True
     """
-    chars = np.asarray(uids, dtype=np.str_)
-    n = chars.shape[0] if chars.ndim else 0
-    width = chars.dtype.itemsize // 4
-    if n == 0:
+    if len(uids) == 1 and type(uids[0]) is str:
+        one = _one_hash(uids[0])
+        if one is not None:
+            return np.array([one], dtype=_U64)
+    words = _words(uids)
+    if words is None:
         return np.zeros(0, dtype=_U64)
+    if not words.shape[1]:
+        return _splitmix64(np.zeros(words.shape[0], dtype=_U64))
+    folded = words >> _U64(32)
+    folded ^= words
+    return _splitmix64(folded @ _weights(words.shape[1]))
+
+
+_MASK = 2**64 - 1
+
+
+def _one_hash(uid: str) -> int | None:
+    """:func:`uid_hashes` of one uid, in plain Python (numpy's per-call cost is the larger
+    for one event); None for a str that is not valid Unicode."""
+    try:
+        points = uid.encode("utf-32-le")
+    except UnicodeEncodeError:
+        return None
+    if len(points) % 8:
+        points += b"\0\0\0\0"
+    weights = _weights(len(points) // 8).tolist()
+    total = 0
+    for (word,), weight in zip(struct.iter_unpack("<Q", points), weights):
+        total += (word ^ (word >> 32)) * weight
+    z = (total + 0x9E3779B97F4A7C15) & _MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return z ^ (z >> 31)
+
+
+def _words(uids: Sequence[str]) -> np.ndarray | None:
+    """The uids as rows of 64-bit words of two UCS-4 code points, zero-padded (None: no uid)."""
+    n = len(uids)
+    if not n:
+        return None
+    if isinstance(uids, list) and all(type(u) is str for u in uids[:1]):
+        # Uids of one even length (a uuid4 has 36 characters): the code points of their
+        # concatenation, viewed as words, without a fixed-width str array.
+        width = len(uids[0])
+        if width % 2 == 0:
+            try:
+                points = "".join(uids).encode("utf-32-le")
+            except (TypeError, UnicodeEncodeError):  # not str, or a lone surrogate
+                points = b""
+            if len(points) == 4 * n * width and (
+                    np.fromiter(map(len, uids), np.int64, n) == width).all():
+                return np.frombuffer(points, dtype=_U64).reshape(n, width // 2)
+    chars = np.asarray(uids, dtype=np.str_)
+    width = chars.dtype.itemsize // 4
     if width % 2:
         width += 1
         chars = chars.astype(f"<U{width}")
-    if width == 0:
-        return _splitmix64(np.zeros(n, dtype=_U64))
-    words = np.ascontiguousarray(chars).view(_U64).reshape(n, width // 2)
-    folded = words ^ (words >> _U64(32))
-    folded *= _weights(width // 2)
-    return _splitmix64(folded.sum(axis=1, dtype=_U64))
+    return np.ascontiguousarray(chars).view(_U64).reshape(n, width // 2)
 
 
 class HashSet:
@@ -80,7 +126,8 @@ class HashSet:
 
     Adding a batch appends it sorted, then merges the smallest arrays while one
     is no more than twice the next (so there are O(log n) arrays); a look-up is
-    one ``np.searchsorted`` per array.
+    one ``np.searchsorted`` per array.  Small batches (single events) wait in a
+    Python set until there are :attr:`BUFFER` of them.
 
     Examples
     --------
@@ -90,13 +137,22 @@ class HashSet:
     ([True, False], 3)
     """
 
+    #: Hashes kept in a Python set before they become one sorted array.
+    BUFFER = 4096
+
     def __init__(self) -> None:
         self._levels: list[np.ndarray] = []
+        self._recent: set[int] = set()
 
     def __len__(self) -> int:
-        return sum(level.size for level in self._levels)
+        return sum(level.size for level in self._levels) + len(self._recent)
 
     def add(self, hashes: np.ndarray) -> None:
+        if len(hashes) < 64:
+            self._recent.update(np.asarray(hashes, dtype=_U64).tolist())
+            if len(self._recent) < self.BUFFER:
+                return
+            hashes, self._recent = np.fromiter(self._recent, _U64, len(self._recent)), set()
         if not len(hashes):
             return
         levels = self._levels
@@ -110,9 +166,9 @@ class HashSet:
     def contains(self, hashes: np.ndarray) -> np.ndarray:
         """A bool per hash: whether the set holds it."""
         hashes = np.asarray(hashes, dtype=_U64)
+        if hashes.size <= 4:
+            return np.array([self._holds(h) for h in hashes.tolist()], dtype=bool)
         found = np.zeros(hashes.shape, dtype=bool)
-        if not hashes.size:
-            return found
         order = np.argsort(hashes)
         wanted = hashes[order]  # sorted keys make each binary search start where the last ended
         hit = np.zeros(wanted.shape, dtype=bool)
@@ -121,4 +177,17 @@ class HashSet:
             np.minimum(at, level.size - 1, out=at)
             hit |= level[at] == wanted
         found[order] = hit
+        if self._recent:
+            found |= np.fromiter((h in self._recent for h in hashes.tolist()), bool,
+                                 hashes.size)
         return found
+
+    def _holds(self, h: int) -> bool:
+        if h in self._recent:
+            return True
+        key = _U64(h)
+        for level in self._levels:
+            at = int(level.searchsorted(key))
+            if at < level.size and level[at] == key:
+                return True
+        return False
