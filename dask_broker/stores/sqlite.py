@@ -43,7 +43,8 @@ from urllib.parse import parse_qs
 
 import numpy as np
 
-from ..codec import column_to_list, decode_column, dumps, dumps_strings, encode_column
+from ..codec import (column_to_list, decode_column, dumps, dumps_rows, dumps_strings,
+                     encode_column)
 from ..errors import (
     CatalogCorruptError,
     DuplicateUidError,
@@ -414,12 +415,9 @@ class SQLiteStore(Store):
 
     def insert_datum_page(self, page: Mapping) -> None:
         ids = list(page["datum_id"])
-        kwargs = page["datum_kwargs"]
-        keys = list(kwargs)
-        rows = [
-            (datum_id, page["resource"], dumps({k: kwargs[k][i] for k in keys}))
-            for i, datum_id in enumerate(ids)
-        ]
+        resource = page["resource"]
+        rows = list(zip(ids, itertools.repeat(resource),
+                        dumps_rows(page["datum_kwargs"], len(ids))))
         try:
             with self._write() as conn:
                 conn.executemany(
