@@ -265,10 +265,7 @@ def write_msgpack(path: Path, n: int) -> None:
 def bench_ingest(folder: Path, n: int) -> tuple[str, str, list[Result]]:
     import msgpack
 
-    try:
-        from dask_broker import ingest
-    except ImportError:  # before ingest moved into the library
-        from dask_broker.cli.ingest import ingest
+    from dask_broker import ingest
     scenario = f"ingest msgpack {_k(n)} events"
     path = folder / "run.msgpack"
     write_msgpack(path, n)
@@ -283,7 +280,7 @@ def bench_ingest(folder: Path, n: int) -> tuple[str, str, list[Result]]:
     for method, fn in ((baseline, decode_only),
                        ("dask_broker.ingest", lambda: ingest(
                            Broker.from_uri(f"sqlite:///{folder / 'ingest.db'}"), [str(path)],
-                           progress=False, out=lambda *a: None))):
+                           progress=False))):
         load = os.getloadavg()[0]
         t0 = time.perf_counter()
         fn()

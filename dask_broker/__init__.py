@@ -40,7 +40,9 @@ from .errors import (
     UnsupportedQueryError,
 )
 from .event_source import EventSource
+from .export import export_table
 from .files import copy_files, file_list, move_files
+from .ingest import IngestError, IngestReport, ingest, read_documents
 from .header import Header
 from .stores import Store, open_store
 from .timestruct import TimeStruct
@@ -62,6 +64,11 @@ __all__ = [
     "file_list",
     "copy_files",
     "move_files",
+    "ingest",
+    "read_documents",
+    "IngestError",
+    "IngestReport",
+    "export_table",
     "FillContext",
     "FillRecipe",
     "HandlerRegistry",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import re
 import warnings
 from dataclasses import dataclass
 from numbers import Integral
@@ -11,12 +10,9 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from .databroker_api import DatabrokerMethods
 from .errors import (
-    AmbiguousKeyError,
     ConflictingArgumentsError,
     InvalidArgumentError,
     RenamedArgumentWarning,
-    RunIndexError,
-    RunNotFoundError,
     StoreURIError,
     UnsupportedSearchError,
 )
@@ -26,6 +22,7 @@ from .readers import ReaderRegistry
 from .readers import default_registry as default_readers
 from .header import Header
 from .query import parse_query
+from .run_keys import find_start
 from .stores import Store
 from .stores.sqlite import SQLiteStore
 
@@ -298,7 +295,8 @@ class Broker(DatabrokerMethods):
         return Header(self.event_source, start)
 
     def __getitem__(self, key: Any) -> Any:
-        """Runs by uid, uid prefix, recency or scan_id, as databroker looks them up.
+        """Runs by uid, uid prefix, recency or scan_id, as databroker looks them up
+        (:func:`dask_broker.run_keys.find_start`, which every CLI command uses too).
 
         =====================================  ==========================================
         ``db["a1b2c3"]``                       the run with this uid, else the one run
@@ -337,44 +335,12 @@ class Broker(DatabrokerMethods):
         """
         if isinstance(key, slice):
             return self._recent_slice(key)
-        if isinstance(key, str):
-            return self._header(self._by_str(key))
-        if isinstance(key, Integral) and not isinstance(key, bool):
-            return self._header(self._by_int(int(key)))
+        if isinstance(key, str) or (isinstance(key, Integral) and not isinstance(key, bool)):
+            return self._header(find_start(self.store, key))
         if isinstance(key, Iterable) and not isinstance(key, (bytes, bytearray, Mapping)):
             return [self[item] for item in key]
         raise TypeError(f"look runs up by uid (str), int, a slice such as [-5:] or a list of "
                         f"those, not {type(key).__name__}")
-
-    def _by_int(self, key: int) -> dict:
-        if key < 0:
-            start = next(itertools.islice(self.store.iter_starts(), -key - 1, None), None)
-            if start is None:
-                raise RunIndexError(
-                    f"db[{key}]: the catalog holds fewer than {-key} runs "
-                    f"({self.store.display_uri})")
-            return start
-        start = next(iter(self.store.search({"scan_id": key})), None)
-        if start is None:
-            hint = ("; db[-1] is the latest run" if key == 0 else "")
-            raise RunNotFoundError(f"no run with scan_id {key} in {self.store.display_uri}{hint}")
-        return start
-
-    def _by_str(self, key: str) -> dict:
-        if _WHOLE_NUMBER.fullmatch(key):
-            number = int(key)
-            if number < 0:
-                return self._by_int(number)
-            try:
-                return self._by_int(number)
-            except RunNotFoundError as err:
-                try:
-                    return self._by_uid(key)
-                except RunNotFoundError:
-                    raise RunNotFoundError(
-                        f"no run with scan_id {number} or uid prefix {key!r} in "
-                        f"{self.store.display_uri}") from err
-        return self._by_uid(key)
 
     def _recent_slice(self, key: slice) -> list[Header]:
         """``db[-3:]``: ``[db[-1], db[-2], db[-3]]``, as databroker (negative indices only).
@@ -398,21 +364,6 @@ class Broker(DatabrokerMethods):
             return []
         recent = list(itertools.islice(self.store.iter_starts(), -min(indices)))
         return [self._header(recent[-i - 1]) for i in indices if -i <= len(recent)]
-
-    def _by_uid(self, key: str) -> dict:
-        start = self.store.get_start(key)
-        if start is not None:
-            return start
-        matches = self.store.start_uids_with_prefix(key, limit=3) if key else []
-        if not matches:
-            raise RunNotFoundError(
-                f"no run with uid or uid prefix {key!r} in {self.store.display_uri}")
-        if len(matches) > 1:
-            raise AmbiguousKeyError(
-                f"uid prefix {key!r} matches several runs ({', '.join(matches[:2])}, ...); "
-                "give more characters of the uid"
-            )
-        return self.store.get_start(matches[0])
 
     def __contains__(self, key: str | int) -> bool:
         """True when ``db[key]`` names exactly one run (an ambiguous prefix does not)."""
@@ -621,9 +572,6 @@ def _rebuild_broker(event_source: EventSource, filters: dict | None = None,
     broker.aliases = dict(aliases or {})
     return broker
 
-
-#: A whole number written as a string: ``db["-1"]`` and ``db["42"]`` look up by number.
-_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
 
 #: databroker's older names of the time-window keywords.
 _RENAMED = {"start_time": "since", "stop_time": "until"}

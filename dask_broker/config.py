@@ -125,9 +125,9 @@ class CatalogConfig:
         for spec, handler_class in handlers.items():
             db.register_handler(spec, handler_class, overwrite=True)
         if self.files:
-            from .cli.ingest import ingest
+            from .ingest import ingest
 
-            ingest(db, list(self.files), progress=False, out=lambda *_: None)
+            ingest(db, list(self.files), progress=False)
         return db
 
     def _import_handler(self, spec: str, target: str) -> Any:

@@ -249,7 +249,7 @@ def test_export_options(catalog, tmp_path, capsys):
     # many partitions: still one file, every row in order
     many = tmp_path / "many.parquet"
     db2 = Broker.from_uri(uri_of(path))
-    from dask_broker.cli.export import export_table
+    from dask_broker import export_table
 
     df = db2[runs[0].uid].table(chunk_size=1)
     assert df.npartitions == 4
@@ -456,7 +456,7 @@ def test_reading_commands_open_read_only(tmp_path, capsys):
     saved = serialize("jsonl", array_run(), tmp_path / "saved")
     code, _, err = run_cli(capsys, "ingest", path, saved, "--no-progress")
     assert code == 0, err
-    assert stored_version(path) == "2" and {"stream_resource", "stream_datum"} <= tables(path)
+    assert stored_version(path) == "3" and {"stream_resource", "stream_datum"} <= tables(path)
 
 
 # ------------------------------------------------------------------ check, damaged catalogs
