@@ -16,8 +16,10 @@ document -- and is what ``dask-broker ingest`` runs.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
@@ -221,15 +223,15 @@ def pack_events(events: list[dict]) -> dict:
 
 def _columns(events: list[dict], part: str, keys: tuple) -> dict[str, list] | None:
     """``{key: [event[part][key] for event in events]}``; None when the events' keys differ."""
-    if not keys:
-        return {} if not any(map(len, map(itemgetter(part), events))) else None
     dicts = list(map(itemgetter(part), events))
-    if any(len(d) != len(keys) for d in dicts):
+    if set(map(len, dicts)) != {len(keys)}:
         return None
+    if not keys:
+        return {}
     rows = map(itemgetter(*keys), dicts)  # KeyError: a key missing
     if len(keys) == 1:
         return {keys[0]: list(rows)}
-    return {k: list(column) for k, column in zip(keys, zip(*rows))}
+    return dict(zip(keys, map(list, zip(*rows))))
 
 
 class _Batcher:
@@ -262,6 +264,15 @@ class _Batcher:
             return
         self.flush()
         self._insert(name, doc)
+
+    def add_all(self, documents: Iterator[tuple[str, dict]]) -> None:
+        """:meth:`add` each document; a run of events of one descriptor in a tight loop."""
+        for name, doc in documents:
+            if name == "event" and self.pending_name == "event" and \
+                    len(self.pending) < BATCH and doc.get("descriptor") == self.pending_key:
+                self.pending.append(doc)
+            else:
+                self.add(name, doc)
 
     def flush(self) -> None:
         if not self.pending:
@@ -301,6 +312,36 @@ class _Batcher:
             self.skipped[name] = self.skipped.get(name, 0) + 1
             return
         self.inserted[name] = self.inserted.get(name, 0) + 1
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: a batch holds tens of thousands of freshly
+    decoded dicts (no cycles), which it would otherwise scan again and again."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+class _Counted:
+    """An iterator of ``(name, doc)`` that remembers the index and name of the last one."""
+
+    def __init__(self, documents: Iterator[tuple[str, dict]]):
+        self._documents = documents
+        self.index, self.name = -1, "?"
+
+    def __iter__(self) -> "_Counted":
+        return self
+
+    def __next__(self) -> tuple[str, dict]:
+        item = next(self._documents)
+        self.index += 1
+        self.name = item[0]
+        return item
 
 
 @dataclass
@@ -368,16 +409,16 @@ def ingest(db, paths: list[str | os.PathLike], *, progress: bool = True,
     total = sum(f.stat().st_size for f in files)
     batcher = _Batcher(db, skip_existing)
     with tqdm(total=total, unit="B", unit_scale=True, desc="ingesting",
-              disable=not progress) as bar:
+              disable=not progress) as bar, _gc_paused():
         for path in files:
             bar.set_postfix_str(path.name[-40:], refresh=False)
-            index, name = -1, "?"
+            counted = _Counted(iter(()))
             try:
-                for index, (name, doc) in enumerate(read_documents(path, bar.update)):
-                    batcher.add(name, doc)
+                counted = _Counted(read_documents(path, bar.update))
+                batcher.add_all(counted)
                 batcher.flush()
             except DaskBrokerError as err:
-                where = f"document {index} ({name})"
+                where = f"document {counted.index} ({counted.name})"
                 if batcher.batch is not None:
                     batch_name, count = batcher.batch
                     where = f"the {count} {batch_name} document(s) before {where}"
