@@ -28,10 +28,10 @@ import time
 import uuid
 from pathlib import Path
 
-import event_model
 import numpy as np
 
 from dask_broker import Broker
+from dask_broker.testing import RunBuilder
 
 from .common import Result
 
@@ -134,11 +134,11 @@ def _k(n: int) -> str:
 
 def _new_run(folder: Path, name: str, sync: str = "full"):
     db = Broker.from_uri(f"sqlite:///{folder / name}?synchronous={sync}")
-    bundle = event_model.compose_run()
-    desc = bundle.compose_descriptor(name="primary", data_keys=_data_keys())
-    db.insert("start", bundle.start_doc)
+    run = RunBuilder()
+    desc = run.descriptor("primary", _data_keys())
+    db.insert("start", run.start)
     db.insert("descriptor", desc.descriptor_doc)
-    return db, bundle, desc
+    return db, run.bundle, desc
 
 
 def bench_pages(folder: Path, total: int, lists: bool) -> tuple[str, str, list[Result]]:
@@ -237,8 +237,8 @@ def write_msgpack(path: Path, n: int) -> None:
     """A suitcase-msgpack file of one run of ``n`` events (one event document each)."""
     import msgpack
 
-    bundle = event_model.compose_run()
-    desc = bundle.compose_descriptor(name="primary", data_keys=_data_keys())
+    run = RunBuilder()
+    bundle, desc = run.bundle, run.descriptor("primary", _data_keys())
     rng = np.random.default_rng(2)
     packer = msgpack.Packer()
     with open(path, "wb") as f:

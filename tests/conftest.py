@@ -5,11 +5,11 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-import event_model
 import numpy as np
 import pytest
 
 from dask_broker import Broker
+from dask_broker.testing import RunBuilder
 
 #: Fixtures of the stream_resource recordings (tests/conftest_streamdata.py).
 pytest_plugins = ["conftest_streamdata"]
@@ -91,12 +91,8 @@ def build_run(
     increasing, so the expected order of documents is known."""
     if time is None:
         time = _T0 + 1000.0 * next(_run_counter)
-    clock = itertools.count(1)
-
-    def tick() -> float:
-        return time + 0.01 * next(clock)
-
-    bundle = event_model.compose_run(uid=uid, time=time, metadata=metadata)
+    run = RunBuilder(uid=uid, time=time, metadata=metadata, step=0.01)
+    tick, bundle = run.tick, run.bundle
     docs: list[tuple[str, dict]] = [("start", bundle.start_doc)]
     descriptors, events = {}, {"primary": [], "baseline": []}
     resources, datum = [], []

@@ -15,7 +15,7 @@ import event_model
 import pytest
 
 from dask_broker import Broker, DaskBrokerError, StoreURIError, open_store
-from dask_broker.stores.conformance import StoreConformance
+from dask_broker.testing import StoreConformance
 from dask_broker.stores.sqlite import SQLiteStore, parse_sqlite_uri
 
 
