@@ -110,7 +110,6 @@ CREATE TABLE IF NOT EXISTS page_column (
     ts_codec TEXT NOT NULL, ts BLOB NOT NULL, PRIMARY KEY (page_id, field));
 CREATE TABLE IF NOT EXISTS event_uid_hash (
     id INTEGER PRIMARY KEY AUTOINCREMENT, page_id INTEGER NOT NULL, hashes BLOB NOT NULL);
-CREATE INDEX IF NOT EXISTS event_uid_hash_page ON event_uid_hash (page_id);
 CREATE TABLE IF NOT EXISTS resource_update (
     id INTEGER PRIMARY KEY, resource TEXT NOT NULL, time REAL NOT NULL, cmd TEXT NOT NULL,
     cmd_kwargs TEXT NOT NULL, old TEXT NOT NULL, new TEXT NOT NULL);
@@ -656,11 +655,9 @@ class SQLiteStore(Store):
             "seq_num": np.concatenate([p.seq_num for p in pages]),
             "time": np.concatenate([p.time for p in pages]),
             "uid": list(itertools.chain.from_iterable(p.uid for p in pages)),
-            "data": {f: list(itertools.chain.from_iterable(column_to_list(p.data[f]) for p in pages))
-                     for f in pages[0].data},
-            "timestamps": {
-                f: list(itertools.chain.from_iterable(column_to_list(p.timestamps[f]) for p in pages))
-                for f in pages[0].timestamps},
+            "data": {f: _joined([p.data[f] for p in pages]) for f in pages[0].data},
+            "timestamps": {f: _joined([p.timestamps[f] for p in pages])
+                           for f in pages[0].timestamps},
         }
         for chunk in _chunks(ids):
             marks = _marks(len(chunk))
@@ -880,6 +877,14 @@ class SQLiteStore(Store):
             if timestamps:
                 page.timestamps[r[1]] = decode_column(r[4], r[5])
         return page
+
+
+def _joined(columns: list) -> np.ndarray | list:
+    """Decoded columns of consecutive pages as one: numpy arrays (one codec, as the
+    caller checked) concatenated, anything else chained as a list."""
+    if all(isinstance(c, np.ndarray) for c in columns):
+        return np.concatenate(columns)
+    return list(itertools.chain.from_iterable(column_to_list(c) for c in columns))
 
 
 def _batches(pages: list[tuple[int, int]], max_events: int) -> Iterator[list[int]]:
