@@ -6,7 +6,8 @@ Scenarios (quick / ``--full`` sizes)
   1M / 10M events; throughput per window of the run (first 100k, the last 100k
   before 1M, before 10M) to show whether it stays flat.  Baseline: a naive
   columnar SQLite writer (per page: ``np.asarray`` of each column, ``.tobytes()``,
-  one row per field, one transaction) on the same pages.
+  one row per field, one transaction) on the same pages, the two taking turns
+  page by page.
 - ``event_page numpy``: the same with numpy columns (target: >= 1M events/s).
 - ``datum_page``: pages of 10,000 datum; baseline: ``executemany`` of JSON rows.
 - ``single events``: one ``db.insert("event", ...)`` per event, as a RunEngine
@@ -101,30 +102,35 @@ def _windows(total: int) -> list[int]:
     return sorted(set(ends + [total]))
 
 
-def _grow(label: str, scenario: str, total: int, write, make_page) -> list[Result]:
-    """Insert ``total`` events page by page; a row per window and one for the whole run."""
-    results = []
+def _grow(scenario: str, total: int, writers: dict, make_page) -> list[Result]:
+    """Write ``total`` events page by page with each writer, the writers taking turns on
+    each page (so a busy machine slows them alike); per writer a row per window of the
+    run and one for the whole run."""
     ends = _windows(total)
-    whole = 0.0
-    window_s: dict[int, float] = {}
+    whole = dict.fromkeys(writers, 0.0)
+    window_s: dict[tuple[str, int], float] = {}
     load = os.getloadavg()[0]
     for first in range(0, total, PAGE):
         page = make_page(first)
-        t0 = time.perf_counter()
-        write(page)
-        dt = time.perf_counter() - t0
-        whole += dt
         end = first + PAGE
-        for e in ends:
-            if e - WINDOW < end <= e:
-                window_s[e] = window_s.get(e, 0.0) + dt
+        for label, write in writers.items():
+            t0 = time.perf_counter()
+            write(page)
+            dt = time.perf_counter() - t0
+            whole[label] += dt
+            for e in ends:
+                if e - WINDOW < end <= e:
+                    window_s[label, e] = window_s.get((label, e), 0.0) + dt
     extra = {"load": (round(load, 2), round(os.getloadavg()[0], 2))}
-    for e in ends:
-        if e in window_s and e != total or (e == total and total > WINDOW):
-            results.append(Result(scenario, f"{label}, events {_k(e - WINDOW)}-{_k(e)}",
-                                  WINDOW, window_s[e], [window_s[e]], extra=extra))
-    results.append(Result(scenario, f"{label}, whole {_k(total)}", total, whole, [whole],
-                          extra=extra))
+    results = []
+    for label in writers:
+        for e in ends:
+            if e != total or total > WINDOW:
+                s = window_s[label, e]
+                results.append(Result(scenario, f"{label}, events {_k(e - WINDOW)}-{_k(e)}",
+                                      WINDOW, s, [s], extra=extra))
+        results.append(Result(scenario, f"{label}, whole {_k(total)}", total, whole[label],
+                              [whole[label]], extra=extra))
     return results
 
 
@@ -147,14 +153,13 @@ def bench_pages(folder: Path, total: int, lists: bool) -> tuple[str, str, list[R
     baseline = f"naive columnar sqlite3, whole {_k(total)}"
     rng = np.random.default_rng(0)
     naive = NaiveColumnar(folder / f"naive-{kind}.db")
-    results = _grow("naive columnar sqlite3", scenario, total, naive.write,
-                    lambda first: _page("d", first, PAGE, rng, lists))
-    naive.close()
     db, _, desc = _new_run(folder, f"pages-{kind}.db")
     uid = desc.descriptor_doc["uid"]
-    results += _grow("db.insert event_page", scenario, total,
-                     lambda page: db.insert("event_page", page),
-                     lambda first: _page(uid, first, PAGE, rng, lists))
+    results = _grow(scenario, total, {
+        "naive columnar sqlite3": naive.write,
+        "db.insert event_page": lambda page: db.insert("event_page", page)},
+        lambda first: _page(uid, first, PAGE, rng, lists))
+    naive.close()
     db.store.close()
     return scenario, baseline, results
 

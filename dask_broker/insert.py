@@ -129,7 +129,7 @@ def _validate_page(name: str, doc: Any) -> Any:
     except (TypeError, AttributeError):
         _validate(name, doc)
         return doc
-    _validate(name, head)
+    _validate_envelope(name, head)
     uid = _uid_of(name, doc)
     if name == "event_page":
         seq, seq_col = checked_column(name, uid, ("seq_num",), doc["seq_num"], 1, int64=True)
@@ -155,6 +155,55 @@ def _validate_page(name: str, doc: Any) -> Any:
     if not ok:
         _validate(name, doc)
     return doc
+
+
+class _Uncacheable(Exception):
+    """A value whose validity its type alone does not decide."""
+
+
+def _skeleton(value: Any) -> Any:
+    """What event-model's page schemas and the storability checks see of a value: its
+    type, dict keys, list lengths, array dtype and shape -- and whether a float is
+    integral (a JSON-schema ``integer``).  ``_Uncacheable`` for anything whose content
+    matters (non-ASCII text, integers beyond 64 bits, other objects)."""
+    t = type(value)
+    if t is dict:
+        return t, tuple((k, _skeleton(v)) for k, v in value.items())
+    if t is list or t is tuple:
+        return t, tuple(_skeleton(v) for v in value)
+    if t is float:
+        return t, value.is_integer()
+    if t is str:
+        if value.isascii():
+            return t
+    elif t is int:
+        if -(2**63) <= value < 2**63:
+            return t
+    elif t is bool or value is None:
+        return t
+    elif t is np.ndarray and value.dtype.kind in "biuf":
+        return t, value.dtype.str, value.shape
+    raise _Uncacheable
+
+
+#: Skeletons of page envelopes (one-row heads) the schema accepted: a page shaped
+#: like one of them is valid without running jsonschema again.
+_VALID_ENVELOPES: set[tuple] = set()
+
+
+def _validate_envelope(name: str, head: Mapping) -> None:
+    """Validate a page's head (a one-row slice) with event-model's schema, once per shape."""
+    try:
+        key = (name, _skeleton(dict(head)))
+    except _Uncacheable:
+        key = None
+    if key is not None and key in _VALID_ENVELOPES:
+        return
+    _validate(name, head)
+    if key is not None:
+        if len(_VALID_ENVELOPES) >= 4096:
+            _VALID_ENVELOPES.clear()
+        _VALID_ENVELOPES.add(key)
 
 
 def _check_unique(name: str, doc_type: str, ids: Any, context: str) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import fractions
+from operator import countOf
 from typing import Any, Mapping
 
 import numpy as np
@@ -339,7 +340,9 @@ def _column(column: Any, depth: int, int64: bool) -> tuple[str, Any]:
 def _list_column(column: list | tuple, depth: int, int64: bool) -> tuple[str, Any]:
     if not column:
         return "", column
-    types = set(map(type, column))
+    first = type(column[0])  # one type (the usual column): counted, without a set
+    types = ({first} if countOf(map(type, column), first) == len(column)
+             else set(map(type, column)))
     if len(types) == 1:
         exact = _EXACT.get(next(iter(types)))
         if exact is not None:

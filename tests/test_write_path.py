@@ -193,3 +193,60 @@ def test_compiled_check_keeps_numpy_values_as_the_full_path(tmp_path):
         db.insert("event", desc.compose_event(data={"x": b"x"}, timestamps={"x": 1.0},
                                               validate=False))
     assert [d["data"] for n, d in db[-1].docs() if n == "event"] == [{"x": 0.5}]
+
+
+# ---------------------------------------------------------------- page envelopes
+def _page_cases():
+    good = {"descriptor": "desc-1", "uid": ["p1", "p2"], "seq_num": [1, 2], "time": [1.0, 2.0],
+            "data": {"x": [0.5, 1.5], "n": [1, 2]},
+            "timestamps": {"x": [1.0, 1.0], "n": [1.0, 1.0]}}
+    return {
+        "good": good,
+        "seq_num float": dict(good, seq_num=[1.5, 2.0]),
+        "seq_num integral float": dict(good, seq_num=[1.0, 2.0]),
+        "uid int": dict(good, uid=[3, 4]),
+        "uid non-ascii": dict(good, uid=["\u00e9", "p2"]),
+        "uid lone surrogate": dict(good, uid=["\ud800", "p2"]),
+        "time str": dict(good, time=["a", "b"]),
+        "extra key": dict(good, note=["x"]),
+        "descriptor int": dict(good, descriptor=5),
+        "data column not a list": dict(good, data={"x": 0.5, "n": [1, 2]}),
+        "numpy columns": dict(good, data={"x": np.array([0.5, 1.5]), "n": np.array([1, 2])}),
+        "filled int": dict(good, filled={"x": [1, 2]}),
+        "big int": dict(good, data={"x": [0.5, 1.5], "n": [10**40, 2]}),
+    }
+
+
+@pytest.mark.parametrize("case", list(_page_cases()))
+def test_envelope_cache_decides_as_jsonschema(tmp_path, case):
+    """A page after a valid page of the same descriptor (its envelope's shape cached): the
+    same outcome as with no cache."""
+    from dask_broker import insert as insert_module
+
+    outcomes = []
+    for warm in (False, True):
+        insert_module._VALID_ENVELOPES.clear()
+        db = Broker.from_uri(f"sqlite:///{tmp_path / f'{warm}.db'}")
+        run = event_model.compose_run(uid="run-1", time=1.0)
+        desc = run.compose_descriptor(
+            name="primary", data_keys={"x": {"source": "x", "dtype": "number", "shape": []},
+                                       "n": {"source": "n", "dtype": "integer", "shape": []}},
+            uid="desc-1", time=1.0)
+        db.insert("start", run.start_doc)
+        db.insert("descriptor", desc.descriptor_doc)
+        if warm:  # every shape of the cases seen valid once (in another run's seq_nums)
+            for other in _page_cases().values():
+                warm_page = copy.deepcopy(other)
+                warm_page.update(uid=["w1", "w2"], seq_num=[101, 102])
+                try:
+                    db.insert("event_page", warm_page)
+                except Exception:  # noqa: BLE001 -- only the valid ones warm the cache
+                    pass
+        page = copy.deepcopy(_page_cases()[case])
+        try:
+            db.insert("event_page", page)
+            outcome = None
+        except Exception as err:  # noqa: BLE001 -- compared below
+            outcome = (type(err), str(err))
+        outcomes.append(outcome)
+    assert outcomes[0] == outcomes[1]
