@@ -169,6 +169,25 @@ class Broker(DatabrokerMethods):
 
         return broker_html(self)
 
+    @property
+    def v2(self):
+        """databroker 1.x's ``db.v2`` catalog: ``db.v2[uid].primary.read()`` and friends.
+
+        Lookups and searches as ``db[...]`` and :meth:`search`, without the
+        :attr:`filters` (as databroker's ``db.v2``); see :mod:`dask_broker.v2`.
+
+        Examples
+        --------
+        >>> run = db.v2[-1]                        # doctest: +SKIP
+        >>> run.primary.read()                     # doctest: +SKIP
+        >>> run.metadata["start"]["plan_name"]     # doctest: +SKIP
+        'scan'
+        """
+        from .v2 import BlueskyCatalog
+
+        # A Broker on the same EventSource (handlers, root_map), without filters.
+        return BlueskyCatalog(_rebuild_broker(self.event_source))
+
     @staticmethod
     def get_fields(header: Header, name: str | None = None) -> set[str]:
         """The data keys of stream ``name`` (None: every stream) of a run, as databroker's.
