@@ -456,7 +456,8 @@ def test_reading_commands_open_read_only(tmp_path, capsys):
     saved = serialize("jsonl", array_run(), tmp_path / "saved")
     code, _, err = run_cli(capsys, "ingest", path, saved, "--no-progress")
     assert code == 0, err
-    assert stored_version(path) == "2" and {"stream_resource", "stream_datum"} <= tables(path)
+    assert stored_version(path) == "3"
+    assert {"stream_resource", "stream_datum", "run_start_text"} <= tables(path)
 
 
 # ------------------------------------------------------------------ check, damaged catalogs

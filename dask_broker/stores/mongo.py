@@ -77,6 +77,7 @@ from ..errors import (
     UnknownReferenceError,
 )
 from ..query import Query, parse_query
+from ..text_search import TextSearch, parse_text
 from .base import EventPageColumns, Store, check_resource_changes, chunked, first_repeat
 from .mongo_uri import (
     ASSET_PARAM,
@@ -124,6 +125,20 @@ _MISSING = object()
 def _reopen(cls: type, uri: str, client_class: Any) -> "MongoStore":
     """Unpickle a store made with a custom client class (e.g. mongomock's)."""
     return cls.from_uri(uri, mongo_client_class=client_class)
+
+
+def _is_wildcard_text_index(spec: Mapping) -> bool:
+    """Whether an index (as ``index_information`` gives it) is ``{"$**": "text"}`` with
+    MongoDB's English defaults and text index version 3 (the unicode tokenizer): the
+    index whose ``$text`` finds every run text_search's rule matches."""
+    try:
+        return (list(map(tuple, spec.get("key", ()))) == [("_fts", "text"), ("_ftsx", 1)]
+                and dict(spec.get("weights") or {}) == {"$**": 1}
+                and spec.get("default_language", "english") == "english"
+                and spec.get("language_override", "language") == "language"
+                and int(spec.get("textIndexVersion", 0)) >= 3)
+    except (TypeError, ValueError):
+        return False
 
 
 def _raised_in_pymongo_auth(err: BaseException) -> bool:
@@ -201,6 +216,7 @@ class MongoStore(Store):
         self._client_class = mongo_client_class
         self._legacy_descriptors: bool | None = None
         self._mongodb: bool | None = None
+        self._text_index: bool | None = None
         self._array_fields_cache: dict[str, frozenset] = {}
 
     @classmethod
@@ -615,22 +631,41 @@ class MongoStore(Store):
     def iter_starts(self) -> Iterator[dict]:
         yield from self._starts({})
 
-    def search(self, query: Mapping | None = None) -> Iterator[dict]:
-        """Start documents matching a Mongo-style query, newest first.
+    def search(self, query: Mapping | None = None, *, text: str | None = None
+               ) -> Iterator[dict]:
+        """Start documents matching a Mongo-style query and a full-text search, newest first.
 
         The server answers the query's :meth:`~dask_broker.query.Query.index_filter`
         (equality, ``$in`` and ranges, with its indexes; only top-level equality and
         ``$in`` on a server that is not MongoDB) and :meth:`~dask_broker.query.Query.match`
-        decides, so the runs are those any other store returns for the query.
+        decides, so the runs are those any other store returns for the query.  For
+        ``text``, where ``run_start`` has suitcase-mongo's wildcard text index (MongoDB,
+        English, text index version 3), ``$text`` with
+        :meth:`~dask_broker.text_search.TextSearch.mongo_search` narrows too, and
+        :meth:`~dask_broker.text_search.TextSearch.match` decides (see
+        :mod:`dask_broker.text_search`).
         """
-        return self._search(parse_query(query))  # checked now, before the server is asked
+        # both checked now, before the server is asked
+        return self._search(parse_query(query), parse_text(text))
 
-    def _search(self, query: Query) -> Iterator[dict]:
+    def _search(self, query: Query, search: TextSearch | None) -> Iterator[dict]:
         with self._errors():
             basic = not self._is_mongodb()
-        for doc in self._starts(to_bson(query.index_filter(basic=basic))):
-            if query.match(doc):
+            narrow = to_bson(query.index_filter(basic=basic))
+            if search is not None and not basic and self._has_text_index():
+                word = search.mongo_search()
+                if word is not None:
+                    narrow["$text"] = {"$search": word}
+        for doc in self._starts(narrow):
+            if query.match(doc) and (search is None or search.match(doc)):
                 yield doc
+
+    def _has_text_index(self) -> bool:
+        """Whether ``run_start`` has suitcase-mongo's wildcard text index (asked once)."""
+        if self._text_index is None:
+            specs = self._mds().run_start.index_information().values()
+            self._text_index = any(_is_wildcard_text_index(spec) for spec in specs)
+        return self._text_index
 
     def _starts(self, query: dict) -> Iterator[dict]:
         with self._errors():
