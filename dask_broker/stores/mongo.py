@@ -8,7 +8,9 @@ existing databases open as they are::
     stream_resource, stream_datum                  (the asset registry database; ours)
 
 one Mongo document per bluesky document (event_pages and datum_pages are
-unpacked on write; ``filled`` is not stored).  The asset registry may be a
+unpacked on write, as suitcase-mongo unpacks them: each event document holds
+its row of the page's ``filled``, ``{}`` when the page's is, and none when the
+page has none -- an event inserted without ``filled``).  The asset registry may be a
 separate database, even on another server::
 
     MongoStore.from_uri("mongodb://host:27017/mds",
@@ -30,7 +32,9 @@ per bluesky document, stored as given; databroker 2.x does not read them.
 
 Legacy data is read as it is: resources without ``uid`` (referenced by their
 ``_id``), duplicated resource uids (the first is used), descriptors with
-``run_start_id`` instead of ``run_start``, events without ``filled``.
+``run_start_id`` instead of ``run_start``, events with or without ``filled``
+(read back, as databroker reads them, with ``filled`` ``{key: False}`` for the
+descriptor's external keys).
 
 Values: BSON has no array type apart from lists, so numpy arrays are stored as
 lists (as suitcase-mongo stores them) and read back as lists, except for fields
@@ -519,17 +523,24 @@ class MongoStore(Store):
 
     @staticmethod
     def _event_docs(page: Mapping) -> list[dict]:
-        """An event_page unpacked into mongo_normalized event documents (no ``filled``)."""
+        """An event_page unpacked into mongo_normalized event documents, as suitcase-mongo
+        unpacks it (``event_model.unpack_event_page``): each with its row of ``filled``
+        (``{}`` when the page's is empty), and without ``filled`` when the page has none."""
         uids = to_bson_list(page["uid"])
         descriptor = page["descriptor"]
         seq = to_bson_list(page["seq_num"])
         time = to_bson_list(page["time"])
         data = {k: to_bson_list(v) for k, v in page["data"].items()}
         ts = {k: to_bson_list(v) for k, v in page["timestamps"].items()}
-        return [{"uid": uid, "descriptor": descriptor, "seq_num": seq[i], "time": time[i],
+        docs = [{"uid": uid, "descriptor": descriptor, "seq_num": seq[i], "time": time[i],
                  "data": {k: col[i] for k, col in data.items()},
                  "timestamps": {k: col[i] for k, col in ts.items()}}
                 for i, uid in enumerate(uids)]
+        if page.get("filled") is not None:
+            filled = {k: to_bson_list(v) for k, v in page["filled"].items()}
+            for i, doc in enumerate(docs):
+                doc["filled"] = {k: col[i] for k, col in filled.items()}
+        return docs
 
     def _insert_many(self, doc_type: str, page_name: str, docs: list[dict], key: str,
                      context: str, *, assets: bool = False) -> None:
