@@ -193,3 +193,22 @@ def test_export_from_a_legacy_mongo_database(mongo_store, tmp_path):
     assert h.stop == run.stop and h.descriptors == [run.descriptor]
     assert [d for n, d in h.docs() if n == "resource"] == [run.resource]
     assert list(h.table().compute()["det"]) == [0.0, 0.5, 1.0]
+
+
+def test_resource_without_root_fills_from_its_resource_path(any_db, tmp_path):
+    import numpy as np
+
+    frame = np.arange(4.0).reshape(2, 2)
+    np.save(tmp_path / "img.npy", frame)
+    run = legacy_run()
+    # (with run_start: the handlers of a table's recipe are those of the run's resources)
+    run.resource.update(spec="NPY", resource_path=str(tmp_path / "img.npy"),
+                        run_start=run.start["uid"])
+    for datum in run.datum:
+        datum["datum_kwargs"] = {}
+    for name, doc in run.docs:
+        any_db.insert(name, doc)
+    h = any_db[-1]
+    assert [d for n, d in h.docs() if n == "resource"] == [run.resource]  # without root
+    images = h.table(fill=True).compute(scheduler="sync")["img"]
+    assert len(images) == 3 and all(np.array_equal(img, frame) for img in images)
