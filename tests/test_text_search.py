@@ -172,6 +172,7 @@ def test_mongo_text_search_narrows_with_text_where_the_index_is(mock_db, monkeyp
               for s in ("the Si wafer", "Si", "Ge wafer")]
     for start in starts:
         mock_db.insert("start", start)
+    assert store._has_text_index() is False  # mongomock's text index is not MongoDB's
     asked = []
     starts_of = store._starts
 

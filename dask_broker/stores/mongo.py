@@ -673,8 +673,13 @@ class MongoStore(Store):
 
     def _has_text_index(self) -> bool:
         """Whether ``run_start`` has suitcase-mongo's wildcard text index (asked once)."""
+        from pymongo.errors import OperationFailure
+
         if self._text_index is None:
-            specs = self._mds().run_start.index_information().values()
+            try:
+                specs = self._mds().run_start.index_information().values()
+            except OperationFailure:  # a user who may not list indexes: read without $text
+                specs = ()
             self._text_index = any(_is_wildcard_text_index(spec) for spec in specs)
         return self._text_index
 
