@@ -214,6 +214,19 @@ def test_ls_query_and_limit(catalog, capsys):
     assert_clean_error(code, err, "$or")
 
 
+def test_ls_text(catalog, capsys):
+    path, db, runs = catalog
+    code, out, _ = run_cli(capsys, "ls", path, "--text", "SCAN")
+    assert code == 0
+    assert [line.split()[0] for line in out.splitlines()[1:]] == [runs[2].uid[:8], runs[0].uid[:8]]
+    code, out, _ = run_cli(capsys, "ls", path, "--text", "scan", "--query", '{"scan_id": 1}')
+    assert [line.split()[0] for line in out.splitlines()[1:]] == [runs[0].uid[:8]]
+    code, out, _ = run_cli(capsys, "ls", path, "--text", "germanium")
+    assert code == 0 and "no runs match" in out
+    code, _, err = run_cli(capsys, "ls", path, "--text", "!?")
+    assert_clean_error(code, err, "no word")
+
+
 # ------------------------------------------------------------------ export
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
 def test_export_roundtrip(fmt, catalog, tmp_path, capsys):
