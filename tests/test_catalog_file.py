@@ -68,11 +68,11 @@ def assert_v1_run_reads(db: Broker, v1: dict) -> None:
 
 
 # ---------------------------------------------------------------- schema versions
-def test_schema_version_is_2_with_stream_tables(tmp_path):
+def test_schema_version_is_3_with_stream_and_text_tables(tmp_path):
     store = SQLiteStore(tmp_path / "c.db")
-    assert SCHEMA_VERSION == 2
-    assert stored_version(store.path) == "2"
-    assert {"stream_resource", "stream_datum"} <= tables(store.path)
+    assert SCHEMA_VERSION == 3
+    assert stored_version(store.path) == "3"
+    assert {"stream_resource", "stream_datum", "run_start_text"} <= tables(store.path)
 
 
 def test_version_1_catalog_is_migrated_in_place(tmp_path):
@@ -81,9 +81,10 @@ def test_version_1_catalog_is_migrated_in_place(tmp_path):
     assert "stream_resource" not in tables(path) and stored_version(path) == "1"
 
     db = Broker.from_uri(f"sqlite:///{path}")  # a writable open migrates
-    assert stored_version(path) == "2"
-    assert {"stream_resource", "stream_datum"} <= tables(path)
+    assert stored_version(path) == "3"
+    assert {"stream_resource", "stream_datum", "run_start_text"} <= tables(path)
     assert_v1_run_reads(db, v1)
+    assert [h.uid for h in db("count")] == [v1["start"]["uid"]]  # its run is text-indexed
     assert db.store.stream_resources(v1["start"]["uid"]) == []
     # and it takes the documents of version 2
     run = event_model.compose_run()
@@ -92,10 +93,10 @@ def test_version_1_catalog_is_migrated_in_place(tmp_path):
                                   "data_key": "det", "mimetype": "application/x-hdf5",
                                   "uri": "file://localhost/tmp/x.h5", "parameters": {}})
     assert [sr["uid"] for sr in db.store.stream_resources(run.start_doc["uid"])] == ["sr1"]
-    # a second open finds version 2 and leaves the schema alone
+    # a second open finds version 3 and leaves the schema alone
     before = schema(path)
     Broker.from_uri(f"sqlite:///{path}").store.close()
-    assert schema(path) == before and stored_version(path) == "2"
+    assert schema(path) == before and stored_version(path) == "3"
 
 
 def test_failed_migration_changes_nothing(tmp_path):

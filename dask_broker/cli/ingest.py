@@ -141,6 +141,12 @@ def find_files(paths: list[str]) -> list[Path]:
 BATCH = 1000
 
 
+def _filled_keys(doc: dict) -> tuple | None:
+    """The keys of an event's ``filled`` (None without it): one page holds events alike."""
+    filled = doc.get("filled")
+    return None if "filled" not in doc else tuple(filled) if isinstance(filled, dict) else ()
+
+
 class _Inserter:
     """Inserts documents in order, batching runs of events (datum) into pages.
 
@@ -162,7 +168,8 @@ class _Inserter:
         key = {"event": "descriptor", "datum": "resource"}.get(name)
         if key is not None:
             if self.pending and (self.pending_name != name or len(self.pending) >= BATCH
-                                 or self.pending[0].get(key) != doc.get(key)):
+                                 or self.pending[0].get(key) != doc.get(key)
+                                 or _filled_keys(self.pending[0]) != _filled_keys(doc)):
                 self.flush()
             self.pending_name = name
             self.pending.append(doc)
@@ -181,6 +188,8 @@ class _Inserter:
         else:
             page = (event_model.pack_event_page(*docs) if name == "event"
                     else event_model.pack_datum_page(*docs))
+            if name == "event" and _filled_keys(docs[0]) is None:
+                del page["filled"]  # events saved without filled are stored without it
             try:
                 self.db.insert(f"{name}_page", page)
             except DuplicateUidError:

@@ -14,8 +14,8 @@ A backend's test module subclasses :class:`StoreConformance` and overrides the
 
 Every test goes through the methods of the Store ABC only (no backend
 internals), with documents built by :mod:`event_model`, so the suite applies to
-any backend; the searches are in :mod:`~dask_broker.stores.conformance_queries`,
-which the suite includes.  ``MANY_EVENTS`` (the number of single-event pages written by
+any backend; the searches are in :mod:`~dask_broker.stores.conformance_queries`
+and :mod:`~dask_broker.stores.conformance_text`, which the suite includes.  ``MANY_EVENTS`` (the number of single-event pages written by
 :meth:`StoreConformance.test_many_single_event_pages`) may be raised by a
 backend whose paging threshold is larger.
 
@@ -33,6 +33,7 @@ import pytest
 
 from ..errors import DuplicateUidError, RunAlreadyStoppedError, UnsupportedQueryError
 from .conformance_queries import QueryConformance
+from .conformance_text import TextSearchConformance
 
 __all__ = ["StoreConformance"]
 
@@ -192,11 +193,12 @@ def _dump(store, runs) -> dict:
     return out
 
 
-class StoreConformance(QueryConformance):
+class StoreConformance(QueryConformance, TextSearchConformance):
     """Tests of the Store contract; subclass and override ``make_store``.
 
     The searches of :class:`~dask_broker.stores.conformance_queries.QueryConformance`
-    are part of it: every store returns the same runs for a query.
+    and :class:`~dask_broker.stores.conformance_text.TextSearchConformance` are part of
+    it: every store returns the same runs for a query and a full-text search.
     """
 
     #: How many single-event pages ``test_many_single_event_pages`` writes.
