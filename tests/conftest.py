@@ -421,12 +421,112 @@ def mock_store():
     store.close()
 
 
+# ------------------------------------------------------------------ PostgreSQL server
+# One PostgreSQL server for the session, started from pgserver in a temporary folder
+# (stopped at the end), or the database named by DASK_BROKER_TEST_POSTGRES_URI; each
+# test gets a schema of its own there (its URI sets search_path), dropped afterwards.
+PG_ENV_URI = "DASK_BROKER_TEST_POSTGRES_URI"
+
+
+@dataclass
+class PostgresServer:
+    """The session's database: ``uri(schema)`` names a catalog in a schema of it."""
+
+    base: str  # a URI of the test database
+    kind: str  # "pgserver" or "external"
+
+    def uri(self, schema: str) -> str:
+        sep = "&" if "?" in self.base else "?"
+        return f"{self.base}{sep}options=-csearch_path%3D{schema}&application_name={schema}"
+
+    def connect(self):
+        import psycopg
+
+        return psycopg.connect(self.base, autocommit=True, connect_timeout=10)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory):
+    """The PostgreSQL server of the session (pgserver unless the env var is set)."""
+    external = os.environ.get(PG_ENV_URI)
+    if external:
+        server = PostgresServer(external, "external")
+        try:
+            server.connect().close()
+        except Exception as err:  # noqa: BLE001
+            from dask_broker.redact import mask_uri
+
+            pytest.fail(f"{PG_ENV_URI}={mask_uri(external)!r}: cannot connect ({err})")
+        yield server
+        return
+    import warnings
+
+    import psycopg
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR is not set
+        import pgserver
+
+        folder = tmp_path_factory.mktemp("pgserver")
+        srv = pgserver.get_server(folder / "pgdata", cleanup_mode="stop")
+    try:
+        with psycopg.connect(srv.get_uri(), autocommit=True) as conn:
+            # A throwaway server: durability against a crash of the machine is not tested
+            # (a writer process killed is; the server keeps what it acknowledged).
+            for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+                conn.execute(f"ALTER SYSTEM SET {setting} = off")
+            conn.execute("SELECT pg_reload_conf()")
+            conn.execute("CREATE DATABASE dask_broker_test")
+        yield PostgresServer(srv.get_uri("dask_broker_test"), "pgserver")
+    finally:
+        from dask_broker.stores import _cache
+
+        for key in [k for k in _cache if k[0].startswith("postgres")]:
+            _cache.pop(key).close()
+        srv.cleanup()
+
+
+@pytest.fixture
+def new_postgres_uri(postgres_server):
+    """``new_postgres_uri()``: the URI of a new, empty catalog (a schema dropped at teardown)."""
+    names = []
+
+    def make() -> str:
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        with postgres_server.connect() as conn:
+            conn.execute(f"CREATE SCHEMA {name}")
+        names.append(name)
+        return postgres_server.uri(name)
+
+    yield make
+    if names:
+        from dask_broker.stores import _cache
+
+        for key in [k for k in _cache if any(n in k[0] for n in names)]:
+            _cache.pop(key).close()
+        with postgres_server.connect() as conn:
+            for name in names:
+                # every session of the test (in any process) carries its schema's name
+                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                             "WHERE application_name = %s AND pid <> pg_backend_pid()", (name,))
+                conn.execute(f"DROP SCHEMA {name} CASCADE")
+
+
+@pytest.fixture
+def postgres_uri(new_postgres_uri):
+    """The URI of a new, empty PostgreSQL catalog."""
+    return new_postgres_uri()
+
+
 # ------------------------------------------------------------------ any store
-@pytest.fixture(params=["sqlite", pytest.param("mongo", marks=pytest.mark.mongo)])
+@pytest.fixture(params=["sqlite", pytest.param("mongo", marks=pytest.mark.mongo),
+                        pytest.param("postgres", marks=pytest.mark.postgres)])
 def any_db(request):
-    """A new empty Broker over each store backend: embedded SQLite, and MongoDB."""
+    """A new empty Broker over each store backend: embedded SQLite, MongoDB, PostgreSQL."""
     if request.param == "sqlite":
         return Broker.temp()
+    if request.param == "postgres":
+        return Broker.from_uri(request.getfixturevalue("postgres_uri"))
     return Broker(MongoStore.from_uri(request.getfixturevalue("mongo_uri")))
 
 
