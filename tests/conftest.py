@@ -446,7 +446,7 @@ class PostgresServer:
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory):
+def postgres_server():
     """The PostgreSQL server of the session (pgserver unless the env var is set)."""
     external = os.environ.get(PG_ENV_URI)
     if external:
@@ -459,16 +459,20 @@ def postgres_server(tmp_path_factory):
             pytest.fail(f"{PG_ENV_URI}={mask_uri(external)!r}: cannot connect ({err})")
         yield server
         return
+    import shutil
+    import tempfile
     import warnings
 
     import psycopg
 
+    # Not under pytest's temporary folder: run as root, pgserver runs the server as
+    # another user and opens the folders above to it, which pytest undoes (0700).
+    folder = tempfile.mkdtemp(prefix="dask-broker-pgserver-")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR is not set
         import pgserver
 
-        folder = tmp_path_factory.mktemp("pgserver")
-        srv = pgserver.get_server(folder / "pgdata", cleanup_mode="stop")
+        srv = pgserver.get_server(os.path.join(folder, "pgdata"), cleanup_mode="stop")
     try:
         with psycopg.connect(srv.get_uri(), autocommit=True) as conn:
             # A throwaway server: durability against a crash of the machine is not tested
@@ -484,6 +488,7 @@ def postgres_server(tmp_path_factory):
         for key in [k for k in _cache if k[0].startswith("postgres")]:
             _cache.pop(key).close()
         srv.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

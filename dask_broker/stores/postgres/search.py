@@ -10,7 +10,8 @@ has to keep every match (it may keep more); it is:
 - ``time`` and ``scan_id`` with numbers: ``numeric`` columns holding the exact value
   of each number (a float's binary value, digit for digit), compared with the
   exact value of the query's number, so ints and floats compare as in Python;
-  rows whose value is not a plain number (NULL) are left to Python;
+  where the value is not a plain number (NULL: a list, a string, missing) the
+  jsonb path test below decides;
 - any other key, dotted or not: a jsonpath on the ``search`` jsonb copy of the
   document, e.g. ``$."sample"."name" ? (@ == "Si")``, bound as a parameter.
   jsonpath's lax mode enters lists (of values and of documents) as MongoDB does,
@@ -150,9 +151,14 @@ def _column_clause(key: str, op: str, value: Any) -> tuple[str, list] | None:
     numbers = [exact_number(v) for v in values]
     if any(n is None for n in numbers):
         return None
+    # NULL: the value is not a plain number (a list, a string, missing): the jsonb path
+    # test decides, as for any other key
+    other = _path_clause(key, op, value)
+    null = f"{key} IS NULL" + (f" AND {other[0]}" if other else "")
+    params = other[1] if other else []
     if op == "$in":
-        return f"({key} = ANY(%s::numeric[]) OR {key} IS NULL)", [numbers]
-    return f"({key} {_SQL_OPS[op]} %s OR {key} IS NULL)", [numbers[0]]
+        return f"({key} = ANY(%s::numeric[]) OR ({null}))", [numbers, *params]
+    return f"({key} {_SQL_OPS[op]} %s OR ({null}))", [numbers[0], *params]
 
 
 def where_clause(query: Query) -> tuple[str, list]:
