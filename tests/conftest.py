@@ -444,6 +444,26 @@ class PostgresServer:
 
         return psycopg.connect(self.base, autocommit=True, connect_timeout=10)
 
+    def new_schema(self) -> str:
+        """Create a schema for a catalog; its name (see :meth:`uri`)."""
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        with self.connect() as conn:
+            conn.execute(f"CREATE SCHEMA {name}")
+        return name
+
+    def drop_schemas(self, names) -> None:
+        """End the sessions of these schemas' catalogs (in any process), drop the schemas."""
+        from dask_broker.stores import _cache
+
+        for key in [k for k in _cache if any(n in k[0] for n in names)]:
+            _cache.pop(key).close()
+        with self.connect() as conn:
+            for name in names:
+                # every session of a test's catalog carries its schema's name
+                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                             "WHERE application_name = %s AND pid <> pg_backend_pid()", (name,))
+                conn.execute(f"DROP SCHEMA {name} CASCADE")
+
 
 @pytest.fixture(scope="session")
 def postgres_server():
@@ -497,24 +517,12 @@ def new_postgres_uri(postgres_server):
     names = []
 
     def make() -> str:
-        name = f"t_{uuid.uuid4().hex[:12]}"
-        with postgres_server.connect() as conn:
-            conn.execute(f"CREATE SCHEMA {name}")
-        names.append(name)
-        return postgres_server.uri(name)
+        names.append(postgres_server.new_schema())
+        return postgres_server.uri(names[-1])
 
     yield make
     if names:
-        from dask_broker.stores import _cache
-
-        for key in [k for k in _cache if any(n in k[0] for n in names)]:
-            _cache.pop(key).close()
-        with postgres_server.connect() as conn:
-            for name in names:
-                # every session of the test (in any process) carries its schema's name
-                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                             "WHERE application_name = %s AND pid <> pg_backend_pid()", (name,))
-                conn.execute(f"DROP SCHEMA {name} CASCADE")
+        postgres_server.drop_schemas(names)
 
 
 @pytest.fixture
