@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 import event_model
+import numpy as np
 
-from .codec import to_jsonable
 from .errors import CopyVerificationError, DuplicateUidError, RunAlreadyStoppedError
 from .event_source import EventSource
 
@@ -56,7 +56,7 @@ class RunDigest:
     total: int = 0
 
     def add(self, name: str, doc: Mapping) -> None:
-        text = json.dumps(to_jsonable(doc), sort_keys=True, separators=(",", ":"))
+        text = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=_plain)
         digest = hashlib.sha256(f"{name}\n{text}".encode("utf-8", "surrogatepass")).digest()
         self.total = (self.total + int.from_bytes(digest, "big")) % 2**256
         self.counts[name] = self.counts.get(name, 0) + 1
@@ -68,6 +68,13 @@ class RunDigest:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, RunDigest) and (self.counts, self.total) == (
             other.counts, other.total)
+
+
+def _plain(value: Any) -> Any:
+    """numpy values as JSON sees plain Python (numpy floats are floats already)."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def run_digest(docs: Iterable[tuple[str, Mapping]]) -> RunDigest:
