@@ -494,3 +494,18 @@ def test_readers_on_dask_workers(postgres_uri):
         stores = client.run(_worker_stores)
     assert got.equals(want)
     assert len(stores) == 2 and all(v == [("PostgresStore", True)] for v in stores.values())
+
+
+# ---------------------------------------------------------------- command line
+def test_cli_reads_a_postgres_catalog_and_creates_none(new_postgres_uri, capsys):
+    from dask_broker.cli import main
+
+    uri = new_postgres_uri()
+    assert main(["ls", uri]) == 1
+    assert "there is no dask_broker catalog" in capsys.readouterr().err
+    with psycopg.connect(uri) as conn:  # a typo in a read-only command creates nothing
+        assert conn.execute("SELECT to_regclass('meta')").fetchone() == (None,)
+    uid = _write_run(uri, 5)
+    assert main(["ls", uri]) == 0
+    out = capsys.readouterr().out
+    assert uid[:8] in out and "primary=2099" in out

@@ -152,8 +152,12 @@ class PostgresStore(Store):
             try:
                 with conn.transaction():
                     yield conn
-            except psycopg.errors.IntegrityError:
+            except psycopg.errors.UniqueViolation:
                 raise  # the callers name the duplicate document
+            except psycopg.errors.IntegrityError as err:
+                raise DocumentValidationError(
+                    f"the catalog {self.display_uri} refused a document ({err.diag.message_primary}"
+                    "); nothing of it was written") from err
             except (psycopg.errors.ReadOnlySqlTransaction,
                     psycopg.errors.InsufficientPrivilege) as err:
                 raise ReadOnlyCatalogError(
