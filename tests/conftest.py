@@ -483,16 +483,19 @@ def postgres_server():
     import tempfile
     import warnings
 
-    import psycopg
-
-    # Not under pytest's temporary folder: run as root, pgserver runs the server as
-    # another user and opens the folders above to it, which pytest undoes (0700).
-    folder = tempfile.mkdtemp(prefix="dask-broker-pgserver-")
+    why = "pip install 'dask_broker[test]' (psycopg, pgserver)"
+    psycopg = pytest.importorskip("psycopg", reason=why)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR is not set
-        import pgserver
-
-        srv = pgserver.get_server(os.path.join(folder, "pgdata"), cleanup_mode="stop")
+        pgserver = pytest.importorskip("pgserver", reason=why)
+        # Not under pytest's temporary folder: run as root, pgserver runs the server as
+        # another user and opens the folders above to it, which pytest undoes (0700).
+        folder = tempfile.mkdtemp(prefix="dask-broker-pgserver-")
+        try:
+            srv = pgserver.get_server(os.path.join(folder, "pgdata"), cleanup_mode="stop")
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
     try:
         with psycopg.connect(srv.get_uri(), autocommit=True) as conn:
             # A throwaway server: durability against a crash of the machine is not tested

@@ -8,6 +8,7 @@ import math
 import multiprocessing
 import pickle
 import socket
+import sys
 import time
 import uuid
 from decimal import Decimal
@@ -151,6 +152,12 @@ def test_display_uri_masks_the_password(postgres_uri):
     assert store.uri == uri
     assert "s3cret" not in repr(store) and "postgres:***@" in repr(store)
     assert "s3cret" not in repr(store.ref)
+
+
+def test_without_psycopg_the_error_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "psycopg.conninfo", None)  # import fails
+    with pytest.raises(StoreURIError, match=r"pip install 'dask_broker\[postgres\]'"):
+        Broker.from_uri("postgresql://alice:s3cret@db/catalog")
 
 
 # ---------------------------------------------------------------- faults
@@ -321,7 +328,8 @@ _TRICKY = [
     {"scan_id": [1, 7], "label": ["Z", "y"], "flag": True, "big": float("inf")},
     {"scan_id": float("nan"), "flag": 1, "sample": {"name": ["Si", "Cu"]}},
     {"scan_id": 7, "tags": "b", "big": float("-inf")},
-    {"label": "a", "samples": {"name": "Si"}, "nested": {"deep": {"er": 3}}},
+    {"label": "a", "samples": {"name": "Si"}, "nested": {"deep": {"er": 3}},
+     "é \"q\"": {"ü": "😀"}},
 ]
 _QUERIES = [
     {"scan_id": 2**53 + 1},
@@ -348,6 +356,8 @@ _QUERIES = [
     {"$and": [{"scan_id": {"$gt": 1}}, {"label": {"$exists": True}}]},
     {"$or": [{"scan_id": 7}, {"label": "a"}]},
     {"label": {"$regex": "^[a-z]"}, "scan_id": {"$ne": 7}},
+    {"é \"q\".ü": "😀"},
+    {"é \"q\".ü": {"$gt": "\ud7ff"}},
 ]
 
 
@@ -385,6 +395,7 @@ def _candidates(store, query) -> int:
     ({"samples.name": "Si"}, 3),
     ({"label": {"$in": ["y", "B"]}}, 3),
     ({"nested.deep.er": 3}, 2),
+    ({"é \"q\".ü": "😀"}, 2),
 ])
 def test_the_server_narrows_the_candidates(tricky_store, query, at_most):
     store, _ = tricky_store
