@@ -92,10 +92,12 @@ def test_sqlite_to_postgres_to_sqlite_round_trip(source, postgres_uri, tmp_path,
     assert all(t.equals(want) for t in tables)
 
 
-def test_present_runs_are_skipped_and_queries_choose_runs(source, postgres_uri):
+def test_present_runs_are_skipped_and_queries_choose_runs(source, postgres_uri, capsys):
     db, runs = source
-    first = copy_runs(db, postgres_uri, {"scan_id": {"$lte": 1}})
+    first = copy_runs(db, postgres_uri, {"scan_id": {"$lte": 1}}, progress=True)
     assert list(first.copied) == [runs[0].uid]
+    bars = capsys.readouterr().err  # tqdm bars of runs and events
+    assert "runs: 100%" in bars and "1/1" in bars and "3.00k/3.00k" in bars
     second = copy_runs(db, postgres_uri, until=runs[2].start["time"])
     assert second.skipped == [runs[0].uid] and list(second.copied) == [runs[1].uid]
     third = copy_runs(db, postgres_uri, since=runs[2].start["time"])

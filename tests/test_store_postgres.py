@@ -444,7 +444,9 @@ def test_forked_writers_on_one_run(postgres_uri):
     for p in procs:
         p.join(120)
     assert [p.exitcode for p in procs] == [0] * 4
-    assert store._pool._idle[-1] is parent_conn  # the parent's connection was not closed
+    # the parent's session lives on: the children neither used nor ended it
+    assert store._pool._idle[-1] is parent_conn
+    assert parent_conn.execute("SELECT 1").fetchone() == (1,)
     duid = desc.descriptor_doc["uid"]
     assert store.event_counts([duid]) == {duid: (4 * n, 1, 4 * n)}
     seqs = sorted(int(s) for p in store.iter_event_pages([duid]) for s in p.seq_num)
