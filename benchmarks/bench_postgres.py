@@ -17,6 +17,7 @@ a temporary folder, with its default (durable) settings.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -51,6 +52,7 @@ def postgres_database():
         yield srv.get_uri(), "pgserver (PostgreSQL 16, Unix socket, default settings)"
     finally:
         srv.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextmanager
