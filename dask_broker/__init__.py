@@ -17,6 +17,7 @@ from .errors import (
     AmbiguousKeyError,
     CatalogCorruptError,
     CatalogVersionError,
+    CopyVerificationError,
     DaskBrokerError,
     DataKeysMismatchError,
     DocumentValidationError,
@@ -39,6 +40,7 @@ from .errors import (
     QueryError,
     UnsupportedQueryError,
 )
+from .copy import CopyReport, copy_runs
 from .event_source import EventSource
 from .export import export_table
 from .files import copy_files, file_list, move_files
@@ -55,6 +57,8 @@ __version__ = "0.1.0"
 __all__ = [
     "ALL",
     "Broker",
+    "copy_runs",
+    "CopyReport",
     "list_configs",
     "EventSource",
     "Header",
@@ -91,6 +95,7 @@ __all__ = [
     "StoreURIError",
     "CatalogCorruptError",
     "CatalogVersionError",
+    "CopyVerificationError",
     "ReadOnlyCatalogError",
     "UnknownDocumentNameError",
     "UnknownFieldError",

@@ -14,7 +14,6 @@ from .errors import (
     InvalidArgumentError,
     RenamedArgumentWarning,
     StoreURIError,
-    UnsupportedSearchError,
 )
 from .event_source import EventSource
 from .handlers.registry import HandlerRegistry, default_registry
@@ -23,6 +22,7 @@ from .readers import default_registry as default_readers
 from .header import Header
 from .query import parse_query
 from .run_keys import find_start
+from .text_search import parse_text
 from .stores import Store
 from .stores.sqlite import SQLiteStore
 
@@ -165,6 +165,25 @@ class Broker(DatabrokerMethods):
         from .html_repr import broker_html
 
         return broker_html(self)
+
+    @property
+    def v2(self):
+        """databroker 1.x's ``db.v2`` catalog: ``db.v2[uid].primary.read()`` and friends.
+
+        Lookups and searches as ``db[...]`` and :meth:`search`, without the
+        :attr:`filters` (as databroker's ``db.v2``); see :mod:`dask_broker.v2`.
+
+        Examples
+        --------
+        >>> run = db.v2[-1]                        # doctest: +SKIP
+        >>> run.primary.read()                     # doctest: +SKIP
+        >>> run.metadata["start"]["plan_name"]     # doctest: +SKIP
+        'scan'
+        """
+        from .v2 import BlueskyCatalog
+
+        # A Broker on the same EventSource (handlers, root_map), without filters.
+        return BlueskyCatalog(_rebuild_broker(self.event_source))
 
     @staticmethod
     def get_fields(header: Header, name: str | None = None) -> set[str]:
@@ -383,8 +402,9 @@ class Broker(DatabrokerMethods):
         return (self._header(s) for s in self.store.iter_starts())
 
     # ------------------------------------------------------------ search
-    def search(self, query: Mapping | None = None, *, since: Any = None,
-               until: Any = None, data_key: str | None = None) -> list[Header]:
+    def search(self, query: Mapping | None = None, *, text: str | None = None,
+               since: Any = None, until: Any = None,
+               data_key: str | None = None) -> list[Header]:
         """Runs whose start document matches a Mongo-style query, newest first.
 
         Every store returns the same runs for a query, with MongoDB's rules (see
@@ -398,6 +418,10 @@ class Broker(DatabrokerMethods):
         ----------
         query
             A query on start-document fields.
+        text
+            Full-text search: runs whose start document holds every word of ``text``
+            in its string values (case-insensitive; see :mod:`dask_broker.text_search`
+            for what a word is), AND-ed with everything else.
         since, until
             Runs that started at or after ``since`` and before ``until``: a date
             string (``"2024-03-01"``, ``"2024-03-01 14:00"``; local time unless
@@ -410,14 +434,17 @@ class Broker(DatabrokerMethods):
         ------
         QueryError
             The query is malformed, too big or uses an unsupported operator (the
-            message names the offending part); no store is asked.
+            message names the offending part), or ``text`` has no word; no store is
+            asked.
 
         Examples
         --------
         >>> db.search({"plan_name": "scan", "scan_id": {"$gte": 10}})  # doctest: +SKIP
         >>> db.search(since="2024-03-01", data_key="det1")              # doctest: +SKIP
+        >>> db.search({"plan_name": "scan"}, text="silicon wafer")      # doctest: +SKIP
         """
         parse_query(query)  # the user's query, checked (and named) on its own
+        parse_text(text)
         terms = [_SearchTerms.of(self.filters, "db.filters"),
                  _SearchTerms(dict(query or {}), since, until,
                               () if data_key is None else (data_key,))]
@@ -429,7 +456,9 @@ class Broker(DatabrokerMethods):
             query = {"$and": parts}
         query = parse_query(query)
         data_keys = [k for t in terms for k in t.data_keys]
-        headers = [self._header(s) for s in self.store.search(query)]
+        # ``text`` only when given, so that a store written before text search still searches
+        starts = self.store.search(query) if text is None else self.store.search(query, text=text)
+        headers = [self._header(s) for s in starts]
         if data_keys:
             headers = [h for h in headers if self._has_data_keys(h.uid, data_keys)]
         return headers
@@ -450,7 +479,9 @@ class Broker(DatabrokerMethods):
         Parameters
         ----------
         text_search
-            Full-text search: not available yet (raises UnsupportedSearchError).
+            Full-text search (``db("silicon wafer")``, or ``text_search=`` as in
+            databroker): runs whose start document holds every word, AND-ed with the
+            other conditions; see :meth:`search`.
         since, until
             The time window; ``start_time`` and ``stop_time`` are their older
             names (they warn with :class:`~dask_broker.errors.RenamedArgumentWarning`;
@@ -462,23 +493,26 @@ class Broker(DatabrokerMethods):
 
         Raises
         ------
-        UnsupportedSearchError
-            A positional (full-text) search string.
+        QueryError
+            The conditions are malformed, or the text has no word.
         ConflictingArgumentsError
-            ``start_time`` with ``since``, or ``stop_time`` with ``until``.
+            ``start_time`` with ``since``, ``stop_time`` with ``until``, or the text
+            given both positionally and as ``text_search=``.
 
         Examples
         --------
         >>> db(plan_name="count", since="2024-03-01", until="2024-03-02")  # doctest: +SKIP
         >>> db(data_key="det1")                                             # doctest: +SKIP
+        >>> db("silicon wafer", plan_name="scan")                           # doctest: +SKIP
         """
-        if text_search is not None:
-            raise UnsupportedSearchError(
-                f"db({text_search!r}): full-text search is not available in this version of "
-                "dask_broker; search by fields instead, e.g. db(plan_name='scan') or "
-                "db.search({'sample.name': 'Si'})")
+        if "text_search" in kwargs:
+            if text_search is not None:
+                raise ConflictingArgumentsError(
+                    "db(...): the full-text search was given twice, positionally and as "
+                    "text_search=; give it once")
+            text_search = kwargs.pop("text_search")
         terms = _SearchTerms.of(kwargs, "db(...)")
-        return self.search(terms.fields, since=terms.since, until=terms.until,
+        return self.search(terms.fields, text=text_search, since=terms.since, until=terms.until,
                            data_key=terms.data_keys[0] if terms.data_keys else None)
 
     def add_filter(self, **kwargs: Any) -> None:

@@ -91,14 +91,16 @@ class EventCheck:
         for value in stamps.values():
             if type(value) not in _NUMBERS or not _plain(value):
                 return None
-        filled = doc.get("filled", {})
-        if type(filled) is not dict:
-            return None
-        for key, value in filled.items():
-            if key not in self.keys or not (type(value) is bool or (
-                    type(value) is str and value.isascii())):
-                return None
-        return {"descriptor": self.descriptor, "uid": [uid], "seq_num": [seq], "time": [time],
+        page = {"descriptor": self.descriptor, "uid": [uid], "seq_num": [seq], "time": [time],
                 "data": {k: [v] for k, v in data.items()},
-                "timestamps": {k: [v] for k, v in stamps.items()},
-                "filled": {k: [v] for k, v in filled.items()}}
+                "timestamps": {k: [v] for k, v in stamps.items()}}
+        if "filled" in doc:  # an event without filled is stored without it
+            filled = doc["filled"]
+            if type(filled) is not dict:
+                return None
+            for key, value in filled.items():
+                if key not in self.keys or not (type(value) is bool or (
+                        type(value) is str and value.isascii())):
+                    return None
+            page["filled"] = {k: [v] for k, v in filled.items()}
+        return page

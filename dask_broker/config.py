@@ -63,6 +63,7 @@ CONFIG_ENV = "DASK_BROKER_CONFIG"
 
 _SQLITE_PREFIX = "sqlite:///"
 _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+_POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 
 
 class ConfigError(DaskBrokerError, ValueError):
@@ -334,8 +335,8 @@ def open_catalog(spec: str, *, create: bool = True, read_only: bool = False) -> 
         If False, a SQLite catalog must already exist (commands that only read
         use this, so a typo does not create an empty catalog).
     read_only
-        Open a SQLite catalog read-only (``?mode=ro``): it is never created,
-        migrated or written.  Other stores ignore it.
+        Open a SQLite or PostgreSQL catalog read-only (``?mode=ro``): it is never
+        created, migrated or written.  Other stores ignore it.
 
     Examples
     --------
@@ -356,4 +357,6 @@ def open_catalog(spec: str, *, create: bool = True, read_only: bool = False) -> 
                 "exist")
         if read_only:
             options["read_only"] = True
+    elif read_only and cfg.uri.partition(":")[0].lower() in _POSTGRES_SCHEMES:
+        options["read_only"] = True  # never creates the catalog's tables
     return cfg.open(Broker, **options)

@@ -234,6 +234,12 @@ def _columns(events: list[dict], part: str, keys: tuple) -> dict[str, list] | No
     return dict(zip(keys, map(list, zip(*rows))))
 
 
+def _filled_keys(doc: dict) -> tuple | None:
+    """The keys of an event's ``filled`` (None without it): one page holds events alike."""
+    filled = doc.get("filled")
+    return None if "filled" not in doc else tuple(filled) if isinstance(filled, dict) else ()
+
+
 class _Batcher:
     """Inserts documents in order, batching runs of events (datum) into pages.
 
@@ -255,7 +261,8 @@ class _Batcher:
     def add(self, name: str, doc: dict) -> None:
         key = "descriptor" if name == "event" else "resource" if name == "datum" else None
         if key is not None:
-            value = doc.get(key)
+            # one page holds events alike: of one descriptor, with the same filled keys
+            value = (doc.get(key), _filled_keys(doc)) if name == "event" else doc.get(key)
             if self.pending and (self.pending_name != name or self.pending_key != value
                                  or len(self.pending) >= BATCH):
                 self.flush()
@@ -267,12 +274,14 @@ class _Batcher:
 
     def add_all(self, documents: Iterator[tuple[str, dict]]) -> None:
         """:meth:`add` each document; a run of events of one descriptor in a tight loop."""
+        pending = self.pending
         for name, doc in documents:
-            if name == "event" and self.pending_name == "event" and \
-                    len(self.pending) < BATCH and doc.get("descriptor") == self.pending_key:
-                self.pending.append(doc)
+            if name == "event" and self.pending_name == "event" and len(pending) < BATCH \
+                    and (doc.get("descriptor"), _filled_keys(doc)) == self.pending_key:
+                pending.append(doc)
             else:
                 self.add(name, doc)
+                pending = self.pending
 
     def flush(self) -> None:
         if not self.pending:
@@ -285,6 +294,8 @@ class _Batcher:
                     else event_model.pack_datum_page(*docs))
         except (KeyError, TypeError, AttributeError):
             page = None  # a malformed document: inserted alone, validation names it
+        if page is not None and name == "event" and _filled_keys(docs[0]) is None:
+            del page["filled"]  # events saved without filled are stored without it
         if page is None:
             for doc in docs:
                 self._insert(name, doc)

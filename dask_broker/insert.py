@@ -6,6 +6,9 @@ against what is already stored (references, data keys, page shapes) *before*
 anything is written, and the store writes each call atomically, so a rejected
 document leaves the store unchanged.
 
+Documents in one of the legacy forms databroker accepted (:mod:`dask_broker.legacy`:
+a stop without ``exit_status``, a resource without ``root``) pass, stored as given.
+
 Values are checked too (:mod:`dask_broker.storable`): a document goes in only if
 every store keeps it faithfully -- no bytes, datetimes, sets, lone surrogates,
 keys that are not str, integers beyond 34 digits, nesting deeper than 64 levels;
@@ -21,6 +24,7 @@ import jsonschema
 import numpy as np
 
 from .compiled_checks import EventCheck
+from .legacy import check_legacy
 from .storable import check_column, check_int64, checked_column, checked_jsonable
 from .stores.base import first_repeat
 from .stream_data import Intervals, stream_keys
@@ -63,13 +67,17 @@ def _validate(name: str, doc: Any) -> None:
     if not isinstance(doc, Mapping):
         raise DocumentValidationError(f"{name} document must be a dict, got {type(doc).__name__}")
     uid = _uid_of(name, doc)
+    plain = checked_jsonable(name, uid, doc)
     try:
-        _VALIDATORS[_DocName[name]].validate(checked_jsonable(name, uid, doc))
+        _VALIDATORS[_DocName[name]].validate(plain)
     except jsonschema.ValidationError as err:
-        where = "/".join(str(p) for p in err.absolute_path) or "<top level>"
-        raise DocumentValidationError(
-            f"{name} {uid!r} violates the event-model schema at {where}: {err.message}"
-        ) from err
+        form, legacy_err = check_legacy(name, plain)
+        if form is None:  # a known legacy form is stored as given
+            fault = legacy_err or err  # of a legacy form: its other fault
+            where = "/".join(str(p) for p in fault.absolute_path) or "<top level>"
+            raise DocumentValidationError(
+                f"{name} {uid!r} violates the event-model schema at {where}: {fault.message}"
+            ) from err
     for field in ("time", "seq_num"):  # kept as 64-bit numbers by every store
         check_int64(name, uid, field, doc.get(field))
 
@@ -454,6 +462,8 @@ class Inserter:
             _validate("event", doc)
             self._check_keys("event", doc, self._data_keys("event", doc, doc["descriptor"]))
             page = event_model.pack_event_page(doc)
+            if "filled" not in doc:  # stored as given: a store that keeps filled keeps none
+                del page["filled"]
         self.store.insert_event_page(page)
 
     def event_page(self, doc: Mapping) -> None:

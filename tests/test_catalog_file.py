@@ -69,11 +69,12 @@ def assert_v1_run_reads(db: Broker, v1: dict) -> None:
 
 
 # ---------------------------------------------------------------- schema versions
-def test_schema_version_is_3_with_stream_tables_and_uid_hashes(tmp_path):
+def test_schema_version_is_4_with_stream_text_and_uid_hash_tables(tmp_path):
     store = SQLiteStore(tmp_path / "c.db")
-    assert SCHEMA_VERSION == 3
-    assert stored_version(store.path) == "3"
-    assert {"stream_resource", "stream_datum", "event_uid_hash"} <= tables(store.path)
+    assert SCHEMA_VERSION == 4
+    assert stored_version(store.path) == "4"
+    assert {"stream_resource", "stream_datum", "run_start_text",
+            "event_uid_hash"} <= tables(store.path)
     assert "event_uid" not in tables(store.path)
 
 
@@ -84,9 +85,10 @@ def test_version_1_catalog_is_migrated_in_place(tmp_path):
 
     db = Broker.from_uri(f"sqlite:///{path}")  # a writable open migrates
     assert stored_version(path) == str(SCHEMA_VERSION)
-    assert {"stream_resource", "stream_datum", "event_uid_hash"} <= tables(path)
+    assert {"stream_resource", "stream_datum", "run_start_text", "event_uid_hash"} <= tables(path)
     assert "event_uid" not in tables(path)
     assert_v1_run_reads(db, v1)
+    assert [h.uid for h in db("count")] == [v1["start"]["uid"]]  # its run is text-indexed
     assert db.store.stream_resources(v1["start"]["uid"]) == []
     # and it takes the documents of version 2
     run = event_model.compose_run()

@@ -32,7 +32,8 @@ def test_old_import_paths_are_the_same_objects():
     assert scalar_scan_documents is testing.scalar_scan_documents
     for name in ("write_ad_hdf5", "write_npy", "make_external_run", "ExternalRun"):
         assert getattr(handler_testing, name) is getattr(testing, name)
-    assert set(testing.__all__) <= set(dir(testing)) | {"StoreConformance", "QueryConformance"}
+    assert set(testing.__all__) <= set(dir(testing)) | {
+        "StoreConformance", "QueryConformance", "TextSearchConformance"}
 
 
 def test_run_builder_clock_and_documents():

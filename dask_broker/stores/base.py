@@ -19,6 +19,7 @@ import numpy as np
 
 from ..query import parse_query
 from ..redact import mask_uri
+from ..text_search import parse_text
 
 if TYPE_CHECKING:
     from . import StoreRef
@@ -201,16 +202,27 @@ class Store(abc.ABC):
     def iter_starts(self) -> Iterator[dict]:
         """Every start document, newest first (start time, then insertion order)."""
 
-    def search(self, query: Mapping | None = None) -> Iterator[dict]:
-        """Start documents matching a Mongo-style ``query``, newest first.
+    def search(self, query: Mapping | None = None, *, text: str | None = None
+               ) -> Iterator[dict]:
+        """Start documents matching a Mongo-style ``query`` and the full-text search
+        ``text`` (both), newest first.
 
-        The query is checked (:func:`~dask_broker.query.parse_query`) before the first
-        document is read; a backend that overrides this method narrows the candidates
-        with the query's :meth:`~dask_broker.query.Query.conditions` and decides with
-        :meth:`~dask_broker.query.Query.match`, so that every store returns the same runs.
+        The query and the text are checked (:func:`~dask_broker.query.parse_query`,
+        :func:`~dask_broker.text_search.parse_text`) before the first document is
+        read.  A backend that overrides this method narrows the candidates with an
+        index -- the query's :meth:`~dask_broker.query.Query.conditions`; for ``text``,
+        a full-text index holding each start document's
+        :func:`~dask_broker.text_search.document_words` (or
+        :func:`~dask_broker.text_search.index_text`) that every document holding the
+        search's words passes -- and decides with
+        :meth:`~dask_broker.query.Query.match` and
+        :meth:`~dask_broker.text_search.TextSearch.match`, so that every store returns
+        the same runs.  The Broker passes ``text`` only when there is a text search.
         """
         query = parse_query(query)
-        return (doc for doc in self.iter_starts() if query.match(doc))
+        search = parse_text(text)
+        return (doc for doc in self.iter_starts()
+                if query.match(doc) and (search is None or search.match(doc)))
 
     def count_starts(self) -> int:
         """How many runs the store holds."""

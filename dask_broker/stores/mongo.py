@@ -8,7 +8,9 @@ existing databases open as they are::
     stream_resource, stream_datum                  (the asset registry database; ours)
 
 one Mongo document per bluesky document (event_pages and datum_pages are
-unpacked on write; ``filled`` is not stored).  The asset registry may be a
+unpacked on write, as suitcase-mongo unpacks them: each event document holds
+its row of the page's ``filled``, ``{}`` when the page's is, and none when the
+page has none -- an event inserted without ``filled``).  The asset registry may be a
 separate database, even on another server::
 
     MongoStore.from_uri("mongodb://host:27017/mds",
@@ -30,7 +32,9 @@ per bluesky document, stored as given; databroker 2.x does not read them.
 
 Legacy data is read as it is: resources without ``uid`` (referenced by their
 ``_id``), duplicated resource uids (the first is used), descriptors with
-``run_start_id`` instead of ``run_start``, events without ``filled``.
+``run_start_id`` instead of ``run_start``, events with or without ``filled``
+(read back, as databroker reads them, with ``filled`` ``{key: False}`` for the
+descriptor's external keys).
 
 Values: BSON has no array type apart from lists, so numpy arrays are stored as
 lists (as suitcase-mongo stores them) and read back as lists, except for fields
@@ -77,6 +81,7 @@ from ..errors import (
     UnknownReferenceError,
 )
 from ..query import Query, parse_query
+from ..text_search import TextSearch, parse_text
 from .base import EventPageColumns, Store, check_resource_changes, chunked, first_repeat
 from .mongo_uri import (
     ASSET_PARAM,
@@ -124,6 +129,20 @@ _MISSING = object()
 def _reopen(cls: type, uri: str, client_class: Any) -> "MongoStore":
     """Unpickle a store made with a custom client class (e.g. mongomock's)."""
     return cls.from_uri(uri, mongo_client_class=client_class)
+
+
+def _is_wildcard_text_index(spec: Mapping) -> bool:
+    """Whether an index (as ``index_information`` gives it) is ``{"$**": "text"}`` with
+    MongoDB's English defaults and text index version 3 (the unicode tokenizer): the
+    index whose ``$text`` finds every run text_search's rule matches."""
+    try:
+        return (list(map(tuple, spec.get("key", ()))) == [("_fts", "text"), ("_ftsx", 1)]
+                and dict(spec.get("weights") or {}) == {"$**": 1}
+                and spec.get("default_language", "english") == "english"
+                and spec.get("language_override", "language") == "language"
+                and int(spec.get("textIndexVersion", 0)) >= 3)
+    except (TypeError, ValueError):
+        return False
 
 
 def _raised_in_pymongo_auth(err: BaseException) -> bool:
@@ -201,6 +220,7 @@ class MongoStore(Store):
         self._client_class = mongo_client_class
         self._legacy_descriptors: bool | None = None
         self._mongodb: bool | None = None
+        self._text_index: bool | None = None
         self._array_fields_cache: dict[str, frozenset] = {}
 
     @classmethod
@@ -503,17 +523,24 @@ class MongoStore(Store):
 
     @staticmethod
     def _event_docs(page: Mapping) -> list[dict]:
-        """An event_page unpacked into mongo_normalized event documents (no ``filled``)."""
+        """An event_page unpacked into mongo_normalized event documents, as suitcase-mongo
+        unpacks it (``event_model.unpack_event_page``): each with its row of ``filled``
+        (``{}`` when the page's is empty), and without ``filled`` when the page has none."""
         uids = to_bson_list(page["uid"])
         descriptor = page["descriptor"]
         seq = to_bson_list(page["seq_num"])
         time = to_bson_list(page["time"])
         data = {k: to_bson_list(v) for k, v in page["data"].items()}
         ts = {k: to_bson_list(v) for k, v in page["timestamps"].items()}
-        return [{"uid": uid, "descriptor": descriptor, "seq_num": seq[i], "time": time[i],
+        docs = [{"uid": uid, "descriptor": descriptor, "seq_num": seq[i], "time": time[i],
                  "data": {k: col[i] for k, col in data.items()},
                  "timestamps": {k: col[i] for k, col in ts.items()}}
                 for i, uid in enumerate(uids)]
+        if page.get("filled") is not None:
+            filled = {k: to_bson_list(v) for k, v in page["filled"].items()}
+            for i, doc in enumerate(docs):
+                doc["filled"] = {k: col[i] for k, col in filled.items()}
+        return docs
 
     def _insert_many(self, doc_type: str, page_name: str, docs: list[dict], key: str,
                      context: str, *, assets: bool = False) -> None:
@@ -615,22 +642,46 @@ class MongoStore(Store):
     def iter_starts(self) -> Iterator[dict]:
         yield from self._starts({})
 
-    def search(self, query: Mapping | None = None) -> Iterator[dict]:
-        """Start documents matching a Mongo-style query, newest first.
+    def search(self, query: Mapping | None = None, *, text: str | None = None
+               ) -> Iterator[dict]:
+        """Start documents matching a Mongo-style query and a full-text search, newest first.
 
         The server answers the query's :meth:`~dask_broker.query.Query.index_filter`
         (equality, ``$in`` and ranges, with its indexes; only top-level equality and
         ``$in`` on a server that is not MongoDB) and :meth:`~dask_broker.query.Query.match`
-        decides, so the runs are those any other store returns for the query.
+        decides, so the runs are those any other store returns for the query.  For
+        ``text``, where ``run_start`` has suitcase-mongo's wildcard text index (MongoDB,
+        English, text index version 3), ``$text`` with
+        :meth:`~dask_broker.text_search.TextSearch.mongo_search` narrows too, and
+        :meth:`~dask_broker.text_search.TextSearch.match` decides (see
+        :mod:`dask_broker.text_search`).
         """
-        return self._search(parse_query(query))  # checked now, before the server is asked
+        # both checked now, before the server is asked
+        return self._search(parse_query(query), parse_text(text))
 
-    def _search(self, query: Query) -> Iterator[dict]:
+    def _search(self, query: Query, search: TextSearch | None) -> Iterator[dict]:
         with self._errors():
             basic = not self._is_mongodb()
-        for doc in self._starts(to_bson(query.index_filter(basic=basic))):
-            if query.match(doc):
+            narrow = to_bson(query.index_filter(basic=basic))
+            if search is not None and not basic and self._has_text_index():
+                word = search.mongo_search()
+                if word is not None:
+                    narrow["$text"] = {"$search": word}
+        for doc in self._starts(narrow):
+            if query.match(doc) and (search is None or search.match(doc)):
                 yield doc
+
+    def _has_text_index(self) -> bool:
+        """Whether ``run_start`` has suitcase-mongo's wildcard text index (asked once)."""
+        from pymongo.errors import OperationFailure
+
+        if self._text_index is None:
+            try:
+                specs = self._mds().run_start.index_information().values()
+            except OperationFailure:  # a user who may not list indexes: read without $text
+                specs = ()
+            self._text_index = any(_is_wildcard_text_index(spec) for spec in specs)
+        return self._text_index
 
     def _starts(self, query: dict) -> Iterator[dict]:
         with self._errors():

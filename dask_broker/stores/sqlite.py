@@ -55,6 +55,7 @@ from ..errors import (
 )
 from ..query import parse_query
 from ..redact import mask_uri
+from ..text_search import index_text, parse_text
 from . import sqlite_file
 from .uid_hashes import HashSet, uid_hashes
 from .base import (
@@ -69,11 +70,12 @@ from .base import (
 __all__ = ["SQLiteStore", "parse_sqlite_uri"]
 
 #: The layout of the catalog file (``meta.schema_version``).  1: every layout before
-#: version 2 (some lack resource_update, stream_resource, stream_datum); 2: with them,
-#: event uids unique through the ``event_uid`` B-tree; 3: the tables below, event
-#: uids unique through ``event_uid_hash`` (see :mod:`.uid_hashes`).  An older
-#: catalog is migrated in place (see sqlite_file and :func:`_migrate`).
-SCHEMA_VERSION = 3
+#: version 2 (some lack resource_update, stream_resource, stream_datum); 2: those
+#: tables; 3: the full-text table run_start_text; 4: event uids unique through
+#: ``event_uid_hash`` (see :mod:`.uid_hashes`), not the ``event_uid`` B-tree.  An
+#: older catalog is migrated in place (see sqlite_file); version 3's migration
+#: indexes the stored start documents, version 4's hashes the stored event uids.
+SCHEMA_VERSION = 4
 SEAL_EVENTS = 1024
 MAX_PAGE_EVENTS = 8192
 _SQL_VARS = 900  # stay below SQLite's bound-parameter limit
@@ -124,7 +126,41 @@ CREATE TABLE IF NOT EXISTS stream_datum (
     doc TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS stream_datum_descriptor ON stream_datum (descriptor, id);
 CREATE INDEX IF NOT EXISTS stream_datum_resource ON stream_datum (stream_resource, id);
+CREATE VIRTUAL TABLE IF NOT EXISTS run_start_text USING fts5(
+    words, content='', tokenize="ascii tokenchars '''_'");
 """
+
+#: The full-text table: rowid = run_start.id, ``words`` = text_search.index_text(doc)
+#: (contentless: it answers MATCH with rowids).  Its ``ascii`` tokenizer keeps ``_``
+#: and ``'`` in words, as text_search's rule does, so each word is one FTS token.
+_TEXT_TABLE = "run_start_text"
+
+
+def _index_stored_starts(conn: sqlite3.Connection) -> None:
+    """Migration to version 3: put the words of every stored start document in the
+    full-text table (in the migration's transaction)."""
+    cur = conn.execute("SELECT id, doc FROM run_start ORDER BY id")
+    while rows := cur.fetchmany(1000):
+        conn.executemany(f"INSERT INTO {_TEXT_TABLE} (rowid, words) VALUES (?, ?)",
+                         [(rid, index_text(json.loads(doc))) for rid, doc in rows])
+
+
+def _hash_stored_event_uids(conn: sqlite3.Connection) -> None:
+    """Migration to version 4: event uids unique through ``event_uid_hash`` (one row of
+    hashes per stored page) instead of the ``event_uid`` table (in the migration's
+    transaction)."""
+    cur = conn.execute("SELECT id, uid FROM event_page ORDER BY id")
+    while rows := cur.fetchmany(256):
+        conn.executemany(
+            "INSERT INTO event_uid_hash (page_id, hashes) VALUES (?, ?)",
+            [(pid, uid_hashes(json.loads(text)).tobytes()) for pid, text in rows])
+    conn.execute("DROP TABLE IF EXISTS event_uid")
+    # the open pages' sizes in their index: summed when a connection starts writing
+    conn.execute("DROP INDEX IF EXISTS event_page_open")
+    conn.execute("CREATE INDEX event_page_open ON event_page (descriptor, sealed, n)")
+
+
+_MIGRATIONS = {3: _index_stored_starts, 4: _hash_stored_event_uids}
 
 
 def parse_sqlite_uri(uri: str) -> tuple[Path, dict[str, str]]:
@@ -226,6 +262,7 @@ class SQLiteStore(Store):
             "this process may not write the file or its folder"
             if self._path.exists() and not sqlite_file.writable(self._path) else None)
         self._shadow_tables = False
+        self._text_table = True  # a read-only open of a catalog before version 3 lacks it
         self._local = threading.local()
         self._open = _Connections()
         self._pid = os.getpid()
@@ -237,7 +274,7 @@ class SQLiteStore(Store):
             try:
                 if self._read_only_reason is None:
                     conn.execute("PRAGMA journal_mode=WAL")
-                    sqlite_file.create_or_migrate(conn, _SCHEMA, SCHEMA_VERSION, _migrate)
+                    sqlite_file.create_or_migrate(conn, _SCHEMA, SCHEMA_VERSION, _MIGRATIONS)
                 else:
                     found = sqlite_file.schema_version(conn)
                     if found is None:
@@ -245,6 +282,7 @@ class SQLiteStore(Store):
                                             "dask_broker catalog (a read-only open creates none)")
                     sqlite_file.check_version(self._path, found, SCHEMA_VERSION)
                     self._shadow_tables = found < SCHEMA_VERSION
+                    self._text_table = found >= 3
             finally:
                 conn.close()
         except StoreURIError:
@@ -378,12 +416,20 @@ class SQLiteStore(Store):
             ) from err
 
     def insert_start(self, doc: Mapping) -> None:
-        scan_id = doc.get("scan_id")
-        self._insert_unique(
-            "INSERT INTO run_start (uid, time, scan_id, doc) VALUES (?, ?, ?, ?)",
-            (doc["uid"], doc["time"], _indexed_scan_id(scan_id), dumps(doc)),
-            "start", doc["uid"],
-        )
+        """Store a start document, and its words in the full-text table (one transaction)."""
+        row = (doc["uid"], doc["time"], _indexed_scan_id(doc.get("scan_id")), dumps(doc))
+        text = index_text(doc)
+        try:
+            with self._write() as conn:
+                cur = conn.execute(
+                    "INSERT INTO run_start (uid, time, scan_id, doc) VALUES (?, ?, ?, ?)", row)
+                conn.execute(f"INSERT INTO {_TEXT_TABLE} (rowid, words) VALUES (?, ?)",
+                             (cur.lastrowid, text))
+        except sqlite3.IntegrityError as err:
+            raise DuplicateUidError(
+                f"start {doc['uid']!r} is already stored; documents are immutable, "
+                "so give the new document a new uid"
+            ) from err
 
     def insert_stop(self, doc: Mapping) -> None:
         try:
@@ -709,11 +755,14 @@ class SQLiteStore(Store):
                 for (doc,) in rows:
                     yield self._loads(doc)
 
-    def search(self, query: Mapping | None = None) -> Iterator[dict]:
+    def search(self, query: Mapping | None = None, *, text: str | None = None
+               ) -> Iterator[dict]:
         """Like :meth:`Store.search`, with indexed SQL for the query's ``scan_id``, ``uid``
-        and ``time`` conditions; :meth:`Query.match <dask_broker.query.Query.match>`
-        decides."""
+        and ``time`` conditions and the full-text table for ``text``;
+        :meth:`Query.match <dask_broker.query.Query.match>` and
+        :meth:`TextSearch.match <dask_broker.text_search.TextSearch.match>` decide."""
         query = parse_query(query)  # checked here, before the first row is read
+        search = parse_text(text)
         clauses, params = [], []
         for key, op, value in query.conditions():
             sql = _SQL_OPS.get(op)
@@ -723,8 +772,13 @@ class SQLiteStore(Store):
                 clauses.append(f"({key} {sql} ? OR {key} IS NULL)" if key == "scan_id"
                                else f"{key} {sql} ?")
                 params.append(value)
+        fts = search.fts_query() if search is not None and self._text_table else None
+        if fts is not None:
+            clauses.append(f"id IN (SELECT rowid FROM {_TEXT_TABLE} WHERE {_TEXT_TABLE} MATCH ?)")
+            params.append(fts)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        return (doc for doc in self._starts(where, tuple(params)) if query.match(doc))
+        return (doc for doc in self._starts(where, tuple(params))
+                if query.match(doc) and (search is None or search.match(doc)))
 
     def count_starts(self) -> int:
         (n,) = self._conn().execute("SELECT COUNT(*) FROM run_start").fetchone()
@@ -972,24 +1026,6 @@ class _StoredUids:
                     f"SELECT uid FROM event_page WHERE id IN ({_marks(len(chunk))})", chunk):
                 stored.update(u for u in json.loads(text) if u in wanted)
         return min(stored, key=wanted.__getitem__) if stored else None
-
-
-def _migrate(conn: sqlite3.Connection, found: int) -> None:
-    """Move an older catalog's data to this layout (inside the migration's transaction).
-
-    Before version 3, event uids were kept unique by the ``event_uid`` table; from
-    3, by ``event_uid_hash``: one row of hashes per stored page.
-    """
-    if found < 3:
-        cur = conn.execute("SELECT id, uid FROM event_page ORDER BY id")
-        while rows := cur.fetchmany(256):
-            conn.executemany(
-                "INSERT INTO event_uid_hash (page_id, hashes) VALUES (?, ?)",
-                [(pid, uid_hashes(json.loads(text)).tobytes()) for pid, text in rows])
-        conn.execute("DROP TABLE IF EXISTS event_uid")
-        # the open pages' sizes in their index: summed on every single event
-        conn.execute("DROP INDEX IF EXISTS event_page_open")
-        conn.execute("CREATE INDEX event_page_open ON event_page (descriptor, sealed, n)")
 
 
 class _Connections:

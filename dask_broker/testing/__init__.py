@@ -1,7 +1,7 @@
 """What a test suite of dask_broker -- or of a third-party store or handler -- builds on.
 
 - :class:`StoreConformance` (:mod:`.store`, with the searches of
-  :mod:`.store_queries`): the tests every :class:`~dask_broker.stores.Store`
+  :mod:`.store_queries` and :mod:`.store_text`): the tests every :class:`~dask_broker.stores.Store`
   passes; subclass it and override the ``make_store`` fixture (needs pytest);
 - :class:`RunBuilder`, :func:`scalar_scan_documents` (:mod:`.runs`): runs
   composed with event-model;
@@ -24,7 +24,7 @@ from __future__ import annotations
 from .files import ExternalRun, make_external_run, write_ad_hdf5, write_npy
 from .runs import DATA_KEYS, RunBuilder, scalar_scan_documents, value_of
 
-__all__ = ["StoreConformance", "QueryConformance", "RunBuilder", "DATA_KEYS", "value_of",
+__all__ = ["StoreConformance", "QueryConformance", "TextSearchConformance", "RunBuilder", "DATA_KEYS", "value_of",
            "scalar_scan_documents", "ExternalRun", "make_external_run", "write_ad_hdf5",
            "write_npy"]
 
@@ -39,4 +39,8 @@ def __getattr__(name: str):
         from .store_queries import QueryConformance
 
         return QueryConformance
+    if name == "TextSearchConformance":
+        from .store_text import TextSearchConformance
+
+        return TextSearchConformance
     raise AttributeError(f"module 'dask_broker.testing' has no attribute {name!r}")

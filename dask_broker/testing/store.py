@@ -15,8 +15,9 @@ so that it returns a fresh, empty store::
 
 Every test goes through the methods of the Store ABC only (no backend
 internals), with documents built by :mod:`event_model`, so the suite applies to
-any backend; the searches are in :mod:`~dask_broker.testing.store_queries`,
-which the suite includes.  ``MANY_EVENTS`` (the number of single-event pages written by
+any backend; the searches are in :mod:`~dask_broker.testing.store_queries`
+and :mod:`~dask_broker.testing.store_text`, which the suite includes.
+``MANY_EVENTS`` (the number of single-event pages written by
 :meth:`StoreConformance.test_many_single_event_pages`) may be raised by a
 backend whose paging threshold is larger.
 
@@ -35,6 +36,7 @@ import pytest
 from ..errors import DuplicateUidError, RunAlreadyStoppedError, UnsupportedQueryError
 from .runs import DATA_KEYS, RunBuilder, value_of
 from .store_queries import QueryConformance
+from .store_text import TextSearchConformance
 
 __all__ = ["StoreConformance"]
 
@@ -129,11 +131,12 @@ def _dump(store, runs) -> dict:
     return out
 
 
-class StoreConformance(QueryConformance):
+class StoreConformance(QueryConformance, TextSearchConformance):
     """Tests of the Store contract; subclass and override ``make_store``.
 
-    The searches of :class:`~dask_broker.stores.conformance_queries.QueryConformance`
-    are part of it: every store returns the same runs for a query.
+    The searches of :class:`~dask_broker.testing.store_queries.QueryConformance`
+    and :class:`~dask_broker.testing.store_text.TextSearchConformance` are part of
+    it: every store returns the same runs for a query and a full-text search.
     """
 
     #: How many single-event pages ``test_many_single_event_pages`` writes.
