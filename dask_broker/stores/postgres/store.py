@@ -32,6 +32,7 @@ from ...errors import (
     UnknownReferenceError,
 )
 from ...query import parse_query
+from ...text_search import parse_text
 from ...redact import mask_uri
 from ..base import (
     EventPageColumns,
@@ -380,13 +381,18 @@ class PostgresStore(Store):
                 params):
             yield json.loads(doc)
 
-    def search(self, query: Mapping | None = None) -> Iterator[dict]:
+    def search(self, query: Mapping | None = None, *, text: str | None = None
+               ) -> Iterator[dict]:
         """Like :meth:`Store.search`: the query's simple conditions in SQL (see
         :mod:`~dask_broker.stores.postgres.search`), :meth:`Query.match
-        <dask_broker.query.Query.match>` decides."""
+        <dask_broker.query.Query.match>` decides; ``text`` (full-text search) is
+        decided in Python by :meth:`TextSearch.match
+        <dask_broker.text_search.TextSearch.match>` (no full-text index yet)."""
         query = parse_query(query)  # checked here, before the first row is read
+        search = parse_text(text)
         where, params = where_clause(query)
-        return (doc for doc in self._starts(where, params) if query.match(doc))
+        return (doc for doc in self._starts(where, params)
+                if query.match(doc) and (search is None or search.match(doc)))
 
     def count_starts(self) -> int:
         return self._rows("SELECT COUNT(*) FROM run_start")[0][0]
