@@ -25,7 +25,7 @@ from dask_broker.errors import (
 )
 from dask_broker.query import parse_query
 from dask_broker.stores import open_store, store_class
-from dask_broker.stores import mongo as mongo_module
+from dask_broker.stores.mongo import reads as mongo_module
 from dask_broker.testing import StoreConformance
 from dask_broker.stores import mongo_uri, mongo_values
 from dask_broker.stores.mongo import DEFAULT_SERVER_SELECTION_TIMEOUT_MS, MongoStore
