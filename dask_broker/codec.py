@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 import struct
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .values import SCALAR_DTYPES, column_kind, fits_int64
+
 __all__ = ["encode_column", "decode_column", "column_to_list", "to_jsonable", "dumps"]
 
-_SCALAR_CODECS = {"f8": np.dtype("<f8"), "i8": np.dtype("<i8"), "b1": np.dtype("?")}
+_SCALAR_CODECS = SCALAR_DTYPES
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -120,35 +121,9 @@ def _json_default(obj: Any) -> Any:
         "(decode bytes to str, or store them in an external file)")
 
 
-def _type_kind(t: type) -> str | None:
-    """The codec of one value type: ``"b1"`` (bools), ``"i8"`` (integers), ``"f8"``
-    (floats), None (anything else)."""
-    kind = _TYPE_KINDS.get(t, False)
-    if kind is False:
-        if issubclass(t, (bool, np.bool_)):
-            kind = "b1"
-        elif issubclass(t, numbers.Integral):
-            kind = "i8"
-        elif issubclass(t, (float, np.floating)):
-            kind = "f8"
-        else:
-            kind = None
-        _TYPE_KINDS[t] = kind
-    return kind
-
-
-_TYPE_KINDS: dict[type, str | None] = {}
-
-
-def _scalar_kind(values: Sequence[Any]) -> str | None:
-    """The scalar codec of a column of values: one pass over their types (in C), then a
-    look-up per distinct type."""
-    kinds = {_type_kind(t) for t in set(map(type, values))}
-    if len(kinds) == 1:
-        return next(iter(kinds))  # "b1", "i8", "f8" or None
-    if kinds == {"i8", "f8"}:
-        return "f8"
-    return None
+# The classification lives in :mod:`dask_broker.values` (shared with MongoDB); the old
+# private name stays for code that imported it.
+_scalar_kind = column_kind
 
 
 def encode_column(values: Sequence[Any]) -> tuple[str, bytes]:
@@ -170,7 +145,7 @@ def encode_column(values: Sequence[Any]) -> tuple[str, bytes]:
         encoded = _encode_one(values[0])
         if encoded is not None:
             return encoded
-    kind = _scalar_kind(values)
+    kind = column_kind(values)
     if kind == "i8":
         try:
             return kind, np.asarray(values, dtype="<i8").tobytes()
@@ -194,7 +169,7 @@ def _encode_one(value: Any) -> tuple[str, bytes] | None:
     t = type(value)
     if t is float:
         return "f8", _F8.pack(value)
-    if t is int and -(2**63) <= value < 2**63:
+    if t is int and fits_int64(value):
         return "i8", _I8.pack(value)
     if t is bool:
         return "b1", b"\x01" if value else b"\x00"

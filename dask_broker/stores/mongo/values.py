@@ -1,4 +1,7 @@
-"""Values between Python / numpy and BSON, and event columns read from MongoDB."""
+"""Values between Python / numpy and BSON, and event columns read from MongoDB.
+
+Columns are classified by :func:`dask_broker.values.column_kind`, as every store does.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +9,12 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ...codec import _scalar_kind
 from ...errors import DaskBrokerError
+from ...values import column_kind, fits_int64
 
 __all__ = ["to_bson", "to_bson_list", "restore", "clean_doc", "to_column",
            "to_array_column", "sub_document"]
 
-_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 _DECIMAL_DIGITS = 34  # what a Decimal128 holds exactly
 
 
@@ -34,7 +36,7 @@ def to_bson(obj: Any) -> Any:
     if t is float or t is str or t is bool or obj is None:
         return obj
     if t is int:
-        return obj if _I64_MIN <= obj <= _I64_MAX else big_int(obj)
+        return obj if fits_int64(obj) else big_int(obj)
     if isinstance(obj, dict):
         return {k: to_bson(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -72,7 +74,7 @@ def restore(obj: Any) -> Any:
     if isinstance(obj, Decimal128):
         dec = obj.to_decimal()
         if dec.is_finite() and dec.as_tuple().exponent == 0 and not (
-                _I64_MIN <= int(dec) <= _I64_MAX):
+                fits_int64(int(dec))):
             return int(dec)  # written by big_int
         return dec
     return obj
@@ -102,7 +104,7 @@ def to_column(values: list) -> np.ndarray | list:
         # them floats)
         if bool not in types and (arr.dtype.kind == "i" or float in types):
             return arr.astype("<f8" if arr.dtype.kind == "f" else "<i8", copy=False)
-    if _scalar_kind(values) is None:
+    if column_kind(values) is None:
         return restore(values)
     return values
 
