@@ -98,7 +98,13 @@ class Store(abc.ABC):
 
     Subclasses implement the abstract methods; :meth:`search` has a portable
     default (a query matched in Python) that a backend with a query language
-    overrides.
+    overrides.  The methods fall into roles, one protocol each in
+    :mod:`dask_broker.stores.roles` (:class:`~.roles.RunReader`,
+    :class:`~.roles.DocumentWriter`, :class:`~.roles.RunSearch`,
+    :class:`~.roles.ResourceUpdates`, :class:`~.roles.StreamData`); the optional
+    ones a store announces in :attr:`capabilities`, and a read-only store
+    (:attr:`read_only`) refuses every write with
+    :class:`~dask_broker.errors.ReadOnlyCatalogError`.
     """
 
     #: URI scheme(s) this backend opens.
@@ -154,6 +160,53 @@ class Store(abc.ABC):
 
     def close(self) -> None:
         """Release connections.  The store may be used again (it re-opens)."""
+
+    # ------------------------------------------------------------ capabilities
+    @property
+    def read_only(self) -> bool:
+        """Whether writes are refused (with :class:`~dask_broker.errors.ReadOnlyCatalogError`).
+
+        False by default; SQLite, PostgreSQL and MongoDB stores opened with
+        ``read_only=True`` (or ``?mode=ro`` in the URI) say True.
+        """
+        return False
+
+    @property
+    def supports_resource_updates(self) -> bool:
+        """Whether :meth:`update_resource` and :meth:`resource_history` are implemented."""
+        return type(self).update_resource is not Store.update_resource
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What this store can do beyond reading runs: names from
+        :mod:`dask_broker.stores.roles` (``"write"``, ``"stream_data"``,
+        ``"resource_updates"``, ``"list_resources"``, ``"find_resources"``).
+
+        Callers ask here instead of catching ``NotImplementedError``.  The default
+        derives them from :attr:`read_only`, :attr:`supports_stream_data`,
+        :attr:`supports_resource_updates` and which optional methods the backend
+        overrides; a backend may override this property.
+
+        Examples
+        --------
+        >>> "resource_updates" in store.capabilities   # doctest: +SKIP
+        True
+        """
+        from . import roles
+
+        cls = type(self)
+        caps = set()
+        if not self.read_only:
+            caps.add(roles.WRITE)
+        if self.supports_stream_data:
+            caps.add(roles.STREAM_DATA)
+        if self.supports_resource_updates:
+            caps.add(roles.RESOURCE_UPDATES)
+        if cls.iter_resources is not Store.iter_resources:
+            caps.add(roles.LIST_RESOURCES)
+        if cls.find_resources is not Store.find_resources:
+            caps.add(roles.FIND_RESOURCES)
+        return frozenset(caps)
 
     # ------------------------------------------------------------------ writes
     @abc.abstractmethod

@@ -33,7 +33,14 @@ import event_model
 import numpy as np
 import pytest
 
-from ..errors import DuplicateUidError, RunAlreadyStoppedError, UnsupportedQueryError
+from ..errors import (
+    DuplicateUidError,
+    ReadOnlyCatalogError,
+    RunAlreadyStoppedError,
+    UnsupportedQueryError,
+)
+from ..stores import roles
+from ..stores.roles import FIND_RESOURCES, LIST_RESOURCES
 from .runs import DATA_KEYS, RunBuilder, value_of
 from .store_queries import QueryConformance
 from .store_text import TextSearchConformance
@@ -161,6 +168,56 @@ class StoreConformance(QueryConformance, TextSearchConformance):
         store.insert_descriptor(desc.descriptor_doc)
         return run, desc
 
+    def open_read_only(self, store):
+        """The same catalog opened read-only (``read_only=True``), or None where the
+        backend has no read-only mode (the read-only tests then skip).  Override for
+        a backend opened otherwise."""
+        options = {**dict(store.ref.options), "read_only": True}
+        try:
+            return type(store).open_existing(store.uri, **options)
+        except TypeError:  # no read_only keyword
+            return None
+
+    # ------------------------------------------------------------ capabilities
+    def test_capabilities_and_roles(self, store):
+        caps = store.capabilities
+        assert isinstance(caps, frozenset) and caps <= roles.CAPABILITIES
+        assert store.read_only is False and roles.WRITE in caps
+        assert (roles.STREAM_DATA in caps) == bool(store.supports_stream_data)
+        assert (roles.RESOURCE_UPDATES in caps) == bool(store.supports_resource_updates)
+        for role in (roles.RunReader, roles.DocumentWriter, roles.RunSearch):
+            assert isinstance(store, role), role.__name__
+        if store.supports_stream_data:
+            assert isinstance(store, roles.StreamData)
+
+    def test_read_only_refuses_writes(self, store):
+        run, desc = self._run_with_descriptor(store)
+        store.insert_event_page(run.page(desc, range(1, 4)))
+        ro = self.open_read_only(store)
+        if ro is None:
+            pytest.skip(f"{type(store).__name__} has no read-only mode")
+        try:
+            assert ro.read_only is True and roles.WRITE not in ro.capabilities
+            duid = desc.descriptor_doc["uid"]
+            assert ro.get_start(run.start["uid"]) == store.get_start(run.start["uid"])
+            assert ro.event_counts([duid]) == {duid: (3, 1, 3)}
+            other = _Run()
+            writes = [
+                lambda: ro.insert_start(other.start),
+                lambda: ro.insert_descriptor(run.descriptor().descriptor_doc),
+                lambda: ro.insert_event_page(run.page(desc, range(4, 6))),
+                lambda: ro.insert_stop(run.stop()),
+            ]
+            for write in writes:
+                with pytest.raises(ReadOnlyCatalogError):
+                    write()
+            assert ro.get_start(other.start["uid"]) is None
+            assert ro.event_counts([duid]) == {duid: (3, 1, 3)}
+            assert ro.get_stop(run.start["uid"]) is None
+            assert pickle.loads(pickle.dumps(ro)).read_only is True
+        finally:
+            ro.close()
+
     # ------------------------------------------------------------ empty
     def test_empty_store(self, store):
         assert list(store.iter_starts()) == []
@@ -235,10 +292,9 @@ class StoreConformance(QueryConformance, TextSearchConformance):
         elsewhere = other.resource("other.h5").resource_doc
         for r in (mine, theirs, elsewhere):
             store.insert_resource(r)
-        try:
-            found = store.find_resources(root=mine["root"], resource_path="shared.h5")
-        except NotImplementedError:
+        if FIND_RESOURCES not in store.capabilities:
             pytest.skip(f"{type(store).__name__} cannot search resources by path")
+        found = store.find_resources(root=mine["root"], resource_path="shared.h5")
         assert sorted(r["uid"] for r in found) == sorted([mine["uid"], theirs["uid"]])
         assert store.find_resources(root="/nowhere", resource_path="shared.h5") == []
 
@@ -250,10 +306,9 @@ class StoreConformance(QueryConformance, TextSearchConformance):
                 run.resource("c.h5").resource_doc]
         for r in docs:
             store.insert_resource(r)
-        try:
-            found = list(store.iter_resources())
-        except NotImplementedError:
+        if LIST_RESOURCES not in store.capabilities:
             pytest.skip(f"{type(store).__name__} cannot list all its resources")
+        found = list(store.iter_resources())
         assert found == docs
 
     def test_datum_pages_round_trip(self, store):
@@ -706,9 +761,7 @@ class StoreConformance(QueryConformance, TextSearchConformance):
     # skips these tests).
     @staticmethod
     def _skip_without_resource_updates(store):
-        from ..stores.base import Store
-
-        if type(store).update_resource is Store.update_resource:
+        if not store.supports_resource_updates:
             pytest.skip(f"{type(store).__name__} does not implement update_resource yet")
 
     def _stored_resources(self, store, n=2):

@@ -864,3 +864,32 @@ def test_resource_updates_in_databroker_v0_layout(any_store):
     assert [d["root"] for d in ar.resource.find({"uid": "dup"}).sort("_id", 1)] == [
         "/three", "/two"]
     assert any_store.get_resource("dup")["root"] == "/three"
+
+
+# ------------------------------------------------------------------ read-only mode
+def test_read_only_from_the_uri_and_kept_in_it():
+    from dask_broker.errors import ReadOnlyCatalogError
+    from dask_broker.stores.roles import WRITE
+
+    uri = mongomock_uri()
+    writer = MongoStore.from_uri(uri, mongo_client_class=SharedMongomockClient)
+    writer.insert_start({"uid": "r1", "time": 1.0})
+    store = MongoStore.from_uri(uri + "?mode=ro", mongo_client_class=SharedMongomockClient)
+    assert store.read_only and WRITE not in store.capabilities
+    assert store.uri == uri + "?mode=ro" and "mode" not in store._main.uri
+    assert store.get_start("r1")["uid"] == "r1"
+    for write in (lambda: store.insert_start({"uid": "r2", "time": 2.0}),
+                  lambda: store.create_indexes(),
+                  lambda: store.update_resource("x", {"root": "/"}, cmd="t", cmd_kwargs={})):
+        with pytest.raises(ReadOnlyCatalogError, match="read-only"):
+            write()
+    assert store.get_start("r2") is None
+    copy = pickle.loads(pickle.dumps(store))
+    assert copy.read_only and copy.uri == store.uri
+    assert MongoStore.from_uri(uri, read_only=True,
+                               mongo_client_class=SharedMongomockClient).uri == store.uri
+
+
+def test_unknown_mode_in_the_uri_is_refused():
+    with pytest.raises(StoreURIError, match="mode=ro"):
+        MongoStore.from_uri(mongomock_uri() + "?mode=rw")

@@ -41,6 +41,17 @@ class Connection:
     _main: MongoURI
     _assets: MongoURI | None
     _client_class: Any
+    _read_only: bool
+
+    def _check_writable(self) -> None:
+        """Refuse a write to a read-only store, before anything reaches the server."""
+        if self._read_only:
+            from ...errors import ReadOnlyCatalogError
+
+            raise ReadOnlyCatalogError(
+                f"the catalog {mask_uri(self.uri)} is read-only: it was opened read-only "  # type: ignore[attr-defined]
+                "(read_only=True or ?mode=ro in its URI); nothing was written (open it "
+                "without them to write)")
 
     def _db(self, target: MongoURI):
         return client_for(target, self._client_class)[target.database]

@@ -41,6 +41,7 @@ class Indexes:
         extra ones only while the collections are empty (building them on a large
         existing database can take long: run this method when convenient).
         """
+        self._check_writable()
         with self._errors():
             self._create_indexes(extra=extra)
 

@@ -73,9 +73,11 @@ from ...errors import StoreURIError
 from ..base import Store
 from .uri import (
     ASSET_PARAM,
+    MODE_PARAM,
     DEFAULT_SERVER_SELECTION_TIMEOUT_MS,
     mask_uri,
     parse_store_uri,
+    split_mode,
     with_timeout,
 )
 from .connection import Connection
@@ -110,6 +112,11 @@ class MongoStore(Connection, Indexes, Writes, Reads, Search, Store):
     mongo_client_class
         The client class (default ``pymongo.MongoClient``); tests pass a
         ``mongomock.MongoClient``.  Pickled by reference along with the URI.
+    read_only
+        Refuse every write (and index creation) with
+        :class:`~dask_broker.errors.ReadOnlyCatalogError`; also ``?mode=ro`` in the
+        URI, which :attr:`uri` then carries.  The server's own access control is
+        unchanged: use a read-only MongoDB user to enforce it there too.
 
     Examples
     --------
@@ -126,7 +133,9 @@ class MongoStore(Connection, Indexes, Writes, Reads, Search, Store):
         *,
         server_selection_timeout_ms: int | None = None,
         mongo_client_class: Any = None,
+        read_only: bool = False,
     ):
+        uri, ro_in_uri = split_mode(uri)
         main, embedded = parse_store_uri(uri)
         if asset_registry_uri is not None and embedded is not None:
             given = parse_store_uri(asset_registry_uri, "asset registry")[0]
@@ -155,6 +164,7 @@ class MongoStore(Connection, Indexes, Writes, Reads, Search, Store):
         self._main = main
         self._assets = assets
         self._client_class = mongo_client_class
+        self._read_only = bool(read_only) or ro_in_uri
         self._legacy_descriptors: bool | None = None
         self._mongodb: bool | None = None
         self._text_index: bool | None = None
@@ -175,7 +185,14 @@ class MongoStore(Connection, Indexes, Writes, Reads, Search, Store):
         if self._assets is not None:
             sep = "&" if "?" in uri else "?"
             uri += f"{sep}{ASSET_PARAM}={quote(self._assets.uri, safe='')}"
+        if self._read_only:
+            uri += ("&" if "?" in uri else "?") + f"{MODE_PARAM}=ro"
         return uri
+
+    @property
+    def read_only(self) -> bool:
+        """Whether writes are refused (``read_only=True`` or ``?mode=ro``)."""
+        return self._read_only
 
     @property
     def database_name(self) -> str:

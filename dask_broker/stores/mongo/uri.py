@@ -19,11 +19,13 @@ from ...redact import mask_uri
 __all__ = ["MongoURI", "parse_store_uri", "split_uri", "with_timeout", "mask_uri",
            "client_for", "drop_client", "close_clients", "indexed",
            "DEFAULT_SERVER_SELECTION_TIMEOUT_MS",
-           "ASSET_PARAM", "TIMEOUT_OPTION"]
+           "ASSET_PARAM", "MODE_PARAM", "TIMEOUT_OPTION", "split_mode"]
 
 #: How long an operation waits for an unreachable server before failing (ms).
 DEFAULT_SERVER_SELECTION_TIMEOUT_MS = 5000
 ASSET_PARAM = "asset_registry_uri"
+#: dask_broker's URI parameter for a read-only store (``mode=ro``), as for SQLite and PostgreSQL.
+MODE_PARAM = "mode"
 TIMEOUT_OPTION = "serverSelectionTimeoutMS"
 _SCHEMES = ("mongodb", "mongodb+srv")
 
@@ -116,6 +118,28 @@ def parse_store_uri(uri: str, what: str = "catalog") -> tuple[MongoURI, str | No
                 raise StoreURIError(
                     f"the {what} URI {shown!r} sets {key}={value!r}; give milliseconds") from None
     return MongoURI(client_uri, database, hosts, timeout_ms), asset_uri
+
+
+def split_mode(uri: Any) -> tuple[Any, bool]:
+    """``uri`` without dask_broker's ``mode=ro``, and whether it had it (read-only).
+
+    >>> split_mode("mongodb://h/db?mode=ro&w=1")
+    ('mongodb://h/db?w=1', True)
+    """
+    if not isinstance(uri, str) or "?" not in uri:
+        return uri, False
+    base, _, query = uri.partition("?")
+    kept, read_only = [], False
+    for item in query.replace(";", "&").split("&"):
+        key, _, value = item.partition("=")
+        if key == MODE_PARAM:
+            if unquote(value) != "ro":
+                raise StoreURIError(
+                    f"{mask_uri(uri)!r} sets {item!r}; the only mode is 'mode=ro' (read-only)")
+            read_only = True
+        elif item:
+            kept.append(item)
+    return base + ("?" + "&".join(kept) if kept else ""), read_only
 
 
 def with_timeout(uri: str, timeout_ms: int) -> str:

@@ -41,6 +41,7 @@ class Writes:
         record = to_bson(dict(doc))
         uid = record["uid"]
         with self._errors(assets):
+            self._check_writable()
             self._ensure_indexes()
             coll = (self._ar() if assets else self._mds())[coll_name]
             if coll.find_one({"uid": uid}, {"_id": 1}) is not None:
@@ -70,6 +71,7 @@ class Writes:
                 f"stop {uid!r}: run {run!r} already has a stop document; a run is stopped once")
 
         with self._errors():
+            self._check_writable()
             self._ensure_indexes()
             coll = self._mds().run_stop
             if coll.find_one({"uid": uid}, {"_id": 1}) is not None:
@@ -159,6 +161,7 @@ class Writes:
         from bson import ObjectId
         from pymongo.errors import BulkWriteError
 
+        self._check_writable()
         ids = [d[key] for d in docs]
         dup = first_repeat(ids)
         if dup is not None:
@@ -255,6 +258,7 @@ class Writes:
 
         changes = to_bson(check_resource_changes(resource_uid, changes))
         with self._errors(assets=True):
+            self._check_writable()
             self._ensure_indexes()
             coll = self._ar().resource
             stored = self._find_resource(resource_uid)
