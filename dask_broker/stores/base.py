@@ -462,6 +462,16 @@ class Store(abc.ABC):
     ) -> Iterator[EventPageColumns]:
         """Pages of events, each of one descriptor, in insertion order.
 
+        The order is a contract every store keeps (the conformance suite checks it):
+
+        - a descriptor's events come in the order they were stored, or sorted by
+          ``seq_num`` (MongoDB, whose index streams them so); the reader
+          (:mod:`dask_broker.table`) sorts by ``seq_num`` itself and relies on
+          nothing more, except:
+        - events of one descriptor that share a ``seq_num`` (legacy data) come in
+          the order they were stored, so that the reader, which keeps the last of
+          them, keeps the **last stored** one -- not the last by ``time``.
+
         Parameters
         ----------
         descriptor_uids

@@ -630,6 +630,30 @@ class StoreConformance(QueryConformance, TextSearchConformance):
         projected = _read_events(store, [duid], fields=["n"])
         assert [e["data"] for e in projected] == [{"n": e["data"]["n"]} for e in expected]
 
+    @pytest.mark.parametrize("seq_range", [None, (2, 4)])
+    def test_repeated_seq_num_in_stored_order(self, store, seq_range):
+        """Events sharing a (descriptor, seq_num) come in the order they were stored
+        (not by time), so the reader's "last one wins" keeps the last stored."""
+        run, desc = self._run_with_descriptor(store)
+        duid = desc.descriptor_doc["uid"]
+        first = run.page(desc, [2, 3])
+        later = run.page(desc, [1, 2])  # stored later, with a lower seq_min
+        last = run.page(desc, [3])
+        # times run backwards, so that "last by time" would pick the first stored
+        first["time"], later["time"], last["time"] = [300.0, 301.0], [200.0, 201.0], [100.0]
+        for page in (first, later, last):
+            store.insert_event_page(page)
+        seen: dict[int, list[str]] = {}
+        for page in store.iter_event_pages([duid], uids=True, seq_range=seq_range):
+            for seq, uid in zip(_column(page.seq_num), page.uid):
+                seen.setdefault(seq, []).append(uid)
+        expected = {1: [later["uid"][0]], 2: [first["uid"][0], later["uid"][1]],
+                    3: [first["uid"][1], last["uid"][0]]}
+        if seq_range is not None:
+            expected = {k: v for k, v in expected.items() if seq_range[0] <= k < seq_range[1]}
+        assert seen == expected
+        assert store.event_counts([duid]) == {duid: (5, 1, 3)}
+
     def test_singles_and_pages_interleaved_keep_order(self, store):
         """Single events, then a large page, then single events again: all in order."""
         run, desc = self._run_with_descriptor(store)

@@ -522,8 +522,8 @@ def test_caller_documents_are_not_modified(any_store):
 @pytest.mark.parametrize("target,max_events", [(1, 50_000), (10**9, 3)])
 def test_small_batches_and_duplicate_seq_nums(any_store, monkeypatch, target, max_events):
     """Pages follow the batch size; every stored event is read (repeats of a seq_num
-    included, sorted by time), also where the repeats straddle two pages; a table
-    keeps the last (by time) of each repeated seq_num."""
+    included, in stored order), also where the repeats straddle two pages; a table
+    keeps the last stored of each repeated seq_num."""
     monkeypatch.setattr(mongo_module, "TARGET_BATCH_BYTES", target)
     monkeypatch.setattr(mongo_module, "MAX_PAGE_EVENTS", max_events)
     run = _run()
@@ -545,7 +545,7 @@ def test_small_batches_and_duplicate_seq_nums(any_store, monkeypatch, target, ma
     got = _events(any_store, [d1uid])
     assert [e["seq_num"] for e in got] == [1, 2, 3, 3, 3, 4, 5, 5, 6, 7]
     threes = [e["uid"] for e in got if e["seq_num"] == 3]
-    assert threes[1:] == later["uid"][:2]  # repeats in time order
+    assert threes[1:] == later["uid"][:2]  # repeats in stored order
     assert [e["seq_num"] for e in _events(any_store, [d2uid])] == [1, 2, 3]
     assert [e["seq_num"] for e in _events(any_store, [d1uid], seq_range=(3, 6))] == [
         3, 3, 3, 4, 5, 5]

@@ -26,6 +26,21 @@ _EVENT_SORT = [("descriptor", 1), ("seq_num", 1), ("time", 1)]
 _MISSING = object()
 
 
+def _in_stored_order(docs: Iterable[Mapping]) -> Iterator[Mapping]:
+    """Events as the server sorts them (descriptor, seq_num, time), with the repeats of
+    a (descriptor, seq_num) put in the order they were stored (``_id``: ObjectIds
+    increase as they are made), so that the last stored comes last, as in every store.
+    Only a run of repeats is held back (the index keeps the server's sort)."""
+    group: list[Mapping] = []
+    for doc in docs:
+        if group and (doc["seq_num"] != group[-1]["seq_num"]
+                      or doc["descriptor"] != group[-1]["descriptor"]):
+            yield from (group if len(group) == 1 else sorted(group, key=lambda r: r["_id"]))
+            group = []
+        group.append(doc)
+    yield from (group if len(group) == 1 else sorted(group, key=lambda r: r["_id"]))
+
+
 class Reads:
     """The reads of a :class:`~dask_broker.stores.mongo.MongoStore` (a mixin)."""
 
@@ -248,7 +263,8 @@ class Reads:
                 return
             query["seq_num"] = {"$gte": lo, "$lt": hi}
         fields = None if fields is None else list(dict.fromkeys(fields))
-        projection: dict[str, int] = {"_id": 0, "descriptor": 1, "seq_num": 1, "time": 1}
+        # _id: the order events were stored in, which decides between repeats of a seq_num
+        projection: dict[str, int] = {"_id": 1, "descriptor": 1, "seq_num": 1, "time": 1}
         if uids:
             projection["uid"] = 1
         if fields is None or any("." in f or f.startswith("$") for f in fields):
@@ -296,7 +312,7 @@ class Reads:
         cursor = coll.find(query, projection, sort=_EVENT_SORT, batch_size=batch,
                            allow_disk_use=True)
         rows: list[Mapping] = []
-        for doc in cursor:
+        for doc in _in_stored_order(cursor):
             if rows and (len(rows) >= batch or rows[-1]["descriptor"] != doc["descriptor"]):
                 yield self._page(rows, fields, timestamps, uids, arrays)
                 rows = []

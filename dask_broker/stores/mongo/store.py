@@ -22,8 +22,9 @@ and the store's :attr:`~MongoStore.uri` then carries it as the query parameter
 Reading follows databroker: events of descriptors are one indexed query
 ``{descriptor: {$in: ...}, seq_num: {$gte: lo, $lt: hi}}`` that projects only the
 wanted fields, sorted by ``(descriptor, seq_num, time)`` and fetched in batches
-sized to a few MB (well under MongoDB's 16 MB reply limit); when a descriptor
-holds several events with one seq_num, the last (by time) wins.
+sized to a few MB (well under MongoDB's 16 MB reply limit).  Pages come sorted by
+seq_num; when a descriptor holds several events with one seq_num, they come in the
+order they were stored (``_id`` order), so the last stored wins, as in every store.
 
 suitcase-mongo and databroker have no collections for stream_resource and
 stream_datum (suitcase-mongo drops these documents), so dask_broker keeps them in

@@ -1,9 +1,13 @@
 """Reading event pages of a PostgreSQL catalog (one range query, one column query per batch).
 
-Pages come in ``(seq_min, id)`` order, a bounded batch of events at a time: the
-page rows of the batch, then the wanted fields' ``page_column`` rows, fetched in
-binary (``bytea`` as bytes, no hex).  Numeric columns decode without a copy
+Pages come in ``id`` order, a bounded batch of events at a time: the page rows of
+the batch, then the wanted fields' ``page_column`` rows, fetched in binary (``bytea`` as bytes, no hex).  Numeric columns decode without a copy
 (:func:`dask_broker.codec.decode_column`).
+
+``id`` order is the order a descriptor's events were stored (sealing keeps it: the
+merged page takes the first merged id), so that of events repeating a seq_num the
+last stored comes last, as :meth:`~dask_broker.stores.base.Store.iter_event_pages`
+promises.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ def read_pages(conn, descriptor_uids: Sequence[str], *, fields: Sequence[str] | 
                timestamps: bool, uids: bool, seq_range: tuple[int, int] | None = None,
                open_only: bool = False, where: str = "",
                batch_events: int = BATCH_EVENTS) -> Iterator[PageColumns]:
-    """The pages of these descriptors, in ``(seq_min, id)`` order (see the module)."""
+    """The pages of these descriptors, in ``id`` (stored) order (see the module)."""
     cond = ["descriptor = ANY(%s)"]
     params: list[Any] = [list(descriptor_uids)]
     if seq_range is not None:
@@ -57,7 +61,7 @@ def read_pages(conn, descriptor_uids: Sequence[str], *, fields: Sequence[str] | 
     if open_only:
         cond.append("NOT sealed")
     pages = conn.execute(
-        f"SELECT id, n FROM event_page WHERE {' AND '.join(cond)} ORDER BY seq_min, id",
+        f"SELECT id, n FROM event_page WHERE {' AND '.join(cond)} ORDER BY id",
         params).fetchall()
     meta_sql = "id, descriptor, seq_num, time" + (", uid" if uids else "")
     col_sql = "page_id, field, codec, data" + (", ts_codec, ts" if timestamps else "")
