@@ -10,6 +10,7 @@ Examples
 
 from __future__ import annotations
 
+from . import tunables  # registers dask_broker.yaml with dask.config
 from .broker import Broker
 from .config import list_configs
 from .databroker_api import ALL

@@ -4,10 +4,10 @@ A recipe is small and picklable -- the catalog URI, the run's descriptors and
 resource documents, the handler classes resolved on the client, the root_map.
 The task creates a :class:`~dask_broker.fill.FillContext` from it, looks the
 datum documents of its datum ids up in the store (opened from the URI on the
-worker), reads, and closes every handler before returning.  Only when the
-worker runs :class:`~dask_broker.handlers.HandlerCachePlugin` do handlers stay
-open across tasks, in that plugin's bounded per-process cache, which it closes
-at teardown.
+worker) and reads.  The handlers (open files) stay in the process's bounded
+shared cache (:func:`~dask_broker.handlers.cache.shared_handler_cache`, sized
+by the dask config ``dask_broker.max-open-files``) for the next task, and are
+closed at the worker's teardown (or at exit).
 """
 
 from __future__ import annotations
@@ -21,29 +21,20 @@ import pandas as pd
 from .errors import HandlerNotFoundError
 from .file_retry import resolve_retry_intervals
 from .fill import FillContext
-from .handlers.cache import shared_handler_cache
+from .handlers.cache import process_handler_cache
 from .handlers.registry import HandlerRegistry
 from .stores import StoreRef
 
 __all__ = ["FillRecipe", "RunFillContext", "DEFAULT_TASK_MAX_OPEN"]
 
-#: Most handlers (open files) one task keeps alive at once.
+#: Former bound on the handlers of one task; tasks now share the process's cache, whose
+#: bound is the dask config ``dask_broker.max-open-files`` (kept for compatibility).
 DEFAULT_TASK_MAX_OPEN = 16
 
 
 def _worker_shared_cache():
-    """The worker's shared handler cache, if the HandlerCachePlugin runs on this worker."""
-    try:
-        from distributed import get_worker
-
-        worker = get_worker()
-    except (ImportError, ValueError):
-        return None
-    from .handlers.plugin import HandlerCachePlugin
-
-    if HandlerCachePlugin.name in getattr(worker, "plugins", {}):
-        return shared_handler_cache()
-    return None
+    """The process's shared handler cache (on a Dask worker: closed at its teardown)."""
+    return process_handler_cache()
 
 
 @dataclass(frozen=True)
@@ -96,7 +87,7 @@ class FillRecipe:
                 self.root_map, self.max_open)
 
     def context(self) -> FillContext:
-        """A FillContext over this recipe (the worker's shared cache if its plugin runs)."""
+        """A FillContext over this recipe, keeping its handlers in the process's shared cache."""
         store = self.store.open()
         resources = {r["uid"]: r for r in self.resources}
 
@@ -165,7 +156,7 @@ class RunFillContext(FillContext):
         others = [c for c in wanted if c not in streamed]
         if not isinstance(df, dd.DataFrame):
             out = super().fill_table(df, others) if (others or fields is None) else df
-            return _fill_stream_columns(out, self.stream_fill, stream_cols)
+            return _fill_stream_columns(out, self.stream_fill, stream_cols, self._cache)
         external = set(self.external_fields) - streamed
         columns = [c for c in others if c in external]
         return df.map_partitions(_fill_partition, self.recipe, columns, self.stream_fill,
@@ -174,12 +165,13 @@ class RunFillContext(FillContext):
                                  token=f"fill-{'-'.join(columns + stream_cols)}")
 
 
-def _fill_stream_columns(df: pd.DataFrame, stream_fill, columns: list[str]) -> pd.DataFrame:
+def _fill_stream_columns(df: pd.DataFrame, stream_fill, columns: list[str],
+                         cache=None) -> pd.DataFrame:
     if not columns or df.empty:
         return df
     out = df.copy(deep=False)
     for col in columns:
-        values = stream_fill.read_references(col, df[col].tolist())
+        values = stream_fill.read_references(col, df[col].tolist(), cache)
         out[col] = pd.Series(values, index=df.index)
     return out
 

@@ -7,9 +7,8 @@ In a task, the rows asked for are grouped into runs of consecutive indices of
 one resource, and each run is one bulk ``reader.read`` -- so a partition reads
 one slice per resource, whatever its number of rows.
 
-Readers (open files) live in a bounded cache: the worker's shared cache when
-:class:`~dask_broker.handlers.HandlerCachePlugin` runs there, else one per call,
-closed before the call returns.
+Readers (open files) live in the process's bounded shared cache
+(:func:`~dask_broker.handlers.cache.shared_handler_cache`), as handlers do.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ import numpy as np
 
 from .errors import HandlerError, ReaderNotFoundError
 from .file_retry import resolve_retry_intervals, retry_missing_file
-from .handlers.cache import HandlerCache
+from .handlers.cache import HandlerCache, process_handler_cache
 from .readers import normalize_stream_resource, remap_uri, uri_to_path
 from .stream_data import StreamLayout
 
@@ -109,18 +108,8 @@ class StreamFill:
 
     # ---------------------------------------------------------------- reading
     @contextlib.contextmanager
-    def _cache(self) -> Iterator[HandlerCache]:
-        from .fill_recipe import _worker_shared_cache
-
-        shared = _worker_shared_cache()
-        if shared is not None:
-            yield shared
-            return
-        cache = HandlerCache(self.max_open)
-        try:
-            yield cache
-        finally:
-            cache.close_all()
+    def _cache(self, cache: HandlerCache | None = None) -> Iterator[HandlerCache]:
+        yield process_handler_cache() if cache is None else cache
 
     def _reader_class(self, mimetype: str):
         classes = dict(self.readers)
@@ -129,7 +118,8 @@ class StreamFill:
                                       or f"no reader for mimetype {mimetype!r}")
         return classes[mimetype]
 
-    def read(self, key: str, seq: np.ndarray, *, stacked: bool = False) -> np.ndarray:
+    def read(self, key: str, seq: np.ndarray, *, stacked: bool = False,
+             cache: HandlerCache | None = None) -> np.ndarray:
         """Values of ``key`` at these seq_nums.
 
         ``stacked=False``: a 1-d array, one cell per row (a frame, or a scalar;
@@ -139,13 +129,14 @@ class StreamFill:
         seq = np.asarray(seq, dtype="i8")
         resource, index = self.layout.blocks(key).locate(seq)
         try:
-            return self._read_located(key, resource, index, stacked)
+            return self._read_located(key, resource, index, stacked, cache)
         except _Uncovered as err:
             missing = seq[resource < 0][:5].tolist()
             raise HandlerError(f"data key {key!r}: no stream_datum covers seq_num(s) "
                                f"{missing} of this stream") from err
 
-    def read_references(self, key: str, references: Sequence[Any]) -> np.ndarray:
+    def read_references(self, key: str, references: Sequence[Any],
+                        cache: HandlerCache | None = None) -> np.ndarray:
         """Values of ``key`` for unfilled cells (``"<stream_resource uid>/<index>"``).
 
         Cells that are not references (None, NaN, already filled values) are kept.
@@ -162,18 +153,18 @@ class StreamFill:
                         f"data key {key!r}: {ref!r} is not a row of a stream_resource of this "
                         f"run (known: {sorted(position)})")
                 resource[i], index[i] = position[uid], int(k)
-        out = self._read_located(key, resource, index, stacked=False)
+        out = self._read_located(key, resource, index, False, cache)
         for i, ref in enumerate(references):
             if resource[i] < 0 and ref is not None:
                 out[i] = ref
         return out
 
     def _read_located(self, key: str, resource: np.ndarray, index: np.ndarray,
-                      stacked: bool) -> np.ndarray:
+                      stacked: bool, cache: HandlerCache | None = None) -> np.ndarray:
         shape = self.shape(key)
         runs = _runs(resource, index)
         blocks: list[tuple[int, int, np.ndarray]] = []  # (first row, last row + 1, values)
-        with self._cache() as cache:
+        with self._cache(cache) as cache:
             for first, last in runs:
                 r = int(resource[first])
                 if r < 0:

@@ -33,11 +33,13 @@ from .stores import StoreRef
 from .stores.base import EventPageColumns
 from .stream_data import StreamLayout, stream_keys
 from .timestruct import TimeStruct
+from .tunables import partition_bytes
 
 __all__ = ["PartitionSpec", "ColumnSpec", "TablePlan", "TableReader", "plan_table",
            "DEFAULT_PARTITION_BYTES"]
 
-#: Target in-memory size of one partition.
+#: Default target in-memory size of one partition (the dask config
+#: ``dask_broker.partition-bytes`` decides; see :mod:`dask_broker.tunables`).
 DEFAULT_PARTITION_BYTES = 32 * 2**20
 _ARRAY_GUESS_BYTES = 64  # per-event size assumed for array / object fields of unknown size
 _FRAME_GUESS_BYTES = 2**20  # per-event size assumed for a filled external field of unknown shape
@@ -241,7 +243,7 @@ def plan_table(event_source, header, stream_name: str = "primary",
             columns.append(ColumnSpec(f"ts_{key}", key, "const_ts", "f8", stamps))
             sizes += 8
     if chunk_size is None:
-        chunk_size = DEFAULT_PARTITION_BYTES // sizes
+        chunk_size = partition_bytes() // sizes
         chunk_size = max(1024, chunk_size // 1024 * 1024) if chunk_size >= 1024 else max(1, chunk_size)
     state = (tuple(sorted(counts.items())), stop["uid"] if stop else None)
     bounds_ = [(c[1], c[2]) for c in counts.values()]

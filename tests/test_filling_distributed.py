@@ -1,4 +1,4 @@
-"""Filling on a LocalCluster of worker processes: bounded open files, none left open, faults."""
+"""Filling on a LocalCluster of worker processes: bounded open files, closed at teardown, faults."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import threading
 import time
 
 import cloudpickle
+import dask
 import pytest
 
 from dask_broker import Broker
-from dask_broker.fill_recipe import DEFAULT_TASK_MAX_OPEN
+from dask_broker.handlers import close_shared_handlers
 from dask_broker.handlers.hdf5 import AreaDetectorHDF5Handler
 from dask_broker.handlers.plugin import HandlerCachePlugin
 from dask_broker.handlers.testing import make_external_run
@@ -81,12 +82,21 @@ def many_files(tmp_path_factory):
     return db, db[-1], ext, str(folder)
 
 
+#: The workers' bound on open files (dask config, handed to the worker processes).
+MAX_OPEN = 16
+
+
 @pytest.fixture(scope="module")
 def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=":0") as cluster, \
+    with dask.config.set({"dask_broker.max-open-files": MAX_OPEN}), \
+            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                     dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as c:
         yield c
+
+
+def _has_teardown(dask_worker) -> bool:
+    return HandlerCachePlugin.name in dask_worker.plugins
 
 
 def _expected_sum(ext) -> int:
@@ -114,9 +124,13 @@ def test_fill_on_workers_bounded_and_closed(many_files, client):
     total = sum(int(a.sum(dtype="u8")) for a in frames["img"])
     assert total == _expected_sum(ext)
     assert sampler.samples > 10
-    # each worker runs one task at a time, and a task keeps at most max_open handlers alive
-    assert max(sampler.max_per_pid.values()) <= DEFAULT_TASK_MAX_OPEN
-    # ... and closes them before returning: no worker holds a data file now
+    # each worker keeps at most dask_broker.max-open-files handlers alive (its process cache)
+    assert max(sampler.max_per_pid.values()) <= MAX_OPEN
+    # ... across tasks (changed on purpose: files stay open for the next task, as xarray's
+    # FILE_CACHE keeps them), and the worker's teardown will close them
+    assert all(open_data_files(pid, folder) <= MAX_OPEN for pid in pids)
+    assert all(client.run(_has_teardown).values())
+    client.run(close_shared_handlers)
     assert [open_data_files(pid, folder) for pid in pids] == [0, 0]
 
 
