@@ -46,7 +46,7 @@ from .header import Header
 from .stores import Store, open_store
 from .timestruct import TimeStruct
 from .fill import FillContext
-from .fill_recipe import FillRecipe
+from .fill.recipe import FillRecipe
 from .handlers import HandlerRegistry
 
 __version__ = "0.1.0"

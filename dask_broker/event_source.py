@@ -19,7 +19,7 @@ import pandas as pd
 from .codec import column_to_list
 from .errors import NoEventDescriptors, UnknownFieldError
 from .field_select import FieldSelection, constants
-from .fill_recipe import DEFAULT_TASK_MAX_OPEN, FillRecipe, RunFillContext
+from .fill.recipe import FillRecipe, RunFillContext
 from .handlers.registry import HandlerRegistry
 from .readers import ReaderRegistry
 from .resource_updates import (
@@ -95,11 +95,11 @@ class EventSource:
         """
         self.root_map = dict(root_map or {})
 
-    def fill_recipe(self, header: "Header", max_open: int | None = DEFAULT_TASK_MAX_OPEN,
+    def fill_recipe(self, header: "Header",
                     retry_intervals: Sequence[float] | None = None) -> FillRecipe:
         """The picklable recipe Dask tasks use to fill this run's external fields."""
         return FillRecipe.for_run(self.store, self.descriptors(header), self.resources(header),
-                                  self.registry, self.root_map, max_open, retry_intervals)
+                                  self.registry, self.root_map, retry_intervals)
 
     def fill_context(self, header: "Header", max_open: int | None = 64, *,
                      retry_intervals: Sequence[float] | None = None) -> RunFillContext:
@@ -127,7 +127,7 @@ class EventSource:
                          retry_intervals: Sequence[float] | None = None):
         """A StreamFill over every stream_resource of the run (None if it has none)."""
         from .stream_data import StreamLayout
-        from .stream_fill import StreamFill
+        from .fill.stream import StreamFill
 
         if not self.store.supports_stream_data:
             return None
@@ -418,14 +418,14 @@ class EventSource:
                              filler_factory=self._filler_factory(),
                              stream_fill=self._stream_fill_factory())
 
-    def _stream_fill_factory(self, max_open: int | None = DEFAULT_TASK_MAX_OPEN):
+    def _stream_fill_factory(self):
         """``(layout, descriptors) -> StreamFill``: how tasks read a stream's STREAM: keys."""
-        from .stream_fill import StreamFill
+        from .fill.stream import StreamFill
 
         def factory(layout, descriptors):
             resources = self.store.stream_resources(descriptors[0]["run_start"])
             return StreamFill.for_stream(layout, descriptors, resources, self.readers,
-                                         self.root_map, max_open)
+                                         self.root_map)
 
         return factory
 
