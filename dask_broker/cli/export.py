@@ -34,33 +34,41 @@ def _batches(n: int, size: int):
         yield range(i, min(n, i + size))
 
 
-def export_table(df, out: str | os.PathLike, fmt: str, *, progress: bool = True) -> int:
-    """Write the lazy table ``df`` to the single file ``out``, partition by partition.
+def export_table(table, out: str | os.PathLike, fmt: str, *, progress: bool = True) -> int:
+    """Write a stream's table to the single file ``out``, partition by partition.
 
-    Memory holds a few partitions at a time (computed in parallel); returns the
-    number of rows written.  The file appears complete or not at all.
+    ``table`` is a :class:`~dask_broker.read.ReadPlan` (its partitions are read by
+    the plan's partition reader, a few at a time on threads) or a lazy Dask
+    DataFrame.  Memory holds a few partitions at a time; returns the number of
+    rows written.  The file appears complete or not at all.
     """
-    import dask
     from tqdm.auto import tqdm
+
+    from ..read.plan import ReadPlan
 
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
     rows = 0
     writer = None
-    nparts = df.npartitions
+    if isinstance(table, ReadPlan):
+        read_batch, nparts, meta = _plan_batches(table), table.npartitions, table.meta()
+        if not table.has_rows:
+            nparts = 0
+    else:
+        read_batch, nparts, meta = _dask_batches(table), table.npartitions, table._meta
     try:
         with tqdm(total=nparts, unit="chunk", desc=f"exporting {out.name}",
                   disable=not progress) as bar:
             first = True
             for batch in _batches(nparts, max(1, os.cpu_count() or 1)):
-                parts = dask.compute(*[df.partitions[i] for i in batch])
+                parts = read_batch(batch)
                 for part in parts:
                     writer = _write(part, partial, fmt, writer, first)
                     first = False
                     rows += len(part)
                     bar.update(1)
             if first:  # no partition: write the empty table
-                writer = _write(df._meta, partial, fmt, writer, True)
+                writer = _write(meta, partial, fmt, writer, True)
         if writer is not None:
             writer.close()
             writer = None
@@ -71,6 +79,24 @@ def export_table(df, out: str | os.PathLike, fmt: str, *, progress: bool = True)
         if partial.exists():
             partial.unlink()
     return rows
+
+
+def _plan_batches(plan):
+    from concurrent.futures import ThreadPoolExecutor
+
+    reader = plan.reader()
+
+    def read(batch: range) -> list:
+        with ThreadPoolExecutor(max_workers=len(batch)) as pool:
+            return list(pool.map(reader, [plan.specs[i] for i in batch]))
+
+    return read
+
+
+def _dask_batches(df):
+    import dask
+
+    return lambda batch: dask.compute(*[df.partitions[i] for i in batch])
 
 
 def _write(part, path: Path, fmt: str, writer, first: bool):
@@ -107,9 +133,9 @@ def _run(args: argparse.Namespace) -> int:
     db = open_catalog(args.catalog, read_only=True)
     h = get_run(db, args.run)
     fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else None
-    df = h.table(args.stream, fields=fields, timestamps=args.timestamps)
-    rows = export_table(df, out, fmt, progress=not args.no_progress)
-    print(f"wrote {rows} row(s) x {len(df.columns)} column(s) of stream {args.stream!r} of run "
+    plan = h.event_source.plan(h, args.stream, fields=fields, timestamps=args.timestamps)
+    rows = export_table(plan, out, fmt, progress=not args.no_progress)
+    print(f"wrote {rows} row(s) x {len(plan.columns)} column(s) of stream {args.stream!r} of run "
           f"{h.uid[:8]} (scan_id {h.start.get('scan_id', '-')}) to {out} ({fmt})")
     return 0
 

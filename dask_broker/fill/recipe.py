@@ -88,9 +88,10 @@ class FillRecipe:
                 tuple((spec, f"{cls.__module__}.{cls.__qualname__}") for spec, cls in self.handlers),
                 self.root_map)
 
-    def reader(self, cache: HandlerCache | None = None) -> DatumReader:
+    def reader(self, cache: HandlerCache | None = None, *, retry: bool = True) -> DatumReader:
         """The fill path in this process: datum looked up in the store, handlers in ``cache``
-        (default: the process's shared cache)."""
+        (default: the process's shared cache); ``retry=False``: a missing file is not
+        waited for (planning)."""
         store = self.store.open()
         resources = {r["uid"]: r for r in self.resources}
 
@@ -100,7 +101,7 @@ class FillRecipe:
         return DatumReader(store.datum, resource, _Handlers(self.handlers, self.missing),
                            root_map=dict(self.root_map),
                            cache=process_handler_cache() if cache is None else cache,
-                           retry_intervals=self.retry_intervals)
+                           retry_intervals=self.retry_intervals if retry else ())
 
     def context(self) -> FillContext:
         """A FillContext over this recipe, keeping its handlers in the process's shared cache."""
