@@ -297,7 +297,7 @@ class EventSource:
             them before returning.  Columns not selected are not filled.
         chunk_size
             Events per partition, or a byte size (``"64MiB"``); by default the dask
-            config ``dask_broker.partition-bytes`` (32 MiB).
+            config ``dask_broker.partition-bytes`` (128 MiB).
 
         Returns
         -------

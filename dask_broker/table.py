@@ -18,7 +18,7 @@ __all__ = ["PartitionSpec", "ColumnSpec", "TablePlan", "TableReader", "plan_tabl
 
 #: Default target in-memory size of one partition (the dask config
 #: ``dask_broker.partition-bytes`` decides; see :mod:`dask_broker.tunables`).
-DEFAULT_PARTITION_BYTES = 32 * 2**20
+DEFAULT_PARTITION_BYTES = 128 * 2**20
 
 TablePlan = ReadPlan
 TableReader = PartitionReader

@@ -8,7 +8,7 @@ The defaults live in ``dask_broker/dask_broker.yaml`` and are registered with
 >>> with dask.config.set({"dask_broker.partition-bytes": "64MiB"}):
 ...     partition_bytes()
 67108864
->>> partition_bytes() == 32 * 2**20
+>>> partition_bytes() == 128 * 2**20
 True
 >>> max_open_files()
 128

@@ -14,10 +14,10 @@ from dask_broker.handlers.testing import make_external_run
 
 
 def test_defaults_are_registered_with_dask_config():
-    assert dask.config.get("dask_broker.partition-bytes") == "32MiB"
+    assert dask.config.get("dask_broker.partition-bytes") == "128MiB"
     assert dask.config.get("dask_broker.max-open-files") == 128
     assert dask.config.get("dask_broker.fill-retry-intervals") is not None
-    assert tunables.partition_bytes() == 32 * 2**20
+    assert tunables.partition_bytes() == 128 * 2**20
     assert tunables.max_open_files() == 128
 
 

@@ -169,29 +169,44 @@ class PartitionReader:
         """Copy pages, as they stream in, into preallocated columns; sort by seq_num.
 
         ``capacity`` is the expected number of events (the columns grow if there
-        are more: repeated seq_nums across descriptors).  Each page is released
-        once copied, so memory is one chunk plus one page.
+        are more: repeated seq_nums across descriptors).  Columns of one dtype are
+        rows of one 2-d block (one allocation, which the kernel backs with huge
+        pages when it is large; each column a contiguous view).  Each page is
+        released once copied, so memory is one chunk plus one page.
         """
         if capacity is None:
             pages = list(pages)
             capacity = sum(len(p) for p in pages)
         dtypes = {c.name: "f8" if c.kind in _TIME_KINDS else
                   "object" if c.dtype == "string" else c.dtype for c in cols}
-        seq = np.empty(capacity, dtype="i8")
-        source_of = np.empty(capacity, dtype="i4")  # which descriptor each row comes from
+        blocks = _Blocks(dtypes, capacity)
+        out = blocks.columns
+        source_of = None  # which descriptor each row comes from (when there are several)
         descriptors: dict[str, int] = {}
-        out = {name: np.empty(capacity, dtype=dt) for name, dt in dtypes.items()}
         pos = 0
+        ordered = True  # rows so far strictly increasing in seq_num
+        last = None
         for page in pages:
             k = len(page)
-            if pos + k > len(seq):
-                size = max(2 * len(seq), pos + k)
-                seq = _grown(seq, size, pos)
-                source_of = _grown(source_of, size, pos)
-                out = {name: _grown(v, size, pos) for name, v in out.items()}
+            if k == 0:
+                continue
+            if pos + k > blocks.capacity:
+                blocks.grow(max(2 * blocks.capacity, pos + k), pos)
+                out = blocks.columns
+                if source_of is not None:
+                    source_of = _grown(source_of, blocks.capacity, pos)
             sl = slice(pos, pos + k)
-            seq[sl] = page.seq_num
-            source_of[sl] = descriptors.setdefault(page.descriptor, len(descriptors))
+            page_seq = page.seq_num
+            blocks.seq[sl] = page_seq
+            index = descriptors.setdefault(page.descriptor, len(descriptors))
+            if index and source_of is None:
+                source_of = np.zeros(blocks.capacity, dtype="i4")
+            if source_of is not None:
+                source_of[sl] = index
+            if ordered:
+                ordered = (last is None or int(page_seq[0]) > last) and (
+                    k == 1 or bool((page_seq[1:] > page_seq[:-1]).all()))
+                last = int(page_seq[-1])
             for c in cols:
                 if c.kind == "time":
                     out[c.name][sl] = page.time
@@ -209,12 +224,14 @@ class PartitionReader:
                         "docs() to see the stored values") from None
             pos += k
         n = pos
-        seq = seq[:n]
+        seq = blocks.seq[:n]
         out = {name: v[:n] for name, v in out.items()}
-        order = _row_order(seq, source_of[:n])
-        if order is not None:
-            seq = seq[order]
-            out = {k: v[order] for k, v in out.items()}
+        if not ordered:
+            source = source_of[:n] if source_of is not None else np.zeros(n, dtype="i4")
+            order = _row_order(seq, source)
+            if order is not None:
+                seq = seq[order]
+                out = {k: v[order] for k, v in out.items()}
         return seq, out
 
     def _with_stream_rows(self, seq: np.ndarray, values: dict[str, np.ndarray],
@@ -293,6 +310,38 @@ class PartitionReader:
         for i, v in enumerate(self.stream_fill.read(key, seq)):
             out[i] = missing if v is None or (np.ndim(v) == 0 and v != v) else v
         return out
+
+
+class _Blocks:
+    """Preallocated output columns: those of one dtype are rows of one 2-d block."""
+
+    def __init__(self, dtypes: Mapping[str, str], capacity: int):
+        self.dtypes = dict(dtypes)
+        self.capacity = capacity
+        self._allocate(capacity)
+
+    def _allocate(self, capacity: int) -> None:
+        by_dtype: dict[str, list[str]] = {}
+        for name, dtype in self.dtypes.items():
+            by_dtype.setdefault(dtype, []).append(name)
+        # seq_num shares the block of the i8 columns
+        ints = by_dtype.setdefault("i8", [])
+        block = np.empty((len(ints) + 1, capacity), dtype="i8")
+        self.seq = block[0]
+        self.columns = {name: block[i + 1] for i, name in enumerate(ints)}
+        for dtype, names in by_dtype.items():
+            if dtype == "i8":
+                continue
+            block = np.empty((len(names), capacity), dtype=dtype)
+            self.columns.update((name, block[i]) for i, name in enumerate(names))
+
+    def grow(self, capacity: int, used: int) -> None:
+        seq, columns = self.seq, self.columns
+        self.capacity = capacity
+        self._allocate(capacity)
+        self.seq[:used] = seq[:used]
+        for name, values in columns.items():
+            self.columns[name][:used] = values[:used]
 
 
 def _fill_constant(target: np.ndarray, sl: slice, values: Mapping[str, Any], descriptor: str,
