@@ -26,13 +26,19 @@ from .common import Result, measure
 FRAME = (256, 256)
 
 
-def write_run(db: Broker, folder: Path, num_frames: int, frames_per_file: int) -> list[str]:
+def write_run(db: Broker, folder: Path, num_frames: int, frames_per_file: int,
+              dtype_numpy: bool = False) -> list[str]:
+    """Frames in AD_HDF5 files; the descriptor gives no ``dtype_numpy`` (as many area
+    detectors' descriptors), unless asked."""
     rng = np.random.default_rng(0)
     bundle = event_model.compose_run(metadata={"plan_name": "count", "scan_id": 1})
     db.insert("start", bundle.start_doc)
+    img = {"source": "SIM:cam", "dtype": "array", "shape": [1, *FRAME],
+           "external": "FILESTORE:"}
+    if dtype_numpy:
+        img["dtype_numpy"] = "<u2"
     desc = bundle.compose_descriptor(name="primary", data_keys={
-        "img": {"source": "SIM:cam", "dtype": "array", "shape": list(FRAME),
-                "dtype_numpy": "<u2", "external": "FILESTORE:"},
+        "img": img,
         "exposure": {"source": "SIM:exp", "dtype": "number", "shape": []}})
     db.insert("descriptor", desc.descriptor_doc)
     files, seq = [], 0

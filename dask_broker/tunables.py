@@ -18,6 +18,8 @@ Keys:
 ``dask_broker.partition-bytes``
     Target in-memory size of one partition (table, table_chunks, to_xarray chunk);
     an int or a string that :func:`dask.utils.parse_bytes` reads (``"64MiB"``).
+``dask_broker.frame-partition-bytes``
+    The same for partitions holding filled frames (``table(fill=True)``, ``to_xarray``).
 ``dask_broker.max-open-files``
     Most handlers / stream readers each process keeps open (``null``: unbounded);
     see :func:`~dask_broker.handlers.cache.shared_handler_cache`.
@@ -36,10 +38,12 @@ from dask.utils import parse_bytes
 
 from .errors import InvalidArgumentError
 
-__all__ = ["PARTITION_BYTES", "MAX_OPEN_FILES", "RETRY_INTERVALS", "partition_bytes",
-           "max_open_files", "parse_size", "defaults"]
+__all__ = ["PARTITION_BYTES", "FRAME_PARTITION_BYTES", "MAX_OPEN_FILES", "RETRY_INTERVALS",
+           "partition_bytes", "frame_partition_bytes", "max_open_files", "parse_size",
+           "defaults"]
 
 PARTITION_BYTES = "dask_broker.partition-bytes"
+FRAME_PARTITION_BYTES = "dask_broker.frame-partition-bytes"
 MAX_OPEN_FILES = "dask_broker.max-open-files"
 RETRY_INTERVALS = "dask_broker.fill-retry-intervals"
 
@@ -83,6 +87,13 @@ def partition_bytes() -> int:
     """The configured target size of one partition, in bytes."""
     return parse_size(dask.config.get(PARTITION_BYTES, default=_default(PARTITION_BYTES)),
                       f"the dask config {PARTITION_BYTES!r}")
+
+
+def frame_partition_bytes() -> int:
+    """The configured target size of a partition of filled frames, in bytes."""
+    return parse_size(dask.config.get(FRAME_PARTITION_BYTES,
+                                      default=_default(FRAME_PARTITION_BYTES)),
+                      f"the dask config {FRAME_PARTITION_BYTES!r}")
 
 
 def max_open_files() -> int | None:

@@ -80,10 +80,14 @@ def test_plan_is_small_picklable_and_sized_from_the_file(run):
 def test_partitions_sized_by_known_frame_bytes(run):
     db, h, ext = run
     frame = 1 * 4 * 5 * 2
-    with dask.config.set({"dask_broker.partition-bytes": 3 * (frame + 16)}):
+    with dask.config.set({"dask_broker.frame-partition-bytes": 3 * (frame + 16),
+                          "dask_broker.partition-bytes": 5 * 16}):
         plan = h.event_source.plan(h, fields=["img"], fill=True)
         assert plan.chunk_size == 3 and plan.npartitions == 4
         ds = h.to_xarray(fields=["img"])
+        # without frames (unfilled, or scalars only): dask_broker.partition-bytes
+        assert h.event_source.plan(h, fields=["img"]).chunk_size == 1
+        assert h.event_source.plan(h, fields=["motor"], fill=True).chunk_size == 3
     assert ds["img"].data.chunks[0] == (3, 3, 3, 3)
     assert h.event_source.plan(h, fields=["img"], fill=True,
                                chunk_size=f"{6 * (frame + 16)}B").chunk_size == 6
@@ -110,3 +114,56 @@ def test_xarray_blocks_come_straight_from_the_reader(run):
     np.testing.assert_array_equal(ds["img"][[0, 6, 11]].values,
                                   np.stack(table["img"].to_list())[[0, 6, 11]])
     np.testing.assert_array_equal(ds["motor"].values, table["motor"].to_numpy())
+
+
+def test_values_of_filled_frames_read_straight_into_one_array(run, monkeypatch):
+    """np.asarray / .values of to_xarray's frames: every partition read into the result,
+    no chunk computed and concatenated; any other operation is plain dask."""
+    import dask.array as da
+
+    from dask_broker.read.xarray import FramesArray
+
+    db, h, ext = run
+    ds = h.to_xarray(fields=["img"], chunk_size=5)
+    data = ds["img"].data
+    assert isinstance(data, FramesArray)
+    expected = data.compute(scheduler="sync")
+    monkeypatch.setattr(da.Array, "compute", lambda *a, **k: pytest.fail("computed"))
+    with dask.config.set(scheduler="threads"):
+        values = ds["img"].values
+    np.testing.assert_array_equal(values, expected)
+    assert values.dtype == np.uint16 and values.flags.c_contiguous
+    monkeypatch.undo()
+    assert type(ds["img"][2:4].data) is da.Array and type((ds["img"] + 1).data) is da.Array
+    assert type(pickle.loads(pickle.dumps(data))) is da.Array
+    np.testing.assert_array_equal(ds["img"][2:4].values, expected[2:4])
+    np.testing.assert_array_equal(np.asarray(data, dtype="f8"), expected.astype("f8"))
+
+
+def test_frames_partitions_use_frame_partition_bytes(run):
+    db, h, ext = run
+    with dask.config.set({"dask_broker.frame-partition-bytes": "56B"}):  # one frame + 16
+        assert h.table(fill=True, fields=["img"]).npartitions == 12
+        assert h.table(fill=True, fields=["motor"]).npartitions == 1
+        assert h.table(fields=["img"]).npartitions == 1
+
+
+def test_table_cells_are_views_of_one_block_per_partition(run):
+    db, h, ext = run
+    part = h.table(fill=True, fields=["img"], chunk_size=6).partitions[0].compute()
+    cells = part["img"].to_list()
+    assert all(c.shape == (1, 4, 5) for c in cells)
+    assert len({id(c.base) for c in cells}) == 1  # rows of one block
+
+
+def test_sqlite_datum_kwargs_decoded_in_bulk(run):
+    db, h, ext = run
+    ids = [e["data"]["img"] for e in ext.events]
+    got = db.store.datum(ids)
+    assert {i: d["datum_kwargs"] for i, d in got.items()} == \
+        {i: ext.datum[i]["datum_kwargs"] for i in ids}
+    from dask_broker.errors import CatalogCorruptError
+
+    assert db.store._loads_many(['{"a": 1}', "[2]", "null"]) == [{"a": 1}, [2], None]
+    with pytest.raises(CatalogCorruptError, match="not JSON"):
+        db.store._loads_many(['{"a": 1}', "{"])

@@ -133,6 +133,25 @@ class StreamFill:
             raise HandlerError(f"data key {key!r}: no stream_datum covers seq_num(s) "
                                f"{missing} of this stream") from err
 
+    def read_into(self, key: str, seq: np.ndarray, out: np.ndarray,
+                  cache: HandlerCache | None = None) -> np.ndarray:
+        """Values of ``key`` at these seq_nums written into ``out`` (``(rows, *row_shape)``;
+        every row must be covered): each run of rows of a file is read straight into its
+        rows of ``out`` where the reader can (HDF5)."""
+        seq = np.asarray(seq, dtype="i8")
+        resource, index = self.layout.blocks(key).locate(seq)
+        if len(seq) and not np.all(resource >= 0):
+            missing = seq[resource < 0][:5].tolist()
+            raise HandlerError(f"data key {key!r}: no stream_datum covers seq_num(s) "
+                               f"{missing} of this stream")
+        shape = self.shape(key)
+        with self._cache(cache) as cache_:
+            for first, last in _runs(resource, index):
+                i0 = int(index[first])
+                self._read_rows(cache_, int(resource[first]), i0, i0 + last - first, shape,
+                                key, out[first:last])
+        return out
+
     def read_references(self, key: str, references: Sequence[Any],
                         cache: HandlerCache | None = None) -> np.ndarray:
         """Values of ``key`` for unfilled cells (``"<stream_resource uid>/<index>"``).
@@ -191,7 +210,7 @@ class StreamFill:
         return out
 
     def _read_rows(self, cache: HandlerCache, position: int, start: int, stop: int,
-                   shape: KeyShape, key: str) -> np.ndarray:
+                   shape: KeyShape, key: str, out: np.ndarray | None = None) -> np.ndarray:
         src = self.sources[position]
         cls = self._reader_class(src.mimetype)
         cache_key = (src.uid, src.path, src.mimetype, cls)
@@ -204,17 +223,32 @@ class StreamFill:
                 ndim = len(chunks) if isinstance(chunks, (list, tuple)) and chunks else \
                     len(reader.describe()[0])
                 per_row = _entries_per_row(ndim, shape.shape, params, src, key)
+                if out is not None and hasattr(reader, "read_into"):
+                    return reader.read_into(start * per_row, stop * per_row, out), per_row
                 return np.asarray(reader.read(start * per_row, stop * per_row)), per_row
 
+        def misfit(found: Any, per_row: Any) -> HandlerError:
+            return HandlerError(
+                f"data key {key!r}: rows {start}..{stop - 1} of stream_resource {src.uid!r} "
+                f"({src.path}) have shape {found} x {per_row} per row, which does "
+                f"not fit the descriptor's shape {list(shape.shape)}")
+
         # A file on a shared file system may appear after its stream_datum: try again.
-        values, per_row = retry_missing_file(attempt, self.retry_intervals)
         try:
+            values, per_row = retry_missing_file(attempt, self.retry_intervals)
+        except ValueError:
+            if out is None:
+                raise
+            raise misfit("another", "entries") from None
+        if values is out:
+            return out
+        try:
+            if out is not None:
+                out[...] = values.reshape(out.shape)
+                return out
             return values.reshape((stop - start, *shape.row_shape))
         except ValueError:
-            raise HandlerError(
-                f"data key {key!r}: rows {start}..{stop - 1} of stream_resource {src.uid!r} "
-                f"({src.path}) have shape {values.shape[1:]} x {per_row} per row, which does "
-                f"not fit the descriptor's shape {list(shape.shape)}") from None
+            raise misfit(values.shape[1:], per_row) from None
 
 
 class _Uncovered(Exception):

@@ -149,9 +149,32 @@ class PartitionReader:
         filled = [c for c in cols if c.kind == "data" and c.field in self.external]
         if fill and filled and len(seq):
             reader = self.recipe.reader()
+            frames = dict(self.frames)
             for c in filled:
-                values[c.name] = self.recipe.fill_column(values[c.name], reader=reader)
+                values[c.name] = self._filled_cells(values[c.name], frames.get(c.field), reader)
         return seq, values
+
+    def _filled_cells(self, column: np.ndarray, frame: FrameSpec | None, reader) -> np.ndarray:
+        """An object column of datum ids with each id replaced by its data.
+
+        With the shape of the handler's values known (read from the first file when
+        planning), the partition's frames are read straight into one block (one
+        allocation) and each cell is a view of its row; otherwise each cell is what
+        the handler's ``read_many`` gives.
+        """
+        if frame is None or frame.source != "resource" or not frame.shape:
+            return self.recipe.fill_column(column, reader=reader)
+        present = np.fromiter((isinstance(v, str) for v in column), dtype=bool,
+                              count=len(column))
+        rows = np.flatnonzero(present)
+        if not len(rows):
+            return column
+        block = reader.read_into(column[rows].tolist(),
+                                 np.empty((len(rows), *frame.shape), dtype=frame.dtype))
+        out = column.copy()
+        for row, value in zip(rows.tolist(), block, strict=True):
+            out[row] = value  # element-wise: a view of the block's row
+        return out
 
     def _event_columns(self, spec: PartitionSpec, cols: list[ColumnSpec]
                        ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -252,26 +275,30 @@ class PartitionReader:
 
     # ------------------------------------------------------------ numpy blocks
     def read_block(self, spec: PartitionSpec, name: str, positions: np.ndarray | None,
-                   frame_shape: tuple[int, ...], dtype: np.dtype, missing: Any) -> np.ndarray:
+                   frame_shape: tuple[int, ...], dtype: np.dtype, missing: Any,
+                   out: np.ndarray | None = None) -> np.ndarray:
         """One column of a partition as a numpy block ``(rows, *frame_shape)``.
 
         ``positions``: the rows wanted, counted from the partition's first row
-        (None: all).  Filled frames are read straight into the block, and only
-        for the rows wanted.
+        (None: all).  Filled frames are read straight into the block (``out``, if
+        given: e.g. a slice of the whole column), and only for the rows wanted.
         """
         col = self._by_name[name]
         if col.kind == "stream" and self.stream_fill is not None:
             seq = self._rows(spec)
             if positions is not None:
                 seq = seq[positions]
-            return self._stream_block(col.field, seq, frame_shape, dtype, missing)
+            return self._stream_block(col.field, seq, frame_shape, dtype, missing, out)
         fill = col.field in self.external
         # datum ids first; frames below, for the rows wanted only
         seq, values = self.read_columns(spec, [col], fill=False)
         column = values[col.name]
         if positions is not None:
             column = column[positions]
-        out = np.empty((len(column), *frame_shape), dtype=dtype)
+        if out is None:
+            out = np.empty((len(column), *frame_shape), dtype=dtype)
+        elif len(out) != len(column):
+            raise ValueError(f"out holds {len(out)} rows; the partition has {len(column)}")
         if fill:
             present = np.fromiter((isinstance(v, str) for v in column), dtype=bool,
                                   count=len(column))
@@ -302,11 +329,15 @@ class PartitionReader:
         return seq
 
     def _stream_block(self, key: str, seq: np.ndarray, frame_shape: tuple[int, ...],
-                      dtype: np.dtype, missing: Any) -> np.ndarray:
+                      dtype: np.dtype, missing: Any, out: np.ndarray | None = None
+                      ) -> np.ndarray:
         resource, _ = self.stream_fill.layout.blocks(key).locate(seq)
+        if out is None:
+            out = np.empty((len(seq), *frame_shape), dtype=dtype)
         if len(seq) and np.all(resource >= 0):
-            return np.asarray(self.stream_fill.read(key, seq, stacked=True), dtype=dtype)
-        out = np.empty((len(seq), *frame_shape), dtype=dtype)
+            if out.dtype == object and not frame_shape:  # shape not known yet: as read
+                return np.asarray(self.stream_fill.read(key, seq, stacked=True))
+            return self.stream_fill.read_into(key, seq, out)
         for i, v in enumerate(self.stream_fill.read(key, seq)):
             out[i] = missing if v is None or (np.ndim(v) == 0 and v != v) else v
         return out

@@ -27,7 +27,7 @@ from ..field_select import Constant, FieldSelection, constants
 from ..stores import StoreRef
 from ..stream_data import StreamLayout, stream_keys
 from ..timestruct import TimeStruct
-from ..tunables import parse_size, partition_bytes
+from ..tunables import frame_partition_bytes, parse_size, partition_bytes
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
@@ -363,7 +363,10 @@ def plan_read(source: Any, run: Any, stream_name: str = "primary", *,
             columns.append(ColumnSpec(f"ts_{key}", key, "const_ts", "f8", stamps))
             sizes += 8
     if chunk_size is None:
-        chunk_size = (target_bytes or partition_bytes()) // sizes
+        if target_bytes is None:
+            has_frames = any(f.shape or not f.known for f in frames.values())
+            target_bytes = frame_partition_bytes() if has_frames else partition_bytes()
+        chunk_size = target_bytes // sizes
         chunk_size = max(1024, chunk_size // 1024 * 1024) if chunk_size >= 1024 \
             else max(1, chunk_size)
     state = (tuple(sorted(counts.items())), stop["uid"] if stop else None)

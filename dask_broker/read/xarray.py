@@ -9,7 +9,9 @@ partitions, and because dask fuses slicing into ``from_array`` getters,
 ``ds["img"][10:12].values`` reads -- and fills -- just those two frames.
 
 The rows' times (the ``time`` coordinate) and merged configuration values are
-read on the client, through the same reader, one partition at a time.
+read on the client, through the same reader, one partition at a time.  Filled
+frames are a :class:`FramesArray`: ``.values`` in this process reads them
+straight into one array.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from ..timestruct import TimeStruct
 from .partition import PartitionReader
 from .plan import ColumnSpec, PartitionSpec, ReadPlan
 
-__all__ = ["ColumnArray", "SeqIndex", "build_dataset"]
+__all__ = ["ColumnArray", "FramesArray", "SeqIndex", "build_dataset"]
 
 _RAW_TIMES = TimeStruct(convert_times=False)
 
@@ -129,8 +131,8 @@ class ColumnArray:
             values = values[(slice(None), *rest)]
         return values[0] if scalar else values
 
-    def read(self, positions: np.ndarray) -> np.ndarray:
-        """The column's values at these row positions, as one block."""
+    def read(self, positions: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The column's values at these row positions, as one block (``out``, if given)."""
         if len(positions) == 0:
             return np.empty((0, *self.frame_shape), dtype=self.dtype)
         first, last = int(positions.min()), int(positions.max())
@@ -143,7 +145,56 @@ class ColumnArray:
         spec = PartitionSpec(self.spec.store, self.spec.descriptors, (lo, hi), self.spec.state,
                              len(positions) if local is None else None)
         return self.reader.read_block(spec, self.column.name, local, self.frame_shape,
-                                      self.dtype, self.missing)
+                                      self.dtype, self.missing, out)
+
+
+    def read_all(self, row_chunks: tuple[int, ...]) -> np.ndarray:
+        """Every row, read chunk by chunk straight into one array (no concatenation)."""
+        out = np.empty(self.shape, dtype=self.dtype)
+        start = 0
+        for size in row_chunks:
+            if size:
+                positions = np.arange(start, start + size)
+                self.read(positions, out=out[start:start + size])
+            start += size
+        return out
+
+
+class FramesArray(da.Array):
+    """A dask array of filled frames whose conversion to numpy reads straight into one array.
+
+    Exactly a dask array (slicing, reductions, ``compute`` build ordinary ones),
+    except that ``np.asarray`` -- what xarray's ``.values`` calls -- on the array
+    as ``to_xarray`` made it, with a scheduler of this process (threads, sync),
+    reads every partition straight into the result: one copy of the data, where
+    computing the chunks and concatenating them holds two.  With a distributed
+    Client it computes on the cluster, as any dask array.
+    """
+
+    def __array__(self, dtype=None, copy=None, **kwargs):
+        source = self.__dict__.get("_dask_broker_source")
+        if source is not None and not kwargs and copy is not False and _in_process_scheduler():
+            out = source.read_all(self.chunks[0])
+            return out if dtype is None else out.astype(dtype, copy=False)
+        return super().__array__(dtype=dtype, copy=copy, **kwargs)
+
+
+def _in_process_scheduler() -> bool:
+    import dask.base
+    import dask.local
+    import dask.threaded
+
+    try:
+        scheduler = dask.base.get_scheduler()
+    except Exception:  # noqa: BLE001 -- fall back to dask's own computation
+        return False
+    return scheduler in (dask.threaded.get, dask.local.get_sync, None)
+
+
+def _frames_array(data: da.Array, source: ColumnArray) -> FramesArray:
+    out = FramesArray(data.dask, data.name, data.chunks, meta=data._meta)
+    out.__dict__["_dask_broker_source"] = source
+    return out
 
 
 def build_dataset(plan: ReadPlan) -> xr.Dataset:
@@ -188,6 +239,8 @@ def build_dataset(plan: ReadPlan) -> xr.Dataset:
             data = da.from_array(array, chunks=(row_chunks, *array.frame_shape), asarray=False,
                                  fancy=True, lock=False,
                                  name=f"{col.field}-{tokenize(array)}")
+            if plan.frame(col.field) is not None and array.frame_shape:
+                data = _frames_array(data, array)
         frame_shape = data.shape[1:]
         dims = tuple(dk.get("dims") or ()) if frame_shape else ()
         if len(dims) != len(frame_shape):

@@ -752,10 +752,22 @@ class SQLiteStore(Store):
             rows = conn.execute(
                 "SELECT datum_id, resource, datum_kwargs FROM datum "
                 f"WHERE datum_id IN ({_marks(len(chunk))})", chunk).fetchall()
-            for datum_id, resource, kwargs in rows:
+            kwargs = self._loads_many([r[2] for r in rows])
+            for (datum_id, resource, _), kw in zip(rows, kwargs, strict=True):
                 out[datum_id] = {"datum_id": datum_id, "resource": resource,
-                                 "datum_kwargs": self._loads(kwargs)}
+                                 "datum_kwargs": kw}
         return out
+
+    def _loads_many(self, texts: list) -> list:
+        """Stored JSON values, decoded in one parse (not one per value)."""
+        if len(texts) > 1 and all(isinstance(t, str) for t in texts):
+            try:
+                values = json.loads("[" + ",".join(texts) + "]")
+            except ValueError:
+                values = None
+            if values is not None and len(values) == len(texts):
+                return values
+        return [self._loads(t) for t in texts]
 
     def datum_of_resource(self, resource_uid: str) -> Iterator[dict]:
         with self._snapshot() as conn:
