@@ -9,6 +9,7 @@ Modules, one job each:
   columns -> a pandas partition (``table``, ``table_chunks``, ``export``) or a numpy
   block (``to_xarray``);
 - :mod:`~dask_broker.read.xarray`: the lazy xarray Dataset of a plan;
+- :mod:`~dask_broker.read.blocks`: reusable memory for blocks of frames;
 - :mod:`~dask_broker.read.docs`: the ``docs()`` replay engine.
 
 Filling (datum ids -> data) is :mod:`dask_broker.fill`'s.

@@ -27,6 +27,7 @@ from ..errors import ColumnTypeError
 from ..stores.base import EventPageColumns
 from ..stream_data import StreamLayout
 from ..timestruct import TimeStruct
+from .blocks import block_pool
 from .plan import ColumnSpec, FrameSpec, PartitionSpec
 
 if TYPE_CHECKING:
@@ -170,7 +171,7 @@ class PartitionReader:
         if not len(rows):
             return column
         block = reader.read_into(column[rows].tolist(),
-                                 np.empty((len(rows), *frame.shape), dtype=frame.dtype))
+                                 block_pool().empty((len(rows), *frame.shape), frame.dtype))
         out = column.copy()
         for row, value in zip(rows.tolist(), block, strict=True):
             out[row] = value  # element-wise: a view of the block's row
@@ -296,7 +297,7 @@ class PartitionReader:
         if positions is not None:
             column = column[positions]
         if out is None:
-            out = np.empty((len(column), *frame_shape), dtype=dtype)
+            out = block_pool().empty((len(column), *frame_shape), dtype)
         elif len(out) != len(column):
             raise ValueError(f"out holds {len(out)} rows; the partition has {len(column)}")
         if fill:
@@ -333,7 +334,7 @@ class PartitionReader:
                       ) -> np.ndarray:
         resource, _ = self.stream_fill.layout.blocks(key).locate(seq)
         if out is None:
-            out = np.empty((len(seq), *frame_shape), dtype=dtype)
+            out = block_pool().empty((len(seq), *frame_shape), dtype)
         if len(seq) and np.all(resource >= 0):
             if out.dtype == object and not frame_shape:  # shape not known yet: as read
                 return np.asarray(self.stream_fill.read(key, seq, stacked=True))
