@@ -292,9 +292,10 @@ class EventSource:
         timestamps
             Add a ``ts_<field>`` column per field.
         fill
-            Replace datum ids in external fields with the data.  Filling runs in
-            the tasks, on the workers: each opens the files it needs and closes
-            them before returning.  Columns not selected are not filled.
+            Replace datum ids in external fields (and stream_datum references)
+            with the data.  Filling runs in the tasks, on the workers, which keep
+            the files they open in their bounded handler cache (the dask config
+            ``dask_broker.max-open-files``).  Columns not selected are not filled.
         chunk_size
             Events per partition, or a byte size (``"64MiB"``); by default the dask
             config ``dask_broker.partition-bytes`` (128 MiB).

@@ -173,3 +173,21 @@ def test_worker_killed_mid_compute(many_files):
             assert future.result(timeout=120) == _expected_sum(ext)
     finally:
         db.deregister_handler("AD_HDF5")
+
+
+def test_frames_values_with_a_client_compute_on_the_cluster(many_files, client):
+    """to_xarray's FramesArray reads .values straight into one array only in this process;
+    with a Client, .values computes on the workers, as any dask array."""
+    db, h, ext, folder = many_files
+    from dask_broker.read import xarray as read_xarray
+
+    calls = []
+    original = read_xarray.ColumnArray.read_all
+    read_xarray.ColumnArray.read_all = lambda self, chunks: calls.append(1) or original(
+        self, chunks)
+    try:
+        values = h.to_xarray(fields=["img"], chunk_size=120)["img"].values
+    finally:
+        read_xarray.ColumnArray.read_all = original
+    assert calls == []
+    assert values.shape[0] == 480 and int(values.sum(dtype="u8")) == _expected_sum(ext)

@@ -37,8 +37,8 @@ if TYPE_CHECKING:
     from ..fill.stream import StreamFill
     from .partition import PartitionReader
 
-__all__ = ["ColumnSpec", "PartitionSpec", "FrameSpec", "ReadPlan", "plan_read", "plan_run_fill", "run_uid_of",
-           "stream_descriptors", "partition_bounds"]
+__all__ = ["ColumnSpec", "PartitionSpec", "FrameSpec", "ReadPlan", "plan_read", "plan_run_fill",
+           "run_uid_of", "stream_descriptors", "partition_bounds"]
 
 _ARRAY_GUESS_BYTES = 64  # per-event size assumed for array / object fields of unknown size
 _FRAME_GUESS_BYTES = 2**20  # per-event size assumed for a filled frame of unknown shape

@@ -215,7 +215,8 @@ def build_dataset(plan: ReadPlan) -> xr.Dataset:
     seq = SeqIndex.from_array(seq_all)
     n = len(seq)
     # chunks follow the plan's partitions
-    starts = [seq.first_position(s.seq_range[0]) for s in plan.specs if s.seq_range[0] < s.seq_range[1]]
+    starts = [seq.first_position(s.seq_range[0]) for s in plan.specs
+              if s.seq_range[0] < s.seq_range[1]]
     bounds = sorted(set([*starts, n]))
     row_chunks = tuple(b - a for a, b in zip(bounds[:-1], bounds[1:]) if b > a) or (0,)
     whole = PartitionSpec(plan.store, tuple(d["uid"] for d in plan.descriptors), (0, 0),
