@@ -1,9 +1,12 @@
 """Scalar tables from the embedded store, against Parquet and a dict-per-event baseline.
 
 Scenarios
-- ``table 1M``: a 1,000,000-event scan (10 float + 1 int fields):
-  ``h.table().compute()`` vs ``pandas.read_parquet`` of the same data (pyarrow)
-  vs a databroker-style path that builds the DataFrame from one dict per event.
+- ``table N``: scans of 10k, 100k (and, full mode, 1M) events (10 float + 1 int
+  fields): ``h.table().compute()`` vs ``pandas.read_parquet`` of the same data
+  (pyarrow), and a databroker-style path that builds the DataFrame from one dict
+  per event (on the smallest scan).
+- ``partition``: the fixed cost of reading one partition -- an empty one (a seq_num
+  range without events) and one of a single event -- through the plan's reader.
 - ``table_chunks``: streaming a long run chunk by chunk in a child process, with
   its peak RSS against the interpreter's baseline and the size of one chunk.
 """
@@ -46,15 +49,17 @@ def dict_per_event(h) -> pd.DataFrame:
     return df
 
 
-def bench_table(folder: Path, num_events: int, repeat: int) -> list[Result]:
-    db = Broker.from_uri(f"sqlite:///{folder / 'tables.db'}")
+def bench_table(folder: Path, num_events: int, repeat: int, *,
+                variants: bool = True) -> list[Result]:
+    db = Broker.from_uri(f"sqlite:///{folder / f'tables-{num_events}.db'}")
     t0 = time.perf_counter()
     write_scan(db, num_events)
     write_s = time.perf_counter() - t0
     h = db[-1]
-    results = [Result("insert (event_page)", "db.insert pages", num_events, write_s, [write_s])]
+    results = [Result(f"insert {num_events:,}", "db.insert pages", num_events, write_s,
+                      [write_s])]
     frame = h.table(time_struct=RAW).compute()
-    parquet = folder / "scan.parquet"
+    parquet = folder / f"scan-{num_events}.parquet"
     frame.to_parquet(parquet, engine="pyarrow")
     scenario = f"table {num_events:,}"
     results.append(measure(scenario, "pandas.read_parquet", num_events,
@@ -62,25 +67,52 @@ def bench_table(folder: Path, num_events: int, repeat: int) -> list[Result]:
     results.append(measure(scenario, "h.table().compute() threads", num_events,
                            lambda: h.table(time_struct=RAW).compute(scheduler="threads"),
                            repeat=repeat))
-    results.append(measure(scenario, "h.table().compute() sync", num_events,
-                           lambda: h.table(time_struct=RAW).compute(scheduler="sync"),
-                           repeat=repeat))
-    results.append(measure(scenario, "h.table(datetimes).compute()", num_events,
-                           lambda: h.table().compute(), repeat=repeat))
-    results.append(measure(scenario, "table_chunk concat (no dask)", num_events,
-                           lambda: pd.concat(list(h.table_chunks(time_struct=RAW))),
-                           repeat=repeat))
-    # The dict-per-event path is slow; time it once on a tenth of the events.
-    small = max(1, num_events // 10)
-    db_small = Broker.from_uri(f"sqlite:///{folder / 'small.db'}")
-    write_scan(db_small, small)
-    hs = db_small[-1]
-    per_event = measure(f"table {small:,}", "dict per event (databroker-style)", small,
-                        lambda: dict_per_event(hs), repeat=1, warmup=0)
-    results.append(measure(f"table {small:,}", "h.table().compute() threads", small,
-                           lambda: hs.table(time_struct=RAW).compute(), repeat=repeat))
-    results.append(per_event)
+    if variants:
+        results.append(measure(scenario, "h.table().compute() sync", num_events,
+                               lambda: h.table(time_struct=RAW).compute(scheduler="sync"),
+                               repeat=repeat))
+        results.append(measure(scenario, "h.table(datetimes).compute()", num_events,
+                               lambda: h.table().compute(), repeat=repeat))
+        results.append(measure(scenario, "table_chunks concat (no dask)", num_events,
+                               lambda: pd.concat(list(h.table_chunks(time_struct=RAW))),
+                               repeat=repeat))
     return results
+
+
+def bench_dict_per_event(folder: Path, num_events: int, repeat: int) -> list[Result]:
+    """The databroker-style path (one dict per event), against h.table() on the same run."""
+    db = Broker.from_uri(f"sqlite:///{folder / 'small.db'}")
+    write_scan(db, num_events)
+    h = db[-1]
+    scenario = f"dict per event {num_events:,}"
+    return [measure(scenario, "h.table().compute() threads", num_events,
+                    lambda: h.table(time_struct=RAW).compute(), repeat=repeat),
+            measure(scenario, "dict per event (databroker-style)", num_events,
+                    lambda: dict_per_event(h), repeat=1, warmup=0)]
+
+
+def bench_partition_cost(folder: Path, repeat: int) -> list[Result]:
+    """Fixed cost of one partition read: empty (no event in its range) and one event."""
+    from dask_broker.read import PartitionSpec
+
+    db = Broker.from_uri(f"sqlite:///{folder / 'partition.db'}")
+    write_scan(db, 10_000)
+    h = db[-1]
+    plan = h.event_source.plan(h, time_struct=RAW)
+    reader = plan.reader()
+    spec = plan.specs[0]
+    empty = PartitionSpec(spec.store, spec.descriptors, (10**9, 10**9 + 1000), spec.state, 0)
+    one = PartitionSpec(spec.store, spec.descriptors, (5000, 5001), spec.state, 1)
+    reader(empty), reader(one)
+    calls = 200
+
+    def many(s):
+        return lambda: [reader(s) for _ in range(calls)]
+
+    return [measure("partition (x200)", "empty partition read", calls, many(empty),
+                    repeat=repeat, unit="partitions"),
+            measure("partition (x200)", "one-event partition read", calls, many(one),
+                    repeat=repeat, unit="partitions")]
 
 
 _CHILD = r"""
@@ -123,17 +155,36 @@ def bench_stream(folder: Path, num_events: int, chunk_size: int | None) -> list[
 
 
 def run(quick: bool = True) -> tuple[list[Result], dict[str, str], list[str]]:
-    num = 200_000 if quick else 1_000_000
+    sizes = (10_000, 100_000) if quick else (10_000, 100_000, 1_000_000)
     stream = 1_000_000 if quick else 10_000_000
+    repeat = 3 if quick else 5
+    targets = {10_000: 1.5, 100_000: 1.2, 1_000_000: 1.0}
     notes = []
+    results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="dask-broker-bench-") as tmp:
         folder = Path(tmp)
-        results = bench_table(folder, num, repeat=3 if quick else 5)
+        for n in sizes:
+            results += bench_table(folder, n, repeat, variants=n == sizes[-1])
+        results += bench_dict_per_event(folder, 20_000, repeat)
+        results += bench_partition_cost(folder, repeat)
         results += bench_stream(folder, stream, chunk_size=None)
+    by = {(r.scenario, r.method): r for r in results}
+    for n in sizes:
+        base = by[(f"table {n:,}", "pandas.read_parquet")]
+        ours = by[(f"table {n:,}", "h.table().compute() threads")]
+        ratio = ours.median_s / base.median_s
+        notes.append(f"table {n:,}: h.table().compute() {ratio:.2f}x the time of read_parquet "
+                     f"(target <= {targets[n]}x: {'met' if ratio <= targets[n] else 'NOT met'})")
+    for method in ("empty partition read", "one-event partition read"):
+        r = by[("partition (x200)", method)]
+        ms = r.median_s / r.size * 1e3
+        notes.append(f"{method}: {ms:.2f} ms per partition (target <= 1 ms: "
+                     f"{'met' if ms <= 1 else 'NOT met'})")
     s = results[-1].extra
     notes.append(f"table_chunks peak RSS {s['peak_mb']:.0f} MB vs target "
                  f"{s['target_mb']:.0f} MB (interpreter {s['baseline_mb']:.0f} MB + 2 chunks of "
                  f"{s['chunk_mb']:.1f} MB): {'met' if s['within_target'] else 'NOT met'}")
-    baselines = {f"table {num:,}": "pandas.read_parquet",
-                 f"table {max(1, num // 10):,}": "h.table().compute() threads"}
+    baselines = {f"table {n:,}": "pandas.read_parquet" for n in sizes}
+    baselines["dict per event 20,000"] = "h.table().compute() threads"
+    baselines["partition (x200)"] = "empty partition read"
     return results, baselines, notes

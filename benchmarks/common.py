@@ -48,13 +48,19 @@ def measure(scenario: str, method: str, size: int, fn: Callable[[], object], *,
     """Median wall time of ``fn``, and this process's peak RSS while it ran.
 
     The peak is the kernel's high-water mark, reset before the first call: it
-    includes what the process already held (the interpreter, earlier data).
+    includes what the process already held (the interpreter, earlier data), which
+    ``extra["base_rss_mb"]`` records (the RSS when the mark was reset).
     """
+    import gc
+
+    gc.collect()
     reset_peak_rss()
+    base_rss = current_rss_mb()
     load_before = os.getloadavg()[0]
     runs = timeit(fn, repeat=repeat, warmup=warmup)
     # The 1-minute load average before and after: a busy machine skews every ratio.
-    extra = {**extra, "load": (round(load_before, 2), round(os.getloadavg()[0], 2))}
+    extra = {**extra, "load": (round(load_before, 2), round(os.getloadavg()[0], 2)),
+             "base_rss_mb": round(base_rss, 1)}
     return Result(scenario, method, size, statistics.median(runs), runs, unit,
                   peak_rss_mb=peak_rss_mb(), extra=extra)
 

@@ -10,6 +10,7 @@ Examples
 
 from __future__ import annotations
 
+from . import tunables  # registers dask_broker.yaml with dask.config
 from .broker import Broker
 from .config import list_configs
 from .databroker_api import ALL
@@ -49,7 +50,7 @@ from .header import Header
 from .stores import Store, open_store
 from .timestruct import TimeStruct
 from .fill import FillContext
-from .fill_recipe import FillRecipe
+from .fill.recipe import FillRecipe
 from .handlers import HandlerRegistry
 
 __version__ = "0.1.0"

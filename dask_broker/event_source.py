@@ -2,25 +2,21 @@
 
 One EventSource holds every document of a run -- descriptors, events, resources
 and datum -- over one :class:`~dask_broker.stores.Store`.  ``insert`` (the
-DBEP's InsertEV) lives here too.
+DBEP's InsertEV) lives here too.  A thin facade: reading is
+:mod:`dask_broker.read`'s (one :class:`~dask_broker.read.ReadPlan` per table,
+chunk, xarray Dataset or export; the ``docs()`` replay engine), filling
+:mod:`dask_broker.fill`'s.
 """
 
 from __future__ import annotations
 
-import contextlib
-import heapq
-import itertools
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
-import dask
-import dask.dataframe as dd
-import pandas as pd
-
-from .codec import column_to_list
-from .errors import NoEventDescriptors, UnknownFieldError
-from .field_select import FieldSelection, constants
-from .fill_recipe import DEFAULT_TASK_MAX_OPEN, FillRecipe, RunFillContext
+from .errors import NoEventDescriptors
+from .fill.recipe import FillRecipe, RunFillContext
 from .handlers.registry import HandlerRegistry
+from .insert import Inserter
+from .read.plan import ReadPlan, plan_read, plan_run_fill, run_uid_of, stream_descriptors
 from .readers import ReaderRegistry
 from .resource_updates import (
     RESOURCE_KEYS,
@@ -28,25 +24,19 @@ from .resource_updates import (
     check_resource_update,
     find_resource_document,
 )
-from .insert import Inserter
-from .stores.base import EventPageColumns, Store
-from .stream_data import stream_keys
-from .dataset import build_dataset
-from .table import plan_table
+from .stores.base import Store
 from .timestruct import TimeStruct
 
 if TYPE_CHECKING:
+    import dask.dataframe as dd
+    import pandas as pd
+
     from .header import Header
 
 __all__ = ["EventSource"]
 
 
-def _run_uid(header: "Header | Mapping | str") -> str:
-    if isinstance(header, str):
-        return header
-    if isinstance(header, Mapping):
-        return header["uid"]
-    return header.uid
+_run_uid = run_uid_of
 
 
 class EventSource:
@@ -95,11 +85,11 @@ class EventSource:
         """
         self.root_map = dict(root_map or {})
 
-    def fill_recipe(self, header: "Header", max_open: int | None = DEFAULT_TASK_MAX_OPEN,
+    def fill_recipe(self, header: "Header",
                     retry_intervals: Sequence[float] | None = None) -> FillRecipe:
         """The picklable recipe Dask tasks use to fill this run's external fields."""
         return FillRecipe.for_run(self.store, self.descriptors(header), self.resources(header),
-                                  self.registry, self.root_map, max_open, retry_intervals)
+                                  self.registry, self.root_map, retry_intervals)
 
     def fill_context(self, header: "Header", max_open: int | None = 64, *,
                      retry_intervals: Sequence[float] | None = None) -> RunFillContext:
@@ -119,28 +109,8 @@ class EventSource:
         ...     filled = fc.fill(event_doc)
         ...     frame = fc.fill_table(h.table())                 # lazy: dask in, dask out
         """
-        return RunFillContext(self.fill_recipe(header, retry_intervals=retry_intervals),
-                              self.store, max_open=max_open,
-                              stream_fill=self._run_stream_fill(header, retry_intervals))
-
-    def _run_stream_fill(self, header: "Header",
-                         retry_intervals: Sequence[float] | None = None):
-        """A StreamFill over every stream_resource of the run (None if it has none)."""
-        from .stream_data import StreamLayout
-        from .stream_fill import StreamFill
-
-        if not self.store.supports_stream_data:
-            return None
-        descs = self.descriptors(header)
-        resources = self.store.stream_resources(_run_uid(header))
-        if not resources or not descs:
-            return None
-        layout = StreamLayout.build(descs, self.store.stream_datums([d["uid"] for d in descs]),
-                                    resources)
-        if layout is None:
-            return None
-        return StreamFill.for_stream(layout, descs, resources, self.readers, self.root_map,
-                                     retry_intervals=retry_intervals)
+        recipe, stream_fill = plan_run_fill(self, header, retry_intervals=retry_intervals)
+        return RunFillContext(recipe, self.store, max_open=max_open, stream_fill=stream_fill)
 
     # ------------------------------------------------------------ insert
     def insert(self, name: str, doc: Mapping) -> None:
@@ -175,15 +145,17 @@ class EventSource:
             descs = [d for d in descs if d.get("name", "primary") == stream_name]
         return descs
 
-    def _stream_descriptors(self, header: "Header", stream_name: str | None) -> list[dict]:
-        descs = self.descriptors(header, stream_name)
-        if not descs:
-            raise NoEventDescriptors(
-                f"run {_run_uid(header)!r} has no descriptor"
-                + (f" for stream {stream_name!r}" if stream_name is not None else "")
-                + f"; its streams are {self.stream_names(header)}"
-            )
-        return descs
+    def stream_descriptors(self, header: "Header", stream_name: str | None) -> list[dict]:
+        """The descriptors of a stream (of every stream for None).
+
+        Raises
+        ------
+        NoEventDescriptors
+            The run has no descriptor of that stream (the message lists its streams).
+        """
+        return stream_descriptors(self.store, _run_uid(header), stream_name)
+
+    _stream_descriptors = stream_descriptors  # former name
 
     def stream_names(self, header: "Header") -> list[str]:
         """Names of the run's streams, in order of first appearance.
@@ -203,7 +175,7 @@ class EventSource:
         >>> es.fields(h, "primary")  # doctest: +SKIP
         ['motor', 'det']
         """
-        descs = self._stream_descriptors(header, stream_name)
+        descs = self.stream_descriptors(header, stream_name)
         return list(dict.fromkeys(k for d in descs for k in d["data_keys"]))
 
     def resources(self, header: "Header") -> list[dict]:
@@ -320,11 +292,13 @@ class EventSource:
         timestamps
             Add a ``ts_<field>`` column per field.
         fill
-            Replace datum ids in external fields with the data.  Filling runs in
-            the tasks, on the workers: each opens the files it needs and closes
-            them before returning.  Columns not selected are not filled.
+            Replace datum ids in external fields (and stream_datum references)
+            with the data.  Filling runs in the tasks, on the workers, which keep
+            the files they open in their bounded handler cache (the dask config
+            ``dask_broker.max-open-files``).  Columns not selected are not filled.
         chunk_size
-            Events per partition; by default partitions of a few tens of MB.
+            Events per partition, or a byte size (``"64MiB"``); by default the dask
+            config ``dask_broker.partition-bytes`` (128 MiB).
 
         Returns
         -------
@@ -337,14 +311,8 @@ class EventSource:
         >>> df = es.table(h, "primary", fields=["det"])   # doctest: +SKIP
         >>> df.det.mean().compute()                        # doctest: +SKIP
         """
-        recipe = self.fill_recipe(header) if fill else None
-        plan = plan_table(self, header, stream_name, fields, time_struct, timestamps, chunk_size,
-                          fill=recipe, stream_fill=self._stream_fill_factory() if fill else None)
-        with dask.config.set({"dataframe.convert-string": False}):
-            # Array columns hold numpy arrays; dask must not turn object columns into strings.
-            return dd.from_map(plan.reader(), list(plan.specs), meta=plan.meta(),
-                               divisions=plan.divisions, label=f"table-{stream_name}",
-                               enforce_metadata=False)
+        return self.plan(header, stream_name, fields=fields, fill=fill, time_struct=time_struct,
+                         timestamps=timestamps, chunk_size=chunk_size).to_dask()
 
     def table_chunks(
         self,
@@ -364,10 +332,9 @@ class EventSource:
         >>> for chunk in es.table_chunks(h, "primary", chunk_size=10_000):  # doctest: +SKIP
         ...     total += chunk.det.sum()
         """
-        plan = plan_table(self, header, stream_name, fields, time_struct, timestamps, chunk_size)
-        reader = plan.reader()
-        for spec in plan.specs:
-            yield reader(spec)
+        plan = self.plan(header, stream_name, fields=fields, time_struct=time_struct,
+                         timestamps=timestamps, chunk_size=chunk_size)
+        yield from plan.chunks()
 
     def table_chunk(
         self,
@@ -390,14 +357,9 @@ class EventSource:
         --------
         >>> es.table_chunk(h, "primary", 0, chunk_size=1000)  # doctest: +SKIP
         """
-        plan = plan_table(self, header, stream_name, fields, time_struct, timestamps, chunk_size)
-        n = plan.npartitions if plan.divisions[0] is not None else 0
-        if not isinstance(chunk_number, int) or not -n <= chunk_number < n:
-            raise IndexError(
-                f"chunk {chunk_number!r} of stream {stream_name!r} of run {plan.run_uid!r} does "
-                f"not exist: with chunk_size={plan.chunk_size} there are {n} chunks "
-                f"(0 to {n - 1})")
-        return plan.reader()(plan.specs[chunk_number])
+        plan = self.plan(header, stream_name, fields=fields, time_struct=time_struct,
+                         timestamps=timestamps, chunk_size=chunk_size)
+        return plan.chunk(chunk_number)
 
     def to_xarray(self, header: "Header", stream_name: str = "primary",
                   fields: Sequence[str] | None = None, chunk_size: int | None = None):
@@ -414,23 +376,34 @@ class EventSource:
         >>> ds = es.to_xarray(h)                  # doctest: +SKIP
         >>> ds["det"].mean().compute()            # doctest: +SKIP
         """
-        return build_dataset(self, header, stream_name, fields, chunk_size=chunk_size,
-                             filler_factory=self._filler_factory(),
-                             stream_fill=self._stream_fill_factory())
+        from .read.xarray import build_dataset
 
-    def _stream_fill_factory(self, max_open: int | None = DEFAULT_TASK_MAX_OPEN):
-        """``(layout, descriptors) -> StreamFill``: how tasks read a stream's STREAM: keys."""
-        from .stream_fill import StreamFill
+        return build_dataset(self.plan(header, stream_name, fields=fields, fill=True,
+                                       time_struct=TimeStruct(convert_times=False),
+                                       chunk_size=chunk_size))
 
-        def factory(layout, descriptors):
-            resources = self.store.stream_resources(descriptors[0]["run_start"])
-            return StreamFill.for_stream(layout, descriptors, resources, self.readers,
-                                         self.root_map, max_open)
+    def plan(self, header: "Header", stream_name: str = "primary", *,
+             fields: Sequence[str] | None = None, fill: bool = False,
+             time_struct: TimeStruct | None = None, timestamps: bool = False,
+             chunk_size: int | str | None = None) -> ReadPlan:
+        """The read plan of a stream: what :meth:`table`, :meth:`table_chunks`,
+        :meth:`table_chunk`, :meth:`to_xarray` and ``export`` read through.
 
-        return factory
+        Built once, on the client: descriptors, event counts, stop state, column
+        and partition specs, the stream_datum layout, and when filling the
+        resources with their handler classes (see :func:`~dask_broker.read.plan_read`).
 
-    def _filler_factory(self):
-        return lambda header, field: self.fill_recipe(header)
+        Examples
+        --------
+        >>> plan = es.plan(h, "primary", fill=True)   # doctest: +SKIP
+        >>> plan.to_dask()                            # doctest: +SKIP
+        """
+        start = getattr(header, "start", None)
+        if not isinstance(start, Mapping):
+            start = header if isinstance(header, Mapping) else None
+        return plan_read(self, header, stream_name, fields=fields, fill=fill,
+                         time_struct=time_struct, timestamps=timestamps,
+                         chunk_size=chunk_size, start=start)
 
     # ------------------------------------------------------------ documents
     def docs(
@@ -469,243 +442,9 @@ class EventSource:
         >>> for name, doc in es.docs(h):  # doctest: +SKIP
         ...     print(name)
         """
-        run_uid = _run_uid(header)
-        start = self.store.get_start(run_uid)
-        if start is None:
-            from .errors import RunNotFoundError
+        from .read.docs import replay
 
-            raise RunNotFoundError(f"no run with uid {run_uid!r} in {self.store.display_uri}")
-        descs = self.descriptors(run_uid, stream_name)
-        if stream_name is not None and not descs:
-            self._stream_descriptors(run_uid, stream_name)  # raises NoEventDescriptors
-        wanted = kept = None
-        merged: dict[str, dict] = {}  # descriptor uid -> {key: Constant}
-        if fields is not None:
-            selection = FieldSelection(fields)
-            stop = self.store.get_stop(run_uid)
-            kept = {d["uid"]: selection.select(d["data_keys"]) for d in descs}
-            merged = {d["uid"]: constants(selection, d, start, stop) for d in descs}
-            wanted = list(dict.fromkeys(k for keys in kept.values() for k in keys))
-            known = {k for d in descs for k in d["data_keys"]}
-            unknown = selection.unmatched([*known, *(k for m in merged.values() for k in m)])
-            if unknown:
-                raise UnknownFieldError(
-                    f"field(s) {unknown} are not in run {run_uid!r}"
-                    + (f" stream {stream_name!r}" if stream_name else "")
-                    + f": neither data keys ({sorted(known)}) nor configuration, start or "
-                    "stop keys"
-                )
-        yield "start", start
-        emitter = _AssetEmitter(self.store, self.store.resources(run_uid))
-        if stream_name is None:
-            # Everything the run holds, referenced or not, up front.
-            yield from emitter.all()
-        if kept is not None:
-            # Streams that hold none of the requested fields (nor merged values) are left out.
-            descs = [d for d in descs if kept[d["uid"]] or merged[d["uid"]]]
-        streams = [_EventStream(self.store, d, None if kept is None else kept[d["uid"]],
-                                emitter, merged.get(d["uid"])) for d in descs]
-        streamed = _StreamDatumEmitter.for_run(self.store, run_uid, descs, wanted,
-                                               every_resource=stream_name is None)
-        for stream in streams:
-            if not stream.has_events():
-                yield "descriptor", stream.descriptor
-                yield from streamed.up_to(stream.descriptor["uid"], None)
-        merged = heapq.merge(*(s.keyed() for s in streams if s.has_events()))
-        with (self.fill_context(run_uid) if fill else contextlib.nullcontext()) as fc:
-            for stream in streams:
-                stream.fill_context = fc
-            for *_, stream, event in merged:
-                if not stream.emitted_descriptor:
-                    stream.emitted_descriptor = True
-                    yield "descriptor", stream.descriptor
-                yield from streamed.up_to(stream.descriptor["uid"], event["seq_num"])
-                yield from emitter.for_event(event, stream.external)
-                if fc is not None and stream.external:
-                    event = stream.filled(event)
-                yield "event", event
-        for stream in streams:  # stream_datum past the last event (fly scans flush late)
-            if stream.has_events():
-                yield from streamed.up_to(stream.descriptor["uid"], None)
-        yield from streamed.unreferenced()
-        stop = self.store.get_stop(run_uid)
-        if stop is not None:
-            yield "stop", stop
-
-
-class _EventStream:
-    """Events of one descriptor, rebuilt from pages, keyed for a time-ordered merge."""
-
-    _counter = itertools.count()
-
-    def __init__(self, store: Store, descriptor: dict, fields: list[str] | None,
-                 emitter: "_AssetEmitter", merged: Mapping[str, Any] | None = None):
-        self.store = store
-        self.emitter = emitter
-        # Configuration / start / stop values merged into every event (fields=).
-        merged = merged or {}
-        self.merged_data = {k: c.value for k, c in merged.items()}
-        self.merged_timestamps = {k: c.timestamp for k, c in merged.items()}
-        keys = descriptor["data_keys"]
-        kept = [f for f in keys if fields is None or f in fields]
-        self.descriptor = descriptor if fields is None else {
-            **descriptor, "data_keys": {k: v for k, v in keys.items() if k in kept}}
-        streamed = set(stream_keys(descriptor))  # never in events: stream_datum cover them
-        self.fields = [f for f in kept if f not in streamed]
-        self.external = [f for f in self.fields if keys[f].get("external")]
-        self.emitted_descriptor = False
-        self.fill_context = None  # set by docs(fill=True)
-        self.frames: dict[str, Any] = {}
-        self._order = next(self._counter)
-        self._count = store.event_counts([descriptor["uid"]]).get(descriptor["uid"], (0,))[0]
-
-    def has_events(self) -> bool:
-        return self._count > 0
-
-    #: Events whose frames are read together when filling (one bulk read per resource).
-    FILL_BATCH = 64
-
-    def keyed(self) -> Iterator[tuple[float, int, int, "_EventStream", dict]]:
-        pages = self.store.iter_event_pages([self.descriptor["uid"]], fields=self.fields,
-                                            timestamps=True, uids=True)
-        events = itertools.chain.from_iterable(
-            _page_to_events(self.emitter.prefetch(page, self.external), self.fields, self.external)
-            for page in pages)
-        i = 0
-        while batch := list(itertools.islice(events, self.FILL_BATCH)):
-            if self.fill_context is not None and self.external:
-                ids = list(dict.fromkeys(e["data"][f] for e in batch for f in self.external
-                                         if isinstance(e["data"][f], str)))
-                # One batch of frames in memory at a time (the merge has emitted the
-                # previous batch before it asks for the next event).
-                self.frames = dict(zip(ids, self.fill_context.fill_datum(ids), strict=True))
-            for event in batch:
-                if self.merged_data:
-                    event["data"].update(self.merged_data)
-                    event["timestamps"].update(self.merged_timestamps)
-                yield event["time"], self._order, i, self, event
-                i += 1
-
-    def filled(self, event: dict) -> dict:
-        """The event with its external fields' datum ids replaced by the frames read."""
-        data, filled = dict(event["data"]), dict(event["filled"])
-        for f in self.external:
-            if isinstance(data.get(f), str):
-                data[f] = self.frames[data[f]]
-                filled[f] = True
-        return {**event, "data": data, "filled": filled}
-
-
-def _page_to_events(page: EventPageColumns, fields: list[str], external: list[str]) -> Iterator[dict]:
-    data = {f: column_to_list(page.data[f]) for f in fields}
-    ts = {f: column_to_list(page.timestamps[f]) for f in fields}
-    times = page.time.tolist()
-    seqs = page.seq_num.tolist()
-    filled = {f: False for f in external}
-    for i, uid in enumerate(page.uid):
-        yield {
-            "uid": uid, "descriptor": page.descriptor, "seq_num": seqs[i], "time": times[i],
-            "data": {f: data[f][i] for f in fields},
-            "timestamps": {f: ts[f][i] for f in fields},
-            "filled": dict(filled),
-        }
-
-
-class _StreamDatumEmitter:
-    """Emits stream_datum in seq_num order per descriptor, each stream_resource once before
-    its first stream_datum, and each stream_datum before the event of its first seq_num."""
-
-    def __init__(self, resources: Mapping[str, dict], datums: Iterable[dict],
-                 wanted: list[str] | None, every_resource: bool):
-        self.resources = dict(resources)
-        self.sent: set[str] = set()
-        self.every_resource = every_resource
-        keep = self.keep = None if wanted is None else set(wanted)
-        self.pending: dict[str, list[dict]] = {}
-        for sd in datums:
-            key = self.resources.get(sd["stream_resource"], {}).get("data_key")
-            if keep is None or key in keep:
-                self.pending.setdefault(sd["descriptor"], []).append(sd)
-        for queue in self.pending.values():
-            queue.sort(key=lambda sd: sd["seq_nums"]["start"])
-            queue.reverse()  # pop() from the end
-
-    @classmethod
-    def for_run(cls, store: Store, run_uid: str, descriptors: list[dict],
-                wanted: list[str] | None, every_resource: bool) -> "_StreamDatumEmitter":
-        if not store.supports_stream_data:
-            return cls({}, (), wanted, False)
-        resources = {r["uid"]: r for r in store.stream_resources(run_uid)}
-        datums = store.stream_datums([d["uid"] for d in descriptors]) if descriptors else []
-        return cls(resources, datums, wanted, every_resource)
-
-    def up_to(self, descriptor_uid: str, seq_num: int | None) -> Iterator[tuple[str, dict]]:
-        """Pending stream_datum of a descriptor starting at or before ``seq_num`` (None: all)."""
-        queue = self.pending.get(descriptor_uid)
-        while queue and (seq_num is None or queue[-1]["seq_nums"]["start"] <= seq_num):
-            sd = queue.pop()
-            uid = sd["stream_resource"]
-            if uid not in self.sent and uid in self.resources:
-                self.sent.add(uid)
-                yield "stream_resource", self.resources[uid]
-            yield "stream_datum", sd
-
-    def unreferenced(self) -> Iterator[tuple[str, dict]]:
-        """stream_resources of the run that no stream_datum pointed at (whole-run replays)."""
-        if self.every_resource:
-            for uid, doc in self.resources.items():
-                if uid not in self.sent and (self.keep is None or doc.get("data_key") in self.keep):
-                    self.sent.add(uid)
-                    yield "stream_resource", doc
-
-
-class _AssetEmitter:
-    """Emits resources and datum, each once, before the first document needing them."""
-
-    def __init__(self, store: Store, resources: Iterable[dict]):
-        self.store = store
-        self.resources = {r["uid"]: r for r in resources}
-        self.sent_resources: set[str] = set()
-        self.sent_datum: set[str] = set()
-        self.pending: dict[str, dict] = {}  # datum looked up for a page, not yet emitted
-
-    def prefetch(self, page: EventPageColumns, external: list[str]) -> EventPageColumns:
-        """Look up, in one query, the datum a page's events reference (and return the page)."""
-        if external:
-            ids = {v for f in external for v in page.data.get(f, ())
-                   if isinstance(v, str) and v not in self.sent_datum and v not in self.pending}
-            if ids:
-                self.pending.update(self.store.datum(sorted(ids)))
-        return page
-
-    def all(self) -> Iterator[tuple[str, dict]]:
-        for uid, resource in self.resources.items():
-            self.sent_resources.add(uid)
-            yield "resource", resource
-            for datum in self.store.datum_of_resource(uid):
-                self.sent_datum.add(datum["datum_id"])
-                yield "datum", datum
-
-    def for_event(self, event: dict, external: list[str]) -> Iterator[tuple[str, dict]]:
-        if not external:
-            return
-        needed = [event["data"][f] for f in external]
-        needed = [d for d in needed if isinstance(d, str) and d not in self.sent_datum]
-        if not needed:
-            return
-        found = {d: self.pending.pop(d) for d in needed if d in self.pending}
-        missing = [d for d in needed if d not in found]
-        if missing:
-            found.update(self.store.datum(missing))
-        for datum_id, datum in found.items():
-            res_uid = datum["resource"]
-            if res_uid not in self.sent_resources:
-                resource = self.resources.get(res_uid) or self.store.get_resource(res_uid)
-                if resource is not None:
-                    self.sent_resources.add(res_uid)
-                    yield "resource", resource
-            self.sent_datum.add(datum_id)
-            yield "datum", datum
+        return replay(self, header, stream_name, fields, fill)
 
 
 def _rebuild_event_source(store: Store, registry: HandlerRegistry, root_map: dict,

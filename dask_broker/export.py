@@ -72,7 +72,9 @@ def export_table(df, out: str | os.PathLike, fmt: str | None = None, *,
     Parameters
     ----------
     df
-        A dask DataFrame, e.g. ``h.table("primary")``.
+        A dask DataFrame, e.g. ``h.table("primary")``, or a
+        :class:`~dask_broker.read.ReadPlan` (``es.plan(h, "primary")``: its
+        partitions are read by the plan's partition reader, without a graph).
     out
         The file to write.
     fmt
@@ -94,8 +96,9 @@ def export_table(df, out: str | os.PathLike, fmt: str | None = None, *,
     >>> export_table(db[-1].table("primary"), "scan.parquet")   # doctest: +SKIP
     1000
     """
-    import dask
     from tqdm.auto import tqdm
+
+    from .read.plan import ReadPlan
 
     out = Path(out)
     fmt = format_of(out, fmt)
@@ -103,20 +106,24 @@ def export_table(df, out: str | os.PathLike, fmt: str | None = None, *,
     partial = out.with_name(out.name + ".partial")
     rows = 0
     writer = None
-    nparts = df.npartitions
+    if isinstance(df, ReadPlan):  # read by the plan's partition reader, no graph
+        read_batch, nparts, meta = _plan_batches(df), df.npartitions, df.meta()
+        if not df.has_rows:
+            nparts = 0
+    else:
+        read_batch, nparts, meta = _dask_batches(df), df.npartitions, df._meta
     try:
         with tqdm(total=nparts, unit="chunk", desc=f"exporting {out.name}",
                   disable=not progress) as bar:
             first = True
             for batch in _batches(nparts, max(1, os.cpu_count() or 1)):
-                parts = dask.compute(*[df.partitions[i] for i in batch])
-                for part in parts:
+                for part in read_batch(batch):
                     writer = _write(part, partial, fmt, writer, first)
                     first = False
                     rows += len(part)
                     bar.update(1)
             if first:  # no partition: write the empty table
-                writer = _write(df._meta, partial, fmt, writer, True)
+                writer = _write(meta, partial, fmt, writer, True)
         if writer is not None:
             writer.close()
             writer = None
@@ -127,6 +134,25 @@ def export_table(df, out: str | os.PathLike, fmt: str | None = None, *,
         if partial.exists():
             partial.unlink()
     return rows
+
+
+def _plan_batches(plan):
+    """Partitions of a ReadPlan, a few at a time on threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    reader = plan.reader()
+
+    def read(batch: range) -> list:
+        with ThreadPoolExecutor(max_workers=len(batch)) as pool:
+            return list(pool.map(reader, [plan.specs[i] for i in batch]))
+
+    return read
+
+
+def _dask_batches(df):
+    import dask
+
+    return lambda batch: dask.compute(*[df.partitions[i] for i in batch])
 
 
 def _write(part, path: Path, fmt: str, writer, first: bool):

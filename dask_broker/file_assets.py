@@ -171,7 +171,7 @@ class Asset:
                  parameters: Mapping) -> int:
         """Entries of the dataset the stream_datum reach: largest ``indices.stop`` x frames
         per row (the rule the stream readers use, :func:`~dask_broker.stream_fill`)."""
-        from .stream_fill import _entries_per_row, _Source
+        from .fill.stream import _entries_per_row, _Source
 
         datums = store.stream_datums_of_resource(self.uid)
         rows = max((int(sd["indices"]["stop"]) for sd in datums), default=0)

@@ -185,7 +185,7 @@ class Header:
         >>> h.devices("primary")  # doctest: +SKIP
         {'det', 'motor'}
         """
-        descs = self.event_source._stream_descriptors(self, stream_name)
+        descs = self.event_source.stream_descriptors(self, stream_name)
         return {name for d in descs for name in (d.get("object_keys") or {})}
 
     def config_data(self, device_name: str) -> dict[str, list[dict]]:
@@ -268,7 +268,7 @@ class Header:
         """
         from .stream_data import stream_keys
 
-        descs = self.event_source._stream_descriptors(self, stream_name)
+        descs = self.event_source.stream_descriptors(self, stream_name)
         if any(field in stream_keys(d) for d in descs):
             return self._table_values(field, stream_name, fill)
         return (e["data"][field] for e in self.events(stream_name, fields=[re.escape(field)],

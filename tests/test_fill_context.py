@@ -347,3 +347,23 @@ def test_recipe_pickles(run):
     with FillContext(descriptors, resources, datum, registry=registry) as ctx:
         value = ctx.fill_datum([run.events[0]["data"]["img"]])[0]
     np.testing.assert_array_equal(value, expected_value(run, run.events[0]["data"]["img"]))
+
+
+# ---------------------------------------------------------------- the one fill path
+def test_datum_reader_read_into_equals_read(run):
+    """DatumReader (what tables, xarray, docs and FillContext use) writes frames straight
+    into an output array; rows of several resources, out of order, repeated."""
+    from dask_broker.fill import DatumReader
+    from dask_broker.handlers import HandlerCache
+
+    img = [e["data"]["img"] for e in run.events]
+    ids = [img[5], img[6], img[0], img[11], img[1], img[6]]
+    reader = DatumReader(run.datum, run.resources, {"AD_HDF5": AreaDetectorHDF5Handler},
+                         cache=HandlerCache(2))
+    values = reader.read(ids)
+    out = np.zeros((len(ids), *values[0].shape), dtype=values[0].dtype)
+    reader.read_into(ids, out)
+    for row, datum_id in zip(out, ids, strict=True):
+        np.testing.assert_array_equal(row, expected_value(run, datum_id))
+    assert reader.describe(ids[0]) == (values[0].shape, values[0].dtype)
+    assert reader.cache.close_all() == 2

@@ -49,6 +49,10 @@ class CountingHandler(AreaDetectorHDF5Handler):
         CountingHandler.reads.append(len(datum_kwargs_list))
         return super().read_many(datum_kwargs_list)
 
+    def read_into(self, datum_kwargs_list, out):
+        CountingHandler.reads.append(len(datum_kwargs_list))
+        return super().read_into(datum_kwargs_list, out)
+
 
 class FailingHandler:
     def __init__(self, filename, **kwargs):
@@ -89,10 +93,13 @@ def test_unselected_columns_are_not_filled(run):
     with dask.config.set(scheduler="sync"):
         motor = h.table(fill=True)[["motor"]].compute()
     assert list(motor["motor"]) == [e["data"]["motor"] for e in ext.events]
-    assert CountingHandler.created == []
+    # No frame is read. The plan read the first file's metadata once (its descriptor
+    # gives no dtype_numpy: the frame size comes from the file) -- changed on purpose.
+    assert CountingHandler.reads == []
+    assert len(CountingHandler.created) <= 1
     with dask.config.set(scheduler="sync"):
         h.table(fill=True, fields=["img"]).compute()
-    assert len(CountingHandler.created) == 3  # one handler per resource (file)
+    assert len(CountingHandler.created) == 3  # one handler per resource (file), kept
     assert sum(CountingHandler.reads) == 12  # bulk reads cover every datum once
 
 

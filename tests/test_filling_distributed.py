@@ -1,4 +1,4 @@
-"""Filling on a LocalCluster of worker processes: bounded open files, none left open, faults."""
+"""Filling on a LocalCluster of worker processes: bounded open files, closed at teardown, faults."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import threading
 import time
 
 import cloudpickle
+import dask
 import pytest
 
 from dask_broker import Broker
-from dask_broker.fill_recipe import DEFAULT_TASK_MAX_OPEN
+from dask_broker.handlers import close_shared_handlers
 from dask_broker.handlers.hdf5 import AreaDetectorHDF5Handler
 from dask_broker.handlers.plugin import HandlerCachePlugin
 from dask_broker.handlers.testing import make_external_run
@@ -81,12 +82,21 @@ def many_files(tmp_path_factory):
     return db, db[-1], ext, str(folder)
 
 
+#: The workers' bound on open files (dask config, handed to the worker processes).
+MAX_OPEN = 16
+
+
 @pytest.fixture(scope="module")
 def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=":0") as cluster, \
+    with dask.config.set({"dask_broker.max-open-files": MAX_OPEN}), \
+            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                     dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as c:
         yield c
+
+
+def _has_teardown(dask_worker) -> bool:
+    return HandlerCachePlugin.name in dask_worker.plugins
 
 
 def _expected_sum(ext) -> int:
@@ -114,9 +124,13 @@ def test_fill_on_workers_bounded_and_closed(many_files, client):
     total = sum(int(a.sum(dtype="u8")) for a in frames["img"])
     assert total == _expected_sum(ext)
     assert sampler.samples > 10
-    # each worker runs one task at a time, and a task keeps at most max_open handlers alive
-    assert max(sampler.max_per_pid.values()) <= DEFAULT_TASK_MAX_OPEN
-    # ... and closes them before returning: no worker holds a data file now
+    # each worker keeps at most dask_broker.max-open-files handlers alive (its process cache)
+    assert max(sampler.max_per_pid.values()) <= MAX_OPEN
+    # ... across tasks (changed on purpose: files stay open for the next task, as xarray's
+    # FILE_CACHE keeps them), and the worker's teardown will close them
+    assert all(open_data_files(pid, folder) <= MAX_OPEN for pid in pids)
+    assert all(client.run(_has_teardown).values())
+    client.run(close_shared_handlers)
     assert [open_data_files(pid, folder) for pid in pids] == [0, 0]
 
 
@@ -159,3 +173,21 @@ def test_worker_killed_mid_compute(many_files):
             assert future.result(timeout=120) == _expected_sum(ext)
     finally:
         db.deregister_handler("AD_HDF5")
+
+
+def test_frames_values_with_a_client_compute_on_the_cluster(many_files, client):
+    """to_xarray's FramesArray reads .values straight into one array only in this process;
+    with a Client, .values computes on the workers, as any dask array."""
+    db, h, ext, folder = many_files
+    from dask_broker.read import xarray as read_xarray
+
+    calls = []
+    original = read_xarray.ColumnArray.read_all
+    read_xarray.ColumnArray.read_all = lambda self, chunks: calls.append(1) or original(
+        self, chunks)
+    try:
+        values = h.to_xarray(fields=["img"], chunk_size=120)["img"].values
+    finally:
+        read_xarray.ColumnArray.read_all = original
+    assert calls == []
+    assert values.shape[0] == 480 and int(values.sum(dtype="u8")) == _expected_sum(ext)

@@ -393,3 +393,33 @@ def test_module_level_functions_use_the_default_registry():
         assert handlers.deregister("TEST_MODULE_LEVEL") is MyHandler
     handlers.refresh_entry_points()
     assert handlers.lookup("AD_HDF5") is AreaDetectorHDF5Handler
+
+
+@pytest.mark.parametrize("fpp", [1, 2])
+def test_ad_hdf5_read_into_equals_read_many(h5file, fpp):
+    points = [3, 0, 1, 2, 5, 1]  # unordered, a gap, a repeat
+    with AreaDetectorHDF5Handler(h5file, frame_per_point=fpp) as h:
+        many = h.read_many([{"point_number": p} for p in points])
+        out = np.zeros((len(points), fpp, 4, 5), dtype=many[0].dtype)
+        h.read_into([{"point_number": p} for p in points], out)
+        assert h.describe(point_number=0) == ((fpp, 4, 5), many[0].dtype)
+        if fpp == 1:  # rows of the frame's own shape are accepted too
+            squeezed = np.zeros((len(points), 4, 5), dtype="f8")
+            h.read_into([{"point_number": p} for p in points], squeezed)
+            np.testing.assert_array_equal(squeezed, np.stack(many)[:, 0])
+        with pytest.raises(ValueError, match="do not hold"):
+            h.read_into([{"point_number": 0}], np.zeros((1, 3, 3)))
+        with pytest.raises(IndexError, match="holds 12 frames"):
+            h.read_into([{"point_number": 12 // fpp}], np.zeros((1, fpp, 4, 5)))
+    np.testing.assert_array_equal(out, np.stack(many))
+
+
+def test_read_into_helper_falls_back_to_read_many():
+    from dask_broker.handlers.base import read_into
+
+    class Plain:
+        def __call__(self, x):
+            return np.full(2, x)
+
+    out = read_into(Plain(), [{"x": 1}, {"x": 5}], np.zeros((2, 2)))
+    np.testing.assert_array_equal(out, [[1, 1], [5, 5]])

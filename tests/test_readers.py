@@ -669,3 +669,20 @@ def test_default_registry_functions():
         assert deregister_reader("image/x-test") is FakeReader
     with pytest.raises(ReaderNotFoundError):
         lookup_reader("image/x-test")
+
+
+def test_hdf5_read_into_reads_straight_into_out(h5file, frames):
+    with HDF5Reader(h5file, {"dataset": "/entry/data/data"}) as reader:
+        out = np.zeros((3, *frames.shape[1:]), dtype=frames.dtype)
+        assert reader.read_into(2, 5, out) is out
+        np.testing.assert_array_equal(out, frames[2:5])
+        # rows of several entries: the same elements in another shape
+        rows = np.zeros((1, 2, *frames.shape[1:]), dtype=frames.dtype)
+        reader.read_into(0, 2, rows)
+        np.testing.assert_array_equal(rows[0], frames[0:2])
+        # another dtype: read, then converted
+        as_float = np.zeros((2, *frames.shape[1:]))
+        reader.read_into(1, 3, as_float)
+        np.testing.assert_array_equal(as_float, frames[1:3])
+        with pytest.raises(OutOfRangeError):
+            reader.read_into(0, len(frames) + 1, np.zeros((len(frames) + 1, *frames.shape[1:])))

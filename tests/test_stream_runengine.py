@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from dask_broker import Broker
+from dask_broker.handlers import close_shared_handlers, shared_handler_cache
 from streamdata import CASES, RUNENGINE_CASES, open_files_under
 
 
@@ -57,6 +58,11 @@ def test_every_case_reads_back_equal_to_the_files(any_db, streamdata_recording):
             # unfilled: references to (stream_resource, index)
             refs = h.table(stream, fields=[key]).compute()[key]
             assert all(isinstance(r, str) and "/" in r for r in refs)
+    # Readers stay open between reads in the process's bounded cache (as xarray's
+    # FILE_CACHE), at most dask_broker.max-open-files of them, until it is closed.
+    held = open_files_under(rec.folder)
+    assert len(held) <= shared_handler_cache().maxsize
+    close_shared_handlers()
     assert open_files_under(rec.folder) == []  # every reader closed
 
 

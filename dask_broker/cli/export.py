@@ -20,10 +20,10 @@ def _run(args: argparse.Namespace) -> int:
     db = open_catalog(args.catalog, read_only=True)
     h = db[args.run]
     fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else None
-    df = h.table(args.stream, fields=fields, timestamps=args.timestamps)
-    rows = export_table(df, args.out, fmt, overwrite=args.overwrite,
+    plan = h.event_source.plan(h, args.stream, fields=fields, timestamps=args.timestamps)
+    rows = export_table(plan, args.out, fmt, overwrite=args.overwrite,
                         progress=not args.no_progress)
-    print(f"wrote {rows} row(s) x {len(df.columns)} column(s) of stream {args.stream!r} of run "
+    print(f"wrote {rows} row(s) x {len(plan.columns)} column(s) of stream {args.stream!r} of run "
           f"{h.uid[:8]} (scan_id {h.start.get('scan_id', '-')}) to {args.out} ({fmt})")
     return 0
 

@@ -3,8 +3,11 @@
 A handler class is constructed as ``handler_class(full_path, **resource_kwargs)``
 and called as ``handler(**datum_kwargs)``.  Optional methods: ``close()``
 (release files), ``get_file_list(datum_kwargs_list)`` (the files a resource
-covers) and ``read_many(datum_kwargs_list)`` (read several datum of the resource
-at once -- the fast path; see :func:`read_many`).
+covers), ``read_many(datum_kwargs_list)`` (read several datum of the resource
+at once -- the fast path; see :func:`read_many`), ``read_into(datum_kwargs_list,
+out)`` (the same, written straight into ``out[i]``: no intermediate copy; see
+:func:`read_into`) and ``describe(**datum_kwargs)`` (the shape and dtype of a
+datum's data from the file's metadata, without reading it).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
-__all__ = ["Handler", "BulkHandler", "read_many", "close_handler"]
+__all__ = ["Handler", "BulkHandler", "read_many", "read_into", "close_handler"]
 
 
 @runtime_checkable
@@ -73,6 +76,32 @@ def read_many(handler: Handler, datum_kwargs_list: Sequence[Mapping[str, Any]]) 
             f"for {len(kwargs_list)} datum"
         )
     return values
+
+
+def read_into(handler: Handler, datum_kwargs_list: Sequence[Mapping[str, Any]],
+              out: Any) -> Any:
+    """Read several datum of one resource into ``out`` (``out[i]``: datum ``i``); return it.
+
+    Uses the handler's ``read_into`` method where it has one (reads straight into
+    ``out``), else :func:`read_many` and a copy of each value into its row.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> class Double:
+    ...     def __call__(self, x):
+    ...         return 2 * x
+    >>> read_into(Double(), [{"x": 1}, {"x": 2}], np.zeros(2))
+    array([2., 4.])
+    """
+    kwargs_list = list(datum_kwargs_list)
+    bulk = getattr(handler, "read_into", None)
+    if bulk is not None:
+        bulk(kwargs_list, out)
+        return out
+    for i, value in enumerate(read_many(handler, kwargs_list)):
+        out[i] = value
+    return out
 
 
 def close_handler(handler: Any, *, what: str = "") -> bool:

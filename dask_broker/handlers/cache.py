@@ -7,8 +7,12 @@ a new one would exceed the bound.  A handler being read from (acquired) is
 never closed under its user: if it is evicted meanwhile, it is closed when
 released.  Errors from a handler's ``close()`` become warnings.
 
-:func:`shared_handler_cache` is one such cache per process, for Dask workers;
-:func:`close_shared_handlers` closes it (a worker plugin calls it at teardown).
+:func:`shared_handler_cache` is one such cache per process, as xarray's
+``FILE_CACHE``: every read of a table, an array or a stream -- in the tasks of a
+Dask worker and in the client -- keeps its files there, bounded by the dask config
+``dask_broker.max-open-files``.  :func:`close_shared_handlers` closes it (at exit,
+and at a worker's teardown).  A :class:`~dask_broker.fill.FillContext` has a
+private cache of its own and closes it when its ``with`` block ends.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ __all__ = [
     "HandlerCache",
     "DEFAULT_SHARED_MAX_OPEN",
     "shared_handler_cache",
+    "process_handler_cache",
     "close_shared_handlers",
 ]
 
@@ -272,19 +277,33 @@ class HandlerCache:
                     self._slot_freed.notify_all()
 
 
-#: Size of the per-process shared cache unless configured otherwise.
+#: Size of the per-process shared cache unless configured otherwise
+#: (the default of the dask config ``dask_broker.max-open-files``).
 DEFAULT_SHARED_MAX_OPEN = 128
 
 _shared: HandlerCache | None = None
 _shared_pid: int | None = None
+_shared_config: object = None  # the config value last applied to the shared cache
 _shared_guard = threading.Lock()
+_torn_down_workers: set[int] = set()  # workers told to close the cache at teardown
+
+
+def _configured_size() -> int | None:
+    from ..tunables import max_open_files
+
+    return max_open_files()
 
 
 def shared_handler_cache(maxsize: int | None = None) -> HandlerCache:
-    """The handler cache shared by everything in this process (e.g. a Dask worker's tasks).
+    """The handler cache shared by everything in this process: every task and the client.
 
-    Created on first use with :data:`DEFAULT_SHARED_MAX_OPEN` entries.  A forked
-    child gets its own, empty cache (the parent's handlers are not reused).
+    Its bound is the dask config ``dask_broker.max-open-files`` (default
+    :data:`DEFAULT_SHARED_MAX_OPEN`), read when the cache is made and again
+    whenever that setting changes; ``maxsize`` (or
+    :class:`~dask_broker.handlers.plugin.HandlerCachePlugin`) resizes it until the
+    setting next changes.  A forked child gets its own, empty cache (the parent's
+    handlers are not reused).  Its handlers are closed at exit, and on a Dask
+    worker at teardown (see :func:`process_handler_cache`).
 
     Parameters
     ----------
@@ -301,14 +320,49 @@ def shared_handler_cache(maxsize: int | None = None) -> HandlerCache:
     >>> shared_handler_cache(maxsize=DEFAULT_SHARED_MAX_OPEN).maxsize
     128
     """
-    global _shared, _shared_pid
+    global _shared, _shared_pid, _shared_config
+    configured = _configured_size()
     with _shared_guard:
         if _shared is None or _shared_pid != os.getpid():
-            _shared = HandlerCache(DEFAULT_SHARED_MAX_OPEN)
+            _shared = HandlerCache(configured)
             _shared_pid = os.getpid()
-        cache = _shared
+            _shared_config = configured
+            _torn_down_workers.clear()
+            cache, resize = _shared, None
+        else:
+            cache = _shared
+            resize = configured if configured != _shared_config else None
+            _shared_config = configured
     if maxsize is not None:
         cache.maxsize = maxsize
+    elif resize is not None:
+        cache.maxsize = resize
+    return cache
+
+
+def process_handler_cache() -> HandlerCache:
+    """The shared cache, for a read in a task: on a Dask worker, closed at its teardown.
+
+    The first use on a worker adds
+    :class:`~dask_broker.handlers.plugin.HandlerCachePlugin` to the worker's
+    plugins (unless one is there), so that the worker's handlers are closed
+    when it shuts down, as the plugin registered by hand does.
+    """
+    cache = shared_handler_cache()
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return cache
+    if id(worker) not in _torn_down_workers:
+        from .plugin import HandlerCachePlugin
+
+        plugins = getattr(worker, "plugins", None)
+        if isinstance(plugins, dict):
+            plugins.setdefault(HandlerCachePlugin.name, HandlerCachePlugin(max_open=None,
+                                                                           resize=False))
+        _torn_down_workers.add(id(worker))
     return cache
 
 

@@ -125,6 +125,51 @@ class AreaDetectorHDF5Handler:
             seen.add(p)
         return out
 
+    def read_into(self, datum_kwargs_list: Sequence[Mapping[str, Any]], out: np.ndarray) -> None:
+        """Write the frames of each point into ``out[i]``, straight from the file.
+
+        ``out`` holds one row per datum, of shape ``(fpp, *frame)`` (or ``frame`` when
+        ``frame_per_point`` is 1); each run of consecutive points is one HDF5 read
+        into the rows it fills (no intermediate array).
+        """
+        points = [_point_number(**kwargs) for kwargs in datum_kwargs_list]
+        if len(out) != len(points):
+            raise ValueError(f"out has {len(out)} rows for {len(points)} datum")
+        if not points:
+            return
+        fpp = self.frame_per_point
+        with HDF5_LOCK:
+            dataset = self._dataset()
+            n_frames = dataset.shape[0] if dataset.shape else 0
+            frame = dataset.shape[1:]
+            if out.shape[1:] not in ((fpp, *frame), frame if fpp == 1 else None) or \
+                    not out.flags.c_contiguous:
+                raise ValueError(f"out rows of shape {out.shape[1:]} do not hold {fpp} "
+                                 f"frame(s) of {frame}")
+            flat = out.reshape((len(points) * fpp, *frame))  # a view: out is contiguous
+            i = 0
+            while i < len(points):
+                j = i + 1
+                while j < len(points) and points[j] == points[j - 1] + 1:
+                    j += 1
+                first, stop = points[i] * fpp, (points[j - 1] + 1) * fpp
+                if stop > n_frames:
+                    bad = next(p for p in points[i:j] if (p + 1) * fpp > n_frames)
+                    raise IndexError(
+                        f"point_number {bad} (frame_per_point {fpp}) needs frames "
+                        f"[{bad * fpp}:{(bad + 1) * fpp}] but {self.dataset_path} of "
+                        f"{self.filename!r} holds {n_frames} frames"
+                    )
+                dataset.read_direct(flat, np.s_[first:stop], np.s_[i * fpp:j * fpp])
+                i = j
+
+    def describe(self, point_number: int = 0) -> tuple[tuple[int, ...], np.dtype]:
+        """Shape ``(fpp, *frame)`` and dtype of a point's data, from the file's metadata."""
+        _point_number(point_number)
+        with HDF5_LOCK:
+            dataset = self._dataset()
+            return (self.frame_per_point, *dataset.shape[1:]), dataset.dtype
+
     def get_file_list(self, datum_kwargs_list: Sequence[Mapping[str, Any]]) -> list[str]:
         """The one file this resource covers."""
         return [self.filename]

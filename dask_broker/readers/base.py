@@ -82,6 +82,14 @@ class ReaderBase(abc.ABC):
     def describe(self) -> tuple[tuple[int, ...], np.dtype]:
         """The full shape (number of entries first) and dtype, from metadata only."""
 
+    def read_into(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        """Entries ``[start, stop)`` written into ``out`` (of ``stop - start`` entries, or
+        the same number of elements); return ``out``.  By default a copy of :meth:`read`;
+        readers that can (HDF5) read straight into it."""
+        values = self.read(start, stop)
+        out[...] = values.reshape(out.shape)
+        return out
+
     @classmethod
     @abc.abstractmethod
     def paths(cls, path: str, parameters: Mapping[str, Any],

@@ -201,6 +201,35 @@ class HDF5Reader(ReaderBase):
                     f"reading entries [{start}, {stop}) of {self.dataset_path!r} in "
                     f"{self.path!r} failed: {err}") from err
 
+    def read_into(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        """Entries ``[start, stop)`` read straight into ``out`` (one HDF5 read, no copy).
+
+        ``out`` holds the same number of elements (e.g. rows of several entries);
+        when it is not contiguous or of another size, the entries are read and copied.
+        """
+        with HDF5_LOCK:
+            dataset = self._open()
+            if dataset.ndim == 0:
+                raise ReaderError(
+                    f"dataset {self.dataset_path!r} of {self.path!r} is a scalar; it has "
+                    f"no entries along a first axis to read")
+            if stop > dataset.shape[0] and self._file is not None and self._file.swmr_mode:
+                dataset.refresh()
+            start, stop = self._check_range(start, stop, dataset.shape[0])
+            shape = (stop - start, *dataset.shape[1:])
+            direct = out.flags.c_contiguous and out.size == int(np.prod(shape)) and \
+                out.dtype == dataset.dtype
+            if direct:
+                try:
+                    dataset.read_direct(out.reshape(shape), np.s_[start:stop])
+                except OSError as err:
+                    raise ReaderError(
+                        f"reading entries [{start}, {stop}) of {self.dataset_path!r} in "
+                        f"{self.path!r} failed: {err}") from err
+        if not direct:
+            return super().read_into(start, stop, out)
+        return out
+
     @classmethod
     def paths(cls, path: str, parameters: Mapping[str, Any],
               n_entries: int | None = None) -> list[str]:

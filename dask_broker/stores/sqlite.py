@@ -396,13 +396,50 @@ class SQLiteStore(Store):
 
     @contextmanager
     def _snapshot(self) -> Iterator[sqlite3.Connection]:
-        """A private connection holding one read transaction (a consistent view)."""
-        conn = self._connect()
+        """A connection of its own holding one read transaction (a consistent view).
+
+        Read connections are pooled per thread and reused by the next read (a task
+        of a Dask worker reads without connecting); a pool is dropped after a fork,
+        after :meth:`close`, and when the catalog file was replaced on disk.
+        """
+        pool = self._read_pool()
+        conn = pool.pop() if pool else None
+        if conn is None:
+            conn = self._connect()
+            self._open.add(conn)
+        reusable = False
         try:
             conn.execute("BEGIN")
             yield conn
+            reusable = True
         finally:
-            conn.close()
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")  # a read: nothing to keep
+            except sqlite3.Error:
+                reusable = False
+            if reusable and self._read_pool() is pool and len(pool) < 4:
+                pool.append(conn)
+            else:
+                self._open.discard(conn)
+
+    def _read_pool(self) -> list:
+        """This thread's idle read connections (emptied when they may no longer be used)."""
+        if self._pid != os.getpid():
+            self._local = threading.local()
+            self._open = _Connections()  # the parent's belong to the parent
+            self._pid = os.getpid()
+        local = self._local
+        pool = getattr(local, "read_pool", None)
+        identity = _file_identity(self._path)
+        if pool is None or local.read_generation != self._open.generation or \
+                local.read_identity != identity:
+            for conn in pool or ():
+                self._open.discard(conn)
+            pool = local.read_pool = []
+            local.read_generation = self._open.generation
+            local.read_identity = identity
+        return pool
 
     # ------------------------------------------------------------------ writes
     def _insert_unique(self, sql: str, params: tuple, doc_type: str, uid: str) -> None:
@@ -813,10 +850,22 @@ class SQLiteStore(Store):
             rows = conn.execute(
                 "SELECT datum_id, resource, datum_kwargs FROM datum "
                 f"WHERE datum_id IN ({_marks(len(chunk))})", chunk).fetchall()
-            for datum_id, resource, kwargs in rows:
+            kwargs = self._loads_many([r[2] for r in rows])
+            for (datum_id, resource, _), kw in zip(rows, kwargs, strict=True):
                 out[datum_id] = {"datum_id": datum_id, "resource": resource,
-                                 "datum_kwargs": self._loads(kwargs)}
+                                 "datum_kwargs": kw}
         return out
+
+    def _loads_many(self, texts: list) -> list:
+        """Stored JSON values, decoded in one parse (not one per value)."""
+        if len(texts) > 1 and all(isinstance(t, str) for t in texts):
+            try:
+                values = json.loads("[" + ",".join(texts) + "]")
+            except ValueError:
+                values = None
+            if values is not None and len(values) == len(texts):
+                return values
+        return [self._loads(t) for t in texts]
 
     def datum_of_resource(self, resource_uid: str) -> Iterator[dict]:
         with self._snapshot() as conn:
@@ -955,6 +1004,15 @@ def _batches(pages: list[tuple[int, int]], max_events: int) -> Iterator[list[int
         yield batch
 
 
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the catalog file: a replaced file is another catalog."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _remove_catalog(connections: "_Connections", folder: str) -> None:
     connections.close_all()
     shutil.rmtree(folder, ignore_errors=True)
@@ -1039,6 +1097,15 @@ class _Connections:
     def add(self, conn: sqlite3.Connection) -> None:
         with self._lock:
             self._conns.append(conn)
+
+    def discard(self, conn: sqlite3.Connection) -> None:
+        """Close one connection and forget it."""
+        with self._lock:
+            try:
+                self._conns.remove(conn)
+            except ValueError:
+                pass
+        conn.close()
 
     def close_all(self) -> None:
         with self._lock:

@@ -19,78 +19,26 @@ Examples
 from __future__ import annotations
 
 import copy
-import errno
-import os
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import numpy as np
 
-from .errors import (
-    DaskBrokerError,
-    HandlerError,
-    HandlerNotFoundError,
-    MissingFileError,
-    UnknownDatumError,
-    UnknownFieldError,
-    UnknownReferenceError,
-)
-from .file_retry import resolve_retry_intervals, retry_missing_file
-from .handlers.base import read_many
-from .handlers.cache import HandlerCache
-from .handlers.registry import HandlerRegistry, default_registry
+from ..errors import UnknownDatumError, UnknownFieldError, UnknownReferenceError
+from ..file_retry import resolve_retry_intervals
+from ..handlers.cache import HandlerCache
+from ..handlers.registry import HandlerRegistry, default_registry
+from .datum import DatumLookup, DatumReader, ResourceLookup, resource_full_path
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .stores.base import Store
+    from ..stores.base import Store
 
 __all__ = ["FillContext", "resource_full_path", "DEFAULT_MAX_OPEN"]
 
 #: Default bound on the handlers a FillContext keeps alive.
 DEFAULT_MAX_OPEN = 64
-
-ResourceLookup = Union[Callable[[str], "Mapping | None"], Mapping[str, Mapping]]
-DatumLookup = Union[Callable[[Sequence[str]], Mapping[str, Mapping]], Mapping[str, Mapping]]
-
-
-def resource_full_path(resource: Mapping, root_map: Mapping[str, str] | None = None) -> str:
-    """The path a resource's handler opens: its (re-mapped) root joined with resource_path.
-
-    ``os.path.join(root_map.get(root, root), resource_path)``, as event-model
-    does; a missing or empty root leaves ``resource_path`` as it is.
-
-    Parameters
-    ----------
-    resource
-        A resource document.
-    root_map
-        Old root -> new root, for files that moved.
-
-    Examples
-    --------
-    >>> res = {"root": "/old", "resource_path": "a/b.h5"}
-    >>> resource_full_path(res)
-    '/old/a/b.h5'
-    >>> resource_full_path(res, {"/old": "/new"})
-    '/new/a/b.h5'
-    >>> resource_full_path({"root": "", "resource_path": "b.h5"})
-    'b.h5'
-    """
-    root = resource.get("root") or ""
-    if root_map:
-        root = root_map.get(root, root) or ""
-    return os.path.join(root, resource.get("resource_path") or "")
-
-
-def _is_missing_file(err: BaseException) -> bool:
-    return isinstance(err, FileNotFoundError) or (
-        isinstance(err, OSError) and err.errno == errno.ENOENT)
-
-
-def _ids_text(ids: Sequence[str]) -> str:
-    shown = ", ".join(repr(i) for i in ids[:3])
-    return shown + (f" (and {len(ids) - 3} more)" if len(ids) > 3 else "")
 
 
 class FillContext:
@@ -164,15 +112,17 @@ class FillContext:
             uid: tuple(k for k, v in keys.items() if v.get("external"))
             for uid, keys in self._data_keys.items()
         }
-        self._resources = {} if resources is None else resources
-        self._datum = {} if datum is None else datum
         self.registry = default_registry if registry is None else registry
         self.root_map: dict[str, str] = dict(root_map or {})
         #: seconds waited before each retry of a missing file
         self.retry_intervals = resolve_retry_intervals(retry_intervals)
-        self._resource_docs: dict[str, Mapping] = {}
         self._owns_cache = cache is None
         self._cache = HandlerCache(max_open) if cache is None else cache
+        #: the one fill path (datum -> resource groups -> bulk handler reads)
+        self._reader = DatumReader({} if datum is None else datum,
+                                   {} if resources is None else resources, self.registry,
+                                   root_map=self.root_map, cache=self._cache,
+                                   retry_intervals=self.retry_intervals)
         if self._owns_cache:
             # Close forgotten handlers when the context is garbage collected.
             self._finalizer = weakref.finalize(self, self._cache.close_all)
@@ -406,123 +356,4 @@ class FillContext:
 
     # ------------------------------------------------------------ internals
     def _fill_ids(self, ids: list[str], where: Mapping[str, str] | None) -> list[np.ndarray]:
-        unique = list(dict.fromkeys(ids))
-        docs = self._datum_docs(unique, where)
-        groups: dict[str, list[str]] = {}
-        for datum_id in unique:
-            groups.setdefault(docs[datum_id]["resource"], []).append(datum_id)
-        values: dict[str, np.ndarray] = {}
-        for resource_uid, group in groups.items():
-            values.update(zip(group, self._read_resource(resource_uid, group, docs), strict=True))
-        return [values[i] for i in ids]
-
-    def _datum_docs(self, ids: list[str], where: Mapping[str, str] | None) -> dict[str, Mapping]:
-        if not ids:
-            return {}
-        if isinstance(self._datum, Mapping):
-            found = {i: self._datum[i] for i in ids if i in self._datum}
-        else:
-            found = dict(self._datum(ids))
-        missing = [i for i in ids if i not in found]
-        if missing:
-            context = (f" (referenced by {where[missing[0]]})"
-                       if where and missing[0] in where else "")
-            raise UnknownDatumError(
-                f"unknown datum id {_ids_text(missing)}{context}: no datum document with "
-                f"this id is stored; was the datum inserted before the event?"
-            )
-        return found
-
-    def _resource(self, uid: str, datum_id: str) -> Mapping:
-        doc = self._resource_docs.get(uid)
-        if doc is None:
-            if isinstance(self._resources, Mapping):
-                doc = self._resources.get(uid)
-            else:
-                doc = self._resources(uid)
-            if doc is None:
-                raise UnknownReferenceError(
-                    f"datum {datum_id!r} refers to resource {uid!r}, which is not stored")
-            self._resource_docs[uid] = doc
-        return doc
-
-    def _handler_class(self, spec: str, resource_uid: str) -> Any:
-        try:
-            if isinstance(self.registry, HandlerRegistry):
-                return self.registry.lookup(spec)
-            return self.registry[spec]
-        except (HandlerNotFoundError, KeyError) as err:
-            detail = str(err) if isinstance(err, HandlerNotFoundError) else (
-                f"no handler for spec {spec!r} in the given registry mapping; add one "
-                f"(known: {sorted(self.registry)})")
-            raise HandlerNotFoundError(f"cannot fill resource {resource_uid!r}: {detail}") from err
-
-    def _read_resource(self, uid: str, group: list[str], docs: Mapping[str, Mapping]) -> list:
-        resource = self._resource(uid, group[0])
-        spec = resource.get("spec")
-        handler_class = self._handler_class(spec, uid)
-        path = resource_full_path(resource, self.root_map)
-        # resource_kwargs in the key: an updated resource never reuses an old handler
-        kwargs_key = repr(sorted((resource.get("resource_kwargs") or {}).items()))
-        key = (uid, path, spec, handler_class, kwargs_key)
-        kwargs_list = [docs[i].get("datum_kwargs") or {} for i in group]
-
-        def opener() -> Any:
-            try:
-                return handler_class(path, **(resource.get("resource_kwargs") or {}))
-            except Exception as err:
-                raise self._error(err, resource, path, handler_class, group[0],
-                                  opening=True) from err
-
-        def attempt() -> list:
-            fresh = False
-            try:
-                with self._cache.acquire(key, opener) as (handler, created):
-                    fresh = created
-                    return self._read_group(handler, group, kwargs_list, resource, path)
-            except BaseException:
-                if fresh:  # like xarray's acquire_context: drop a handler whose first read failed
-                    self._cache.discard(key)
-                raise
-
-        # A file on a shared file system may appear after its datum: try again a few times.
-        return retry_missing_file(attempt, self.retry_intervals)
-
-    def _read_group(self, handler: Any, group: list[str], kwargs_list: list[Mapping],
-                    resource: Mapping, path: str) -> list[np.ndarray]:
-        if hasattr(handler, "read_many"):
-            try:
-                return [np.asarray(v) for v in read_many(handler, kwargs_list)]
-            except Exception:
-                pass  # read one datum at a time below: the error then names the failing datum
-        out = []
-        for datum_id, kwargs in zip(group, kwargs_list, strict=True):
-            try:
-                out.append(np.asarray(handler(**kwargs)))
-            except Exception as err:
-                raise self._error(err, resource, path, type(handler), datum_id) from err
-        return out
-
-    def _error(self, err: BaseException, resource: Mapping, path: str, handler_class: Any,
-               datum_id: str, opening: bool = False) -> DaskBrokerError:
-        if isinstance(err, DaskBrokerError):
-            return err
-        uid = resource.get("uid")
-        spec = resource.get("spec")
-        if _is_missing_file(err):
-            other = getattr(err, "filename", None)
-            return MissingFileError(
-                f"resource {uid!r} (spec {spec!r}): file {path!r} is missing"
-                + (f" (the handler looked for {other!r})" if other and other != path else "")
-                + f"; root {resource.get('root')!r}, resource_path "
-                f"{resource.get('resource_path')!r}, root_map {self.root_map!r}. If the files "
-                f"moved, pass root_map={{old_root: new_root}}"
-            )
-        name = getattr(handler_class, "__qualname__", repr(handler_class))
-        action = "opening" if opening else "reading"
-        target = (f"resource {uid!r} for datum {datum_id!r}" if opening
-                  else f"datum {datum_id!r} of resource {uid!r}")
-        return HandlerError(
-            f"handler {name} (spec {spec!r}) raised {type(err).__name__}: {err} while {action} "
-            f"{target} (file {path!r})"
-        )
+        return self._reader.read(ids, where)

@@ -1,0 +1,169 @@
+"""One ReadPlan per read: what it reads once on the client, what it ships, how it sizes."""
+
+from __future__ import annotations
+
+import pickle
+
+import dask
+import numpy as np
+import pytest
+
+from dask_broker import Broker
+from dask_broker.handlers import close_shared_handlers
+from dask_broker.handlers.testing import make_external_run
+from dask_broker.read import FrameSpec, ReadPlan, plan_read
+
+
+@pytest.fixture
+def run(tmp_path):
+    ext = make_external_run(tmp_path, n_files=3, points_per_file=4, npy=False)
+    db = Broker.temp()
+    for name, doc in ext.documents:
+        db.insert(name, doc)
+    yield db, db[-1], ext
+    close_shared_handlers()
+
+
+class Calls:
+    """Counts calls of store methods (client and tasks alike: threads share the store)."""
+
+    def __init__(self, monkeypatch, store, names):
+        self.counts = dict.fromkeys(names, 0)
+        cls = type(store)
+        for name in names:
+            original = getattr(cls, name)
+
+            def counting(self_, *args, _name=name, _original=original, **kwargs):
+                self.counts[_name] += 1
+                return _original(self_, *args, **kwargs)
+
+            monkeypatch.setattr(cls, name, counting)
+
+
+READ_ONCE = ["descriptors", "resources", "get_resource", "get_stop", "event_counts"]
+
+
+@pytest.mark.parametrize("how", ["table", "chunks", "chunk", "xarray"])
+def test_descriptors_and_resources_are_read_once(run, monkeypatch, how):
+    db, h, ext = run
+    calls = Calls(monkeypatch, db.store, READ_ONCE)
+    with dask.config.set(scheduler="threads"):
+        if how == "table":
+            got = h.table(fill=True, fields=["img"], chunk_size=4).compute()["img"]
+        elif how == "chunks":
+            got = [f for c in h.table_chunks(fields=["img"], chunk_size=4) for f in c["img"]]
+        elif how == "chunk":
+            got = h.table_chunk("primary", 1, chunk_size=4, fields=["img"])["img"]
+        else:
+            got = h.to_xarray(fields=["img"], chunk_size=4)["img"].values
+    assert len(got) == (4 if how == "chunk" else 12)
+    assert calls.counts["descriptors"] == 1
+    assert calls.counts["event_counts"] == 1 and calls.counts["get_stop"] == 1
+    # resources: once when filling (the plan's recipe), never looked up one by one
+    assert calls.counts["resources"] == (1 if how in ("table", "xarray") else 0)
+    assert calls.counts["get_resource"] == 0
+
+
+def test_plan_is_small_picklable_and_sized_from_the_file(run):
+    db, h, ext = run
+    plan = h.event_source.plan(h, fields=["img"], fill=True)
+    assert isinstance(plan, ReadPlan) and "ReadPlan(" in repr(plan)
+    # no dtype_numpy in the descriptor: the frame's shape and dtype come from the first file
+    assert plan.frame("img") == FrameSpec((1, 4, 5), "<u2", "resource")
+    restored = pickle.loads(pickle.dumps(plan))
+    assert restored.specs == plan.specs and restored.columns == plan.columns
+    graph = h.table(fill=True, fields=["img"]).__dask_graph__()
+    pickle.dumps(dict(graph))
+    pickle.dumps(dict(h.to_xarray(fields=["img"])["img"].data.__dask_graph__()))
+
+
+def test_partitions_sized_by_known_frame_bytes(run):
+    db, h, ext = run
+    frame = 1 * 4 * 5 * 2
+    with dask.config.set({"dask_broker.frame-partition-bytes": 3 * (frame + 16),
+                          "dask_broker.partition-bytes": 5 * 16}):
+        plan = h.event_source.plan(h, fields=["img"], fill=True)
+        assert plan.chunk_size == 3 and plan.npartitions == 4
+        ds = h.to_xarray(fields=["img"])
+        # without frames (unfilled, or scalars only): dask_broker.partition-bytes
+        assert h.event_source.plan(h, fields=["img"]).chunk_size == 1
+        assert h.event_source.plan(h, fields=["motor"], fill=True).chunk_size == 3
+    assert ds["img"].data.chunks[0] == (3, 3, 3, 3)
+    assert h.event_source.plan(h, fields=["img"], fill=True,
+                               chunk_size=f"{6 * (frame + 16)}B").chunk_size == 6
+
+
+def test_unreadable_first_file_leaves_the_plan_lazy(tmp_path):
+    ext = make_external_run(tmp_path, n_files=2, points_per_file=2, npy=False)
+    db = Broker.temp()
+    for name, doc in ext.documents:
+        db.insert(name, doc)
+    h = db[-1]
+    db.set_root_map({str(tmp_path): str(tmp_path / "elsewhere")})
+    plan = plan_read(db.event_source, h, fields=["img"], fill=True)
+    assert plan.frame("img").source == "unknown"
+    assert h.table(fill=True).npartitions == 1  # planning does not fail
+
+
+def test_xarray_blocks_come_straight_from_the_reader(run):
+    db, h, ext = run
+    ds = h.to_xarray(fields=["img", "motor"], chunk_size=5)
+    assert ds["img"].data.chunks[0] == (5, 5, 2)
+    table = h.table(fill=True, chunk_size=5).compute()
+    np.testing.assert_array_equal(ds["img"].values, np.stack(table["img"].to_list()))
+    np.testing.assert_array_equal(ds["img"][[0, 6, 11]].values,
+                                  np.stack(table["img"].to_list())[[0, 6, 11]])
+    np.testing.assert_array_equal(ds["motor"].values, table["motor"].to_numpy())
+
+
+def test_values_of_filled_frames_read_straight_into_one_array(run, monkeypatch):
+    """np.asarray / .values of to_xarray's frames: every partition read into the result,
+    no chunk computed and concatenated; any other operation is plain dask."""
+    import dask.array as da
+
+    from dask_broker.read.xarray import FramesArray
+
+    db, h, ext = run
+    ds = h.to_xarray(fields=["img"], chunk_size=5)
+    data = ds["img"].data
+    assert isinstance(data, FramesArray)
+    expected = data.compute(scheduler="sync")
+    monkeypatch.setattr(da.Array, "compute", lambda *a, **k: pytest.fail("computed"))
+    with dask.config.set(scheduler="threads"):
+        values = ds["img"].values
+    np.testing.assert_array_equal(values, expected)
+    assert values.dtype == np.uint16 and values.flags.c_contiguous
+    monkeypatch.undo()
+    assert type(ds["img"][2:4].data) is da.Array and type((ds["img"] + 1).data) is da.Array
+    assert type(pickle.loads(pickle.dumps(data))) is da.Array
+    np.testing.assert_array_equal(ds["img"][2:4].values, expected[2:4])
+    np.testing.assert_array_equal(np.asarray(data, dtype="f8"), expected.astype("f8"))
+
+
+def test_frames_partitions_use_frame_partition_bytes(run):
+    db, h, ext = run
+    with dask.config.set({"dask_broker.frame-partition-bytes": "56B"}):  # one frame + 16
+        assert h.table(fill=True, fields=["img"]).npartitions == 12
+        assert h.table(fill=True, fields=["motor"]).npartitions == 1
+        assert h.table(fields=["img"]).npartitions == 1
+
+
+def test_table_cells_are_views_of_one_block_per_partition(run):
+    db, h, ext = run
+    part = h.table(fill=True, fields=["img"], chunk_size=6).partitions[0].compute()
+    cells = part["img"].to_list()
+    assert all(c.shape == (1, 4, 5) for c in cells)
+    assert len({id(c.base) for c in cells}) == 1  # rows of one block
+
+
+def test_sqlite_datum_kwargs_decoded_in_bulk(run):
+    db, h, ext = run
+    ids = [e["data"]["img"] for e in ext.events]
+    got = db.store.datum(ids)
+    assert {i: d["datum_kwargs"] for i, d in got.items()} == \
+        {i: ext.datum[i]["datum_kwargs"] for i in ids}
+    from dask_broker.errors import CatalogCorruptError
+
+    assert db.store._loads_many(['{"a": 1}', "[2]", "null"]) == [{"a": 1}, [2], None]
+    with pytest.raises(CatalogCorruptError, match="not JSON"):
+        db.store._loads_many(['{"a": 1}', "{"])
