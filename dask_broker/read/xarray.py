@@ -191,10 +191,15 @@ def _in_process_scheduler() -> bool:
     return scheduler in (dask.threaded.get, dask.local.get_sync, None)
 
 
-def _frames_array(data: da.Array, source: ColumnArray) -> FramesArray:
-    out = FramesArray(data.dask, data.name, data.chunks, meta=data._meta)
-    out.__dict__["_dask_broker_source"] = source
-    return out
+def _frames_array(data: da.Array, source: ColumnArray) -> da.Array:
+    """The frames' dask array, as it is.
+
+    (A :class:`FramesArray` would make ``.values`` read straight into one array,
+    but xarray refuses a Dataset mixing it with plain dask arrays -- ``ds.load()``
+    raises "Mixing chunked array types" -- so it is not used until xarray can
+    take it, e.g. through a chunk manager of its own.)
+    """
+    return data
 
 
 def build_dataset(plan: ReadPlan) -> xr.Dataset:
