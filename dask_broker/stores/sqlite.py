@@ -922,7 +922,7 @@ class SQLiteStore(Store):
     def _read_pages(self, conn, *, descriptor_uids, fields, timestamps, uids,
                     seq_range=None, open_only=False,
                     batch_events: int = 2 * SEAL_EVENTS * 8) -> Iterator[EventPageColumns]:
-        """Pages in (seq_min, id) order, fetched a bounded batch of events at a time."""
+        """Pages in stored (id) order, fetched a bounded batch of events at a time."""
         where = [f"descriptor IN ({_marks(len(descriptor_uids))})"]
         params: list[Any] = list(descriptor_uids)
         if seq_range is not None:
@@ -932,7 +932,7 @@ class SQLiteStore(Store):
         if open_only:
             where.append("sealed = 0")
         pages = conn.execute(
-            f"SELECT id, n FROM event_page WHERE {' AND '.join(where)} ORDER BY seq_min, id",
+            f"SELECT id, n FROM event_page WHERE {' AND '.join(where)} ORDER BY id",
             params).fetchall()
         meta_sql = "id, descriptor, seq_num, time" + (", uid" if uids else "")
         col_sql = "page_id, field, codec, data" + (", ts_codec, ts" if timestamps else "")
