@@ -192,7 +192,7 @@ def _in_process_scheduler() -> bool:
 
 
 def _frames_array(data: da.Array, source: ColumnArray) -> FramesArray:
-    out = FramesArray(data.dask, data.name, data.chunks, meta=data._meta)
+    out = FramesArray(data.dask, data.name, data.chunks, dtype=data.dtype)
     out.__dict__["_dask_broker_source"] = source
     return out
 
