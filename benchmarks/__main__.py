@@ -15,6 +15,7 @@ SCENARIOS = {
     "stream": "benchmarks.bench_stream",
     "scaling": "benchmarks.bench_scaling",
     "mongo": "benchmarks.bench_mongo",
+    "postgres": "benchmarks.bench_postgres",
 }
 
 

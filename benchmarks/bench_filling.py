@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 
 from dask_broker import Broker
-from dask_broker.handlers.testing import write_ad_hdf5
+from dask_broker.testing import write_ad_hdf5
 
 from .common import Result, measure
 

@@ -1,99 +1,318 @@
-"""Insert throughput into the embedded store: single events (as a RunEngine emits them) and pages.
+"""Insert throughput into the embedded store, each against a naive writer in the same run.
 
-Baseline in the same run: plain ``sqlite3`` with one JSON row per event in one
-transaction (what a naive document store does), on the same documents.
+Scenarios (quick / ``--full`` sizes)
+- ``event_page lists``: pages of 10,000 events x 11 fields (10 floats, 1 int) whose
+  columns are Python lists, inserted with validation into one growing run of
+  1M / 10M events; throughput per window of the run (first 100k, the last 100k
+  before 1M, before 10M) to show whether it stays flat.  Baseline: a naive
+  columnar SQLite writer (per page: ``np.asarray`` of each column, ``.tobytes()``,
+  one row per field, one transaction) on the same pages, the two taking turns
+  page by page.
+- ``event_page numpy``: the same with numpy columns (target: >= 1M events/s).
+- ``datum_page``: pages of 10,000 datum; baseline: ``executemany`` of JSON rows.
+- ``single events``: one ``db.insert("event", ...)`` per event, as a RunEngine
+  emits them; baseline: one committed JSON row per event.
+- ``ingest msgpack``: ``dask_broker.ingest`` of a suitcase-msgpack file of one run
+  (300k / 1M events, one ``event`` document each); baseline: only decoding the
+  file with ``msgpack.Unpacker``.
+
+Only the insert calls are timed: pages are generated between them.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
-import event_model
 import numpy as np
 
 from dask_broker import Broker
+from dask_broker.testing import RunBuilder
 
 from .common import Result
 
 FIELDS = [f"det{i}" for i in range(10)] + ["count"]
+PAGE = 10_000
+WINDOW = 100_000
 
 
-def _documents(num_events: int):
-    bundle = event_model.compose_run()
-    keys = {f: {"source": f, "dtype": "integer" if f == "count" else "number", "shape": []}
+def _data_keys() -> dict:
+    return {f: {"source": f, "dtype": "integer" if f == "count" else "number", "shape": []}
             for f in FIELDS}
-    desc = bundle.compose_descriptor(name="primary", data_keys=keys)
+
+
+def _uids(n: int) -> list[str]:
+    return [str(uuid.uuid4()) for _ in range(n)]
+
+
+def _page(desc_uid: str, first: int, n: int, rng: np.random.Generator, lists: bool) -> dict:
+    """Events first+1 .. first+n of a scan: 10 float fields and an int field."""
+    seq = np.arange(first + 1, first + n + 1)
+    times = 1.7e9 + seq * 0.01
+    data = {f: rng.random(n) for f in FIELDS[:-1]}
+    data["count"] = seq * 3
+    stamps = {f: times + 0.001 for f in FIELDS}
+    page = {"descriptor": desc_uid, "seq_num": seq, "time": times, "uid": _uids(n),
+            "data": data, "timestamps": stamps, "filled": {}}
+    if lists:
+        page.update(seq_num=seq.tolist(), time=times.tolist(),
+                    data={k: v.tolist() for k, v in data.items()},
+                    timestamps={k: v.tolist() for k, v in stamps.items()})
+    return page
+
+
+class NaiveColumnar:
+    """The baseline: per page, np.asarray + tobytes of each column, one row per field,
+    one transaction (WAL, synchronous=FULL, as the embedded store by default)."""
+
+    def __init__(self, path: Path):
+        self.conn = sqlite3.connect(path, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute("CREATE TABLE page (id INTEGER PRIMARY KEY, descriptor TEXT, "
+                          "seq_num BLOB, time BLOB, uid TEXT)")
+        self.conn.execute("CREATE TABLE col (page_id INTEGER, field TEXT, data BLOB, ts BLOB, "
+                          "PRIMARY KEY (page_id, field))")
+
+    def write(self, page: dict) -> None:
+        conn = self.conn
+        conn.execute("BEGIN")
+        cur = conn.execute("INSERT INTO page (descriptor, seq_num, time, uid) VALUES (?,?,?,?)",
+                           (page["descriptor"], np.asarray(page["seq_num"]).tobytes(),
+                            np.asarray(page["time"]).tobytes(), json.dumps(page["uid"])))
+        pid = cur.lastrowid
+        conn.executemany("INSERT INTO col VALUES (?, ?, ?, ?)",
+                         [(pid, f, np.asarray(v).tobytes(),
+                           np.asarray(page["timestamps"][f]).tobytes())
+                          for f, v in page["data"].items()])
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _windows(total: int) -> list[int]:
+    """Ends of the windows reported: the first 100k and the last 100k before 1M, 10M."""
+    ends = [WINDOW] + [m for m in (1_000_000, 10_000_000) if m <= total]
+    return sorted(set(ends + [total]))
+
+
+def _grow(scenario: str, total: int, writers: dict, make_page) -> list[Result]:
+    """Write ``total`` events page by page with each writer, the writers taking turns on
+    each page (so a busy machine slows them alike); per writer a row per window of the
+    run and one for the whole run."""
+    ends = _windows(total)
+    whole = dict.fromkeys(writers, 0.0)
+    window_s: dict[tuple[str, int], float] = {}
+    load = os.getloadavg()[0]
+    for first in range(0, total, PAGE):
+        page = make_page(first)
+        end = first + PAGE
+        for label, write in writers.items():
+            t0 = time.perf_counter()
+            write(page)
+            dt = time.perf_counter() - t0
+            whole[label] += dt
+            for e in ends:
+                if e - WINDOW < end <= e:
+                    window_s[label, e] = window_s.get((label, e), 0.0) + dt
+    extra = {"load": (round(load, 2), round(os.getloadavg()[0], 2))}
+    results = []
+    for label in writers:
+        for e in ends:
+            if e != total or total > WINDOW:
+                s = window_s[label, e]
+                results.append(Result(scenario, f"{label}, events {_k(e - WINDOW)}-{_k(e)}",
+                                      WINDOW, s, [s], extra=extra))
+        results.append(Result(scenario, f"{label}, whole {_k(total)}", total, whole[label],
+                              [whole[label]], extra=extra))
+    return results
+
+
+def _k(n: int) -> str:
+    return f"{n // 1_000_000}M" if n >= 1_000_000 and n % 1_000_000 == 0 else f"{n // 1000}k"
+
+
+def _new_run(folder: Path, name: str, sync: str = "full"):
+    db = Broker.from_uri(f"sqlite:///{folder / name}?synchronous={sync}")
+    run = RunBuilder()
+    desc = run.descriptor("primary", _data_keys())
+    db.insert("start", run.start)
+    db.insert("descriptor", desc.descriptor_doc)
+    return db, run.bundle, desc
+
+
+def bench_pages(folder: Path, total: int, lists: bool) -> tuple[str, str, list[Result]]:
+    kind = "lists" if lists else "numpy"
+    scenario = f"event_page 10k x 11, {kind}"
+    baseline = f"naive columnar sqlite3, whole {_k(total)}"
     rng = np.random.default_rng(0)
-    events = []
-    for i in range(num_events):
-        data = {f: float(v) for f, v in zip(FIELDS[:-1], rng.random(10))}
-        data["count"] = int(i)
-        events.append(desc.compose_event(data=data, timestamps={f: 0.0 for f in FIELDS},
-                                         validate=False))
-    return bundle.start_doc, desc.descriptor_doc, events
+    naive = NaiveColumnar(folder / f"naive-{kind}.db")
+    db, _, desc = _new_run(folder, f"pages-{kind}.db")
+    uid = desc.descriptor_doc["uid"]
+    results = _grow(scenario, total, {
+        "naive columnar sqlite3": naive.write,
+        "db.insert event_page": lambda page: db.insert("event_page", page)},
+        lambda first: _page(uid, first, PAGE, rng, lists))
+    naive.close()
+    db.store.close()
+    return scenario, baseline, results
 
 
-def _timed(fn) -> float:
+def bench_datum(folder: Path, total: int) -> tuple[str, str, list[Result]]:
+    scenario = "datum_page 10k"
+    db, bundle, _ = _new_run(folder, "datum.db")
+    res = bundle.compose_resource(spec="AD_HDF5", root="/data", resource_path="a.h5",
+                                  resource_kwargs={"frame_per_point": 1})
+    db.insert("resource", res.resource_doc)
+    pages = [res.compose_datum_page(datum_kwargs={"point_number": list(range(i, i + PAGE))})
+             for i in range(0, total, PAGE)]
+
+    conn = sqlite3.connect(folder / "naive-datum.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE datum (id INTEGER PRIMARY KEY, datum_id TEXT UNIQUE, "
+                 "resource TEXT, datum_kwargs TEXT)")
+
+    def naive():
+        for p in pages:
+            conn.execute("BEGIN")
+            conn.executemany("INSERT INTO datum (datum_id, resource, datum_kwargs) "
+                             "VALUES (?, ?, ?)",
+                             [(d, p["resource"], json.dumps({"point_number": k}))
+                              for d, k in zip(p["datum_id"], p["datum_kwargs"]["point_number"])])
+            conn.execute("COMMIT")
+
+    baseline = "sqlite3 executemany JSON rows"
+    results = []
+    for method, fn in ((baseline, naive),
+                       ("db.insert datum_page", lambda: [db.insert("datum_page", p)
+                                                         for p in pages])):
+        load = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        fn()
+        s = time.perf_counter() - t0
+        results.append(Result(scenario, method, total, s, [s], unit="datum",
+                              extra={"load": (round(load, 2), round(os.getloadavg()[0], 2))}))
+    conn.close()
+    return scenario, baseline, results
+
+
+def bench_single(folder: Path, n: int) -> tuple[str, str, list[Result]]:
+    scenario = "single events"
+    rng = np.random.default_rng(1)
+    results = []
+    for sync in ("full", "normal"):
+        db, _, desc = _new_run(folder, f"single-{sync}.db", sync)
+        events = [desc.compose_event(data={**{f: float(v) for f, v in zip(FIELDS, rng.random(10))},
+                                           "count": i},
+                                     timestamps={f: 1.7e9 + i for f in FIELDS}, validate=False)
+                  for i in range(n)]
+        load = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        for e in events:
+            db.insert("event", e)
+        s = time.perf_counter() - t0
+        results.append(Result(scenario, f"db.insert event (synchronous={sync})", n, s, [s],
+                              extra={"load": (round(load, 2), round(os.getloadavg()[0], 2))}))
+        db.store.close()
+
+    conn = sqlite3.connect(folder / "naive-single.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("CREATE TABLE event (uid TEXT PRIMARY KEY, descriptor TEXT, doc TEXT)")
+    load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+    for e in events:  # one committed transaction per event, like db.insert
+        conn.execute("INSERT INTO event VALUES (?, ?, ?)",
+                     (e["uid"], e["descriptor"], json.dumps(e)))
+    s = time.perf_counter() - t0
+    conn.close()
+    baseline = "sqlite3 JSON row per event (synchronous=normal)"
+    results.append(Result(scenario, baseline, n, s, [s],
+                          extra={"load": (round(load, 2), round(os.getloadavg()[0], 2))}))
+    return scenario, baseline, results
+
+
+def write_msgpack(path: Path, n: int) -> None:
+    """A suitcase-msgpack file of one run of ``n`` events (one event document each)."""
+    import msgpack
+
+    run = RunBuilder()
+    bundle, desc = run.bundle, run.descriptor("primary", _data_keys())
+    rng = np.random.default_rng(2)
+    packer = msgpack.Packer()
+    with open(path, "wb") as f:
+        f.write(packer.pack(["start", bundle.start_doc]))
+        f.write(packer.pack(["descriptor", desc.descriptor_doc]))
+        d = desc.descriptor_doc["uid"]
+        for first in range(0, n, PAGE):
+            k = min(PAGE, n - first)
+            values = rng.random((k, 10)).tolist()
+            uids = _uids(k)
+            chunk = []
+            for i in range(k):
+                seq = first + i + 1
+                t = 1.7e9 + seq * 0.01
+                data = dict(zip(FIELDS, values[i]))
+                data["count"] = seq
+                chunk.append(packer.pack(["event", {
+                    "uid": uids[i], "descriptor": d, "seq_num": seq, "time": t, "data": data,
+                    "timestamps": {f: t for f in FIELDS}, "filled": {}}]))
+            f.write(b"".join(chunk))
+        f.write(packer.pack(["stop", bundle.compose_stop()]))
+
+
+def bench_ingest(folder: Path, n: int) -> tuple[str, str, list[Result]]:
+    import msgpack
+
+    from dask_broker import ingest
+    scenario = f"ingest msgpack {_k(n)} events"
+    path = folder / "run.msgpack"
+    write_msgpack(path, n)
+
+    def decode_only():
+        with open(path, "rb") as f:
+            for _ in msgpack.Unpacker(f, raw=False):
+                pass
+
+    baseline = "msgpack.Unpacker (decode only)"
+    results = []
+    for method, fn in ((baseline, decode_only),
+                       ("dask_broker.ingest", lambda: ingest(
+                           Broker.from_uri(f"sqlite:///{folder / 'ingest.db'}"), [str(path)],
+                           progress=False))):
+        load = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        fn()
+        s = time.perf_counter() - t0
+        results.append(Result(scenario, method, n, s, [s],
+                              extra={"load": (round(load, 2), round(os.getloadavg()[0], 2))}))
+    return scenario, baseline, results
 
 
 def run(quick: bool = True):
-    n_single = 1_000 if quick else 20_000
-    n_pages = 100_000 if quick else 1_000_000
+    total = 1_000_000 if quick else 10_000_000
     results: list[Result] = []
-    with tempfile.TemporaryDirectory(prefix="dask-broker-bench-") as tmp:
-        folder = Path(tmp)
-        start, desc, events = _documents(n_single)
-        for sync in ("full", "normal"):
-            db = Broker.from_uri(f"sqlite:///{folder / f'single-{sync}.db'}?synchronous={sync}")
-            db.insert("start", start)
-            db.insert("descriptor", desc)
-            s = _timed(lambda: [db.insert("event", e) for e in events])
-            results.append(Result("insert single events", f"db.insert event (synchronous={sync})",
-                                  n_single, s, [s]))
-
-        def naive():
-            conn = sqlite3.connect(folder / "naive.db", isolation_level=None)
-            conn.execute("CREATE TABLE event (uid TEXT PRIMARY KEY, descriptor TEXT, doc TEXT)")
-            for e in events:  # one committed transaction per event, like db.insert
-                conn.execute("INSERT INTO event VALUES (?, ?, ?)",
-                             (e["uid"], e["descriptor"], json.dumps(e)))
-            conn.close()
-
-        s = _timed(naive)
-        results.append(Result("insert single events", "sqlite3 JSON row per event (baseline)",
-                               n_single, s, [s]))
-
-        start, desc, events = _documents(min(n_pages, 200_000))
-        pages = [event_model.pack_event_page(*events[i:i + 10_000])
-                 for i in range(0, len(events), 10_000)]
-        reps = max(1, n_pages // len(events))
-        total = 0.0
-        for r in range(reps):
-            db = Broker.from_uri(f"sqlite:///{folder / f'pages-{r}.db'}")
-            db.insert("start", start)
-            db.insert("descriptor", desc)
-            total += _timed(lambda: [db.insert("event_page", p) for p in pages])
-        results.append(Result("insert event_pages", "db.insert event_page (10k events)",
-                              len(events) * reps, total, [total]))
-
-        def naive_bulk():
-            conn = sqlite3.connect(folder / "naive-bulk.db")
-            conn.execute("CREATE TABLE event (uid TEXT PRIMARY KEY, descriptor TEXT, doc TEXT)")
-            with conn:
-                conn.executemany("INSERT INTO event VALUES (?, ?, ?)",
-                                 ((e["uid"], e["descriptor"], json.dumps(e)) for e in events))
-            conn.close()
-
-        s = _timed(naive_bulk)
-        results.append(Result("insert event_pages", "sqlite3 executemany JSON rows (baseline)",
-                              len(events), s, [s]))
-    baselines = {"insert single events": "sqlite3 JSON row per event (baseline)",
-                 "insert event_pages": "sqlite3 executemany JSON rows (baseline)"}
-    return results, baselines, []
+    baselines: dict[str, str] = {}
+    parts = [lambda f: bench_pages(f, total, lists=True),
+             lambda f: bench_pages(f, total, lists=False),
+             lambda f: bench_datum(f, 200_000 if quick else 1_000_000),
+             lambda f: bench_single(f, 2_000 if quick else 20_000),
+             lambda f: bench_ingest(f, 300_000 if quick else 1_000_000)]
+    only = os.environ.get("DASK_BROKER_BENCH_INSERT_ONLY")  # e.g. "0,2": a subset, by index
+    for i, part in enumerate(parts):
+        if only and str(i) not in only.split(","):
+            continue
+        with tempfile.TemporaryDirectory(prefix="dask-broker-bench-") as tmp:
+            scenario, baseline, rows = part(Path(tmp))
+        baselines[scenario] = baseline
+        results += rows
+    notes = ["targets (issue #13): event_page lists <= 1.5x the naive writer's time per event, "
+             "flat across the run; numpy pages >= 1M events/s; datum_page >= 1M datum/s; "
+             "single events (synchronous=normal) >= 5k/s; ingest >= 500k events/s"]
+    return results, baselines, notes

@@ -83,6 +83,28 @@ def pymongo_baseline(uri: str, descriptor_uid: str) -> pd.DataFrame:
     return df
 
 
+def pymongo_insert_many(server: str, num: int) -> float:
+    """Seconds to insert_many the event documents write_scan stores (mongo_normalized
+    documents, made before the clock starts), 10,000 a call, into a fresh database."""
+    from pymongo import MongoClient
+
+    from dask_broker.synthetic import scalar_scan_documents
+
+    docs = [doc for name, page in scalar_scan_documents(num, baseline=False, page_size=50_000)
+            if name == "event_page" for doc in MongoStore._event_docs(page)]
+    client = MongoClient(server)
+    try:
+        coll = client[f"bench_many_{uuid.uuid4().hex[:8]}"]["event"]
+        coll.create_index("uid", unique=True)
+        coll.create_index([("descriptor", -1), ("time", 1)])  # as the store makes them
+        t0 = time.perf_counter()
+        for i in range(0, len(docs), 10_000):
+            coll.insert_many(docs[i:i + 10_000], ordered=False)
+        return time.perf_counter() - t0
+    finally:
+        client.close()
+
+
 def run(quick: bool = True):
     num = 5_000 if quick else 100_000
     results: list[Result] = []
@@ -96,8 +118,12 @@ def run(quick: bool = True):
         h = db[-1]
         (desc,) = h.descriptors
         scenario = f"mongo table {num:,}"
-        results.append(Result("mongo insert (event_page)", "db.insert pages", num, write_s,
-                              [write_s]))
+        insert_scenario = f"mongo insert {num:,} events"
+        results.append(Result(insert_scenario, "db.insert event_page (50k-event pages)", num,
+                              write_s, [write_s]))
+        insert_many_s = pymongo_insert_many(server, num)
+        results.append(Result(insert_scenario, "pymongo insert_many (same documents)", num,
+                              insert_many_s, [insert_many_s]))
         expected = pymongo_baseline(uri, desc["uid"])
         got = h.table(time_struct=RAW).compute()
         pd.testing.assert_frame_equal(got[expected.columns], expected, check_dtype=False)
@@ -116,4 +142,5 @@ def run(quick: bool = True):
                                        lambda: h.table(time_struct=RAW, chunk_size=chunk)
                                        .compute(), repeat=3))
         notes.append(f"server: {kind}")
-    return results, {scenario: "pymongo find -> DataFrame"}, notes
+    return results, {scenario: "pymongo find -> DataFrame",
+                     insert_scenario: "pymongo insert_many (same documents)"}, notes

@@ -18,6 +18,7 @@ from .errors import (
     AmbiguousKeyError,
     CatalogCorruptError,
     CatalogVersionError,
+    CopyVerificationError,
     DaskBrokerError,
     DataKeysMismatchError,
     DocumentValidationError,
@@ -40,8 +41,11 @@ from .errors import (
     QueryError,
     UnsupportedQueryError,
 )
+from .copy import CopyReport, copy_runs
 from .event_source import EventSource
+from .export import export_table
 from .files import copy_files, file_list, move_files
+from .ingest import IngestError, IngestReport, ingest, read_documents
 from .header import Header
 from .stores import Store, open_store
 from .timestruct import TimeStruct
@@ -54,6 +58,8 @@ __version__ = "0.1.0"
 __all__ = [
     "ALL",
     "Broker",
+    "copy_runs",
+    "CopyReport",
     "list_configs",
     "EventSource",
     "Header",
@@ -63,6 +69,11 @@ __all__ = [
     "file_list",
     "copy_files",
     "move_files",
+    "ingest",
+    "read_documents",
+    "IngestError",
+    "IngestReport",
+    "export_table",
     "FillContext",
     "FillRecipe",
     "HandlerRegistry",
@@ -85,6 +96,7 @@ __all__ = [
     "StoreURIError",
     "CatalogCorruptError",
     "CatalogVersionError",
+    "CopyVerificationError",
     "ReadOnlyCatalogError",
     "UnknownDocumentNameError",
     "UnknownFieldError",

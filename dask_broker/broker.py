@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import re
 import warnings
 from dataclasses import dataclass
 from numbers import Integral
@@ -11,14 +10,10 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from .databroker_api import DatabrokerMethods
 from .errors import (
-    AmbiguousKeyError,
     ConflictingArgumentsError,
     InvalidArgumentError,
     RenamedArgumentWarning,
-    RunIndexError,
-    RunNotFoundError,
     StoreURIError,
-    UnsupportedSearchError,
 )
 from .event_source import EventSource
 from .handlers.registry import HandlerRegistry, default_registry
@@ -26,6 +21,8 @@ from .readers import ReaderRegistry
 from .readers import default_registry as default_readers
 from .header import Header
 from .query import parse_query
+from .run_keys import find_start
+from .text_search import parse_text
 from .stores import Store
 from .stores.sqlite import SQLiteStore
 
@@ -169,6 +166,25 @@ class Broker(DatabrokerMethods):
 
         return broker_html(self)
 
+    @property
+    def v2(self):
+        """databroker 1.x's ``db.v2`` catalog: ``db.v2[uid].primary.read()`` and friends.
+
+        Lookups and searches as ``db[...]`` and :meth:`search`, without the
+        :attr:`filters` (as databroker's ``db.v2``); see :mod:`dask_broker.v2`.
+
+        Examples
+        --------
+        >>> run = db.v2[-1]                        # doctest: +SKIP
+        >>> run.primary.read()                     # doctest: +SKIP
+        >>> run.metadata["start"]["plan_name"]     # doctest: +SKIP
+        'scan'
+        """
+        from .v2 import BlueskyCatalog
+
+        # A Broker on the same EventSource (handlers, root_map), without filters.
+        return BlueskyCatalog(_rebuild_broker(self.event_source))
+
     @staticmethod
     def get_fields(header: Header, name: str | None = None) -> set[str]:
         """The data keys of stream ``name`` (None: every stream) of a run, as databroker's.
@@ -298,7 +314,8 @@ class Broker(DatabrokerMethods):
         return Header(self.event_source, start)
 
     def __getitem__(self, key: Any) -> Any:
-        """Runs by uid, uid prefix, recency or scan_id, as databroker looks them up.
+        """Runs by uid, uid prefix, recency or scan_id, as databroker looks them up
+        (:func:`dask_broker.run_keys.find_start`, which every CLI command uses too).
 
         =====================================  ==========================================
         ``db["a1b2c3"]``                       the run with this uid, else the one run
@@ -337,44 +354,12 @@ class Broker(DatabrokerMethods):
         """
         if isinstance(key, slice):
             return self._recent_slice(key)
-        if isinstance(key, str):
-            return self._header(self._by_str(key))
-        if isinstance(key, Integral) and not isinstance(key, bool):
-            return self._header(self._by_int(int(key)))
+        if isinstance(key, str) or (isinstance(key, Integral) and not isinstance(key, bool)):
+            return self._header(find_start(self.store, key))
         if isinstance(key, Iterable) and not isinstance(key, (bytes, bytearray, Mapping)):
             return [self[item] for item in key]
         raise TypeError(f"look runs up by uid (str), int, a slice such as [-5:] or a list of "
                         f"those, not {type(key).__name__}")
-
-    def _by_int(self, key: int) -> dict:
-        if key < 0:
-            start = next(itertools.islice(self.store.iter_starts(), -key - 1, None), None)
-            if start is None:
-                raise RunIndexError(
-                    f"db[{key}]: the catalog holds fewer than {-key} runs "
-                    f"({self.store.display_uri})")
-            return start
-        start = next(iter(self.store.search({"scan_id": key})), None)
-        if start is None:
-            hint = ("; db[-1] is the latest run" if key == 0 else "")
-            raise RunNotFoundError(f"no run with scan_id {key} in {self.store.display_uri}{hint}")
-        return start
-
-    def _by_str(self, key: str) -> dict:
-        if _WHOLE_NUMBER.fullmatch(key):
-            number = int(key)
-            if number < 0:
-                return self._by_int(number)
-            try:
-                return self._by_int(number)
-            except RunNotFoundError as err:
-                try:
-                    return self._by_uid(key)
-                except RunNotFoundError:
-                    raise RunNotFoundError(
-                        f"no run with scan_id {number} or uid prefix {key!r} in "
-                        f"{self.store.display_uri}") from err
-        return self._by_uid(key)
 
     def _recent_slice(self, key: slice) -> list[Header]:
         """``db[-3:]``: ``[db[-1], db[-2], db[-3]]``, as databroker (negative indices only).
@@ -399,21 +384,6 @@ class Broker(DatabrokerMethods):
         recent = list(itertools.islice(self.store.iter_starts(), -min(indices)))
         return [self._header(recent[-i - 1]) for i in indices if -i <= len(recent)]
 
-    def _by_uid(self, key: str) -> dict:
-        start = self.store.get_start(key)
-        if start is not None:
-            return start
-        matches = self.store.start_uids_with_prefix(key, limit=3) if key else []
-        if not matches:
-            raise RunNotFoundError(
-                f"no run with uid or uid prefix {key!r} in {self.store.display_uri}")
-        if len(matches) > 1:
-            raise AmbiguousKeyError(
-                f"uid prefix {key!r} matches several runs ({', '.join(matches[:2])}, ...); "
-                "give more characters of the uid"
-            )
-        return self.store.get_start(matches[0])
-
     def __contains__(self, key: str | int) -> bool:
         """True when ``db[key]`` names exactly one run (an ambiguous prefix does not)."""
         try:
@@ -432,8 +402,9 @@ class Broker(DatabrokerMethods):
         return (self._header(s) for s in self.store.iter_starts())
 
     # ------------------------------------------------------------ search
-    def search(self, query: Mapping | None = None, *, since: Any = None,
-               until: Any = None, data_key: str | None = None) -> list[Header]:
+    def search(self, query: Mapping | None = None, *, text: str | None = None,
+               since: Any = None, until: Any = None,
+               data_key: str | None = None) -> list[Header]:
         """Runs whose start document matches a Mongo-style query, newest first.
 
         Every store returns the same runs for a query, with MongoDB's rules (see
@@ -447,6 +418,10 @@ class Broker(DatabrokerMethods):
         ----------
         query
             A query on start-document fields.
+        text
+            Full-text search: runs whose start document holds every word of ``text``
+            in its string values (case-insensitive; see :mod:`dask_broker.text_search`
+            for what a word is), AND-ed with everything else.
         since, until
             Runs that started at or after ``since`` and before ``until``: a date
             string (``"2024-03-01"``, ``"2024-03-01 14:00"``; local time unless
@@ -459,14 +434,17 @@ class Broker(DatabrokerMethods):
         ------
         QueryError
             The query is malformed, too big or uses an unsupported operator (the
-            message names the offending part); no store is asked.
+            message names the offending part), or ``text`` has no word; no store is
+            asked.
 
         Examples
         --------
         >>> db.search({"plan_name": "scan", "scan_id": {"$gte": 10}})  # doctest: +SKIP
         >>> db.search(since="2024-03-01", data_key="det1")              # doctest: +SKIP
+        >>> db.search({"plan_name": "scan"}, text="silicon wafer")      # doctest: +SKIP
         """
         parse_query(query)  # the user's query, checked (and named) on its own
+        parse_text(text)
         terms = [_SearchTerms.of(self.filters, "db.filters"),
                  _SearchTerms(dict(query or {}), since, until,
                               () if data_key is None else (data_key,))]
@@ -478,7 +456,9 @@ class Broker(DatabrokerMethods):
             query = {"$and": parts}
         query = parse_query(query)
         data_keys = [k for t in terms for k in t.data_keys]
-        headers = [self._header(s) for s in self.store.search(query)]
+        # ``text`` only when given, so that a store written before text search still searches
+        starts = self.store.search(query) if text is None else self.store.search(query, text=text)
+        headers = [self._header(s) for s in starts]
         if data_keys:
             headers = [h for h in headers if self._has_data_keys(h.uid, data_keys)]
         return headers
@@ -499,7 +479,9 @@ class Broker(DatabrokerMethods):
         Parameters
         ----------
         text_search
-            Full-text search: not available yet (raises UnsupportedSearchError).
+            Full-text search (``db("silicon wafer")``, or ``text_search=`` as in
+            databroker): runs whose start document holds every word, AND-ed with the
+            other conditions; see :meth:`search`.
         since, until
             The time window; ``start_time`` and ``stop_time`` are their older
             names (they warn with :class:`~dask_broker.errors.RenamedArgumentWarning`;
@@ -511,23 +493,26 @@ class Broker(DatabrokerMethods):
 
         Raises
         ------
-        UnsupportedSearchError
-            A positional (full-text) search string.
+        QueryError
+            The conditions are malformed, or the text has no word.
         ConflictingArgumentsError
-            ``start_time`` with ``since``, or ``stop_time`` with ``until``.
+            ``start_time`` with ``since``, ``stop_time`` with ``until``, or the text
+            given both positionally and as ``text_search=``.
 
         Examples
         --------
         >>> db(plan_name="count", since="2024-03-01", until="2024-03-02")  # doctest: +SKIP
         >>> db(data_key="det1")                                             # doctest: +SKIP
+        >>> db("silicon wafer", plan_name="scan")                           # doctest: +SKIP
         """
-        if text_search is not None:
-            raise UnsupportedSearchError(
-                f"db({text_search!r}): full-text search is not available in this version of "
-                "dask_broker; search by fields instead, e.g. db(plan_name='scan') or "
-                "db.search({'sample.name': 'Si'})")
+        if "text_search" in kwargs:
+            if text_search is not None:
+                raise ConflictingArgumentsError(
+                    "db(...): the full-text search was given twice, positionally and as "
+                    "text_search=; give it once")
+            text_search = kwargs.pop("text_search")
         terms = _SearchTerms.of(kwargs, "db(...)")
-        return self.search(terms.fields, since=terms.since, until=terms.until,
+        return self.search(terms.fields, text=text_search, since=terms.since, until=terms.until,
                            data_key=terms.data_keys[0] if terms.data_keys else None)
 
     def add_filter(self, **kwargs: Any) -> None:
@@ -621,9 +606,6 @@ def _rebuild_broker(event_source: EventSource, filters: dict | None = None,
     broker.aliases = dict(aliases or {})
     return broker
 
-
-#: A whole number written as a string: ``db["-1"]`` and ``db["42"]`` look up by number.
-_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
 
 #: databroker's older names of the time-window keywords.
 _RENAMED = {"start_time": "since", "stop_time": "until"}

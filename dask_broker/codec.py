@@ -12,14 +12,17 @@ document read back has the same Python types that went in.
 from __future__ import annotations
 
 import json
-import numbers
-from typing import Any, Sequence
+import math
+import struct
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .values import SCALAR_DTYPES, column_kind, fits_int64
+
 __all__ = ["encode_column", "decode_column", "column_to_list", "to_jsonable", "dumps"]
 
-_SCALAR_CODECS = {"f8": np.dtype("<f8"), "i8": np.dtype("<i8"), "b1": np.dtype("?")}
+_SCALAR_CODECS = SCALAR_DTYPES
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -44,6 +47,67 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, default=_json_default, separators=(",", ":"))
 
 
+def dumps_strings(values: Sequence[str]) -> str:
+    """:func:`dumps` of a list of str, fast for the usual uids: ASCII needing no escape.
+
+    Examples
+    --------
+    >>> dumps_strings(["a1", "b2"])
+    '["a1","b2"]'
+    >>> dumps_strings(['say "hi"', "\u00e9"]) == dumps(['say "hi"', "\u00e9"])
+    True
+    """
+    values = list(values)
+    try:
+        joined = "".join(values)
+    except TypeError:  # not all str
+        return dumps(values)
+    # what json.dumps escapes: all but printable ASCII, and " and \\
+    if joined.isascii() and joined.isprintable() and '"' not in joined and "\\" not in joined:
+        return '["' + '","'.join(values) + '"]' if values else "[]"
+    return dumps(values)
+
+
+def dumps_rows(columns: Mapping[str, Sequence[Any]], n: int) -> list[str]:
+    """``dumps({key: column[i] for key in columns})`` for each of the ``n`` rows, encoded
+    a column at a time: ints, floats, bools and plain strings without a call per value.
+
+    Examples
+    --------
+    >>> dumps_rows({"point_number": [0, 1], "tag": ["a", "b"]}, 2)
+    ['{"point_number":0,"tag":"a"}', '{"point_number":1,"tag":"b"}']
+    >>> dumps_rows({}, 2)
+    ['{}', '{}']
+    """
+    if not columns:
+        return ["{}"] * n
+    parts = [_json_values(column, dumps(key) + ":") for key, column in columns.items()]
+    if len(parts) == 1:
+        return ["{" + v + "}" for v in parts[0]]
+    return ["{" + ",".join(row) + "}" for row in zip(*parts)]
+
+
+def _json_values(column: Sequence[Any], prefix: str) -> list[str]:
+    """``prefix + dumps(value)`` for each value of a column."""
+    if isinstance(column, np.ndarray) and column.ndim == 1 and (
+            column.dtype.kind in "biu" or column.dtype == np.float64):
+        column = column.tolist()
+    values = list(column)
+    types = set(map(type, values))
+    if types == {int}:
+        return [prefix + v for v in map(int.__repr__, values)]
+    if types == {float} and all(map(math.isfinite, values)):
+        return [prefix + v for v in map(float.__repr__, values)]
+    if types == {bool}:
+        return [prefix + ("true" if v else "false") for v in values]
+    if types == {str}:
+        joined = "".join(values)
+        if joined.isascii() and joined.isprintable() and '"' not in joined and \
+                "\\" not in joined:
+            return [f'{prefix}"{v}"' for v in values]
+    return [prefix + dumps(v) for v in values]
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, (np.ndarray, np.generic)):
         return obj.tolist()
@@ -57,26 +121,9 @@ def _json_default(obj: Any) -> Any:
         "(decode bytes to str, or store them in an external file)")
 
 
-def _scalar_kind(values: Sequence[Any]) -> str | None:
-    kinds = set()
-    for v in values:
-        if isinstance(v, (bool, np.bool_)):
-            kinds.add("b1")
-        elif isinstance(v, (numbers.Integral,)):
-            kinds.add("i8")
-        elif isinstance(v, (float, np.floating)):
-            kinds.add("f8")
-        else:
-            return None
-        if len(kinds) > 1 and "b1" in kinds:
-            return None
-    if kinds == {"b1"}:
-        return "b1"
-    if kinds == {"i8"}:
-        return "i8"
-    if kinds <= {"i8", "f8"} and kinds:
-        return "f8"
-    return None
+# The classification lives in :mod:`dask_broker.values` (shared with MongoDB); the old
+# private name stays for code that imported it.
+_scalar_kind = column_kind
 
 
 def encode_column(values: Sequence[Any]) -> tuple[str, bytes]:
@@ -94,7 +141,11 @@ def encode_column(values: Sequence[Any]) -> tuple[str, bytes]:
         kind = {"f": "f8", "i": "i8", "u": "i8", "b": "b1"}[values.dtype.kind]
         return kind, np.ascontiguousarray(values, dtype=_SCALAR_CODECS[kind]).tobytes()
     values = list(values)
-    kind = _scalar_kind(values)
+    if len(values) == 1:  # one event (as a RunEngine emits them): no numpy round trip
+        encoded = _encode_one(values[0])
+        if encoded is not None:
+            return encoded
+    kind = column_kind(values)
     if kind == "i8":
         try:
             return kind, np.asarray(values, dtype="<i8").tobytes()
@@ -107,6 +158,22 @@ def encode_column(values: Sequence[Any]) -> tuple[str, bytes]:
         shape = ",".join(str(s) for s in stacked.shape[1:])
         return f"nd:{stacked.dtype.str}:{shape}", stacked.tobytes()
     return "json", dumps(to_jsonable(values)).encode()
+
+
+_F8, _I8 = struct.Struct("<d"), struct.Struct("<q")
+
+
+def _encode_one(value: Any) -> tuple[str, bytes] | None:
+    """A column of one plain float, int (of 64 bits) or bool, as :func:`encode_column`
+    encodes it; None for anything else."""
+    t = type(value)
+    if t is float:
+        return "f8", _F8.pack(value)
+    if t is int and fits_int64(value):
+        return "i8", _I8.pack(value)
+    if t is bool:
+        return "b1", b"\x01" if value else b"\x00"
+    return None
 
 
 def _try_stack(values: list[Any]) -> np.ndarray | None:

@@ -63,6 +63,8 @@ CONFIG_ENV = "DASK_BROKER_CONFIG"
 
 _SQLITE_PREFIX = "sqlite:///"
 _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+_POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
+_MONGO_SCHEMES = ("mongodb", "mongodb+srv")
 
 
 class ConfigError(DaskBrokerError, ValueError):
@@ -125,9 +127,9 @@ class CatalogConfig:
         for spec, handler_class in handlers.items():
             db.register_handler(spec, handler_class, overwrite=True)
         if self.files:
-            from .cli.ingest import ingest
+            from .ingest import ingest
 
-            ingest(db, list(self.files), progress=False, out=lambda *_: None)
+            ingest(db, list(self.files), progress=False)
         return db
 
     def _import_handler(self, spec: str, target: str) -> Any:
@@ -334,8 +336,9 @@ def open_catalog(spec: str, *, create: bool = True, read_only: bool = False) -> 
         If False, a SQLite catalog must already exist (commands that only read
         use this, so a typo does not create an empty catalog).
     read_only
-        Open a SQLite catalog read-only (``?mode=ro``): it is never created,
-        migrated or written.  Other stores ignore it.
+        Open a SQLite, PostgreSQL or MongoDB catalog read-only (``?mode=ro``): it is
+        never created, migrated or written (MongoDB: no indexes made).  Other stores
+        ignore it.
 
     Examples
     --------
@@ -356,4 +359,6 @@ def open_catalog(spec: str, *, create: bool = True, read_only: bool = False) -> 
                 "exist")
         if read_only:
             options["read_only"] = True
+    elif read_only and cfg.uri.partition(":")[0].lower() in (*_POSTGRES_SCHEMES, *_MONGO_SCHEMES):
+        options["read_only"] = True  # never creates tables (PostgreSQL) or indexes (MongoDB)
     return cfg.open(Broker, **options)

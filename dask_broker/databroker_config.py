@@ -268,7 +268,7 @@ def _handlers(value: Any, where: str) -> dict[str, str]:
 
 def _mongo_uri(section: Mapping, part: str, where: str) -> str:
     """The database URI of a databroker ``metadatastore``/``assets`` ``config`` section."""
-    from .stores.mongo_uri import split_uri
+    from .stores.mongo.uri import split_uri
 
     config = section.get("config")
     if not isinstance(config, Mapping):
@@ -302,7 +302,7 @@ def _mongo_uri(section: Mapping, part: str, where: str) -> str:
 
 def _store_uri(metadatastore_uri: str, asset_uri: str | None, where: str) -> str:
     """One dask_broker store URI: the metadatastore's, naming a separate asset registry."""
-    from .stores.mongo_uri import ASSET_PARAM, parse_store_uri
+    from .stores.mongo.uri import ASSET_PARAM, parse_store_uri
 
     try:
         main, _ = parse_store_uri(metadatastore_uri, "metadatastore")

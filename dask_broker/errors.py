@@ -29,6 +29,7 @@ __all__ = [
     "CatalogCorruptError",
     "CatalogVersionError",
     "ReadOnlyCatalogError",
+    "CopyVerificationError",
     "HandlerNotFoundError",
     "DuplicateHandlerError",
     "MissingFileError",
@@ -137,6 +138,10 @@ class CatalogVersionError(StoreURIError):
 
 class ReadOnlyCatalogError(DaskBrokerError, PermissionError):
     """A write to a catalog that is open read-only (names the catalog and why it is read-only)."""
+
+
+class CopyVerificationError(DaskBrokerError, ValueError):
+    """A run copied between catalogs reads back different from its source (names the run)."""
 
 
 # ---------------------------------------------------------------- filling

@@ -49,6 +49,7 @@ from .file_assets import Asset, assets_of
 from .file_lock import relocation_lock
 from .file_report import FilesReport, ResourceReport
 from .file_users import users_of
+from .stores.roles import LIST_RESOURCES
 from .stores.base import Store
 
 __all__ = ["file_list", "copy_files", "move_files", "FilesReport", "ResourceReport"]
@@ -212,11 +213,9 @@ def _relative(path: str, root: str, asset: Asset) -> str:
 
 def _previous_root(es: Any, asset: Asset, new_root: str) -> str | None:
     """The root a copy/move to ``new_root`` came from (None if the files were not put there)."""
-    try:
-        history = es.store.resource_history(asset.uid)
-    except NotImplementedError:
+    if not es.store.supports_resource_updates:
         return None
-    for record in reversed(history):
+    for record in reversed(es.store.resource_history(asset.uid)):
         if _norm(asset.root(record["new"])) == new_root:
             old = asset.root(record["old"])
             if record.get("cmd") in ("move_files", "copy_files") and old and _norm(old) != new_root:
@@ -378,13 +377,12 @@ def _delete_old_files(es: Any, plans: list[_Plan], report: FilesReport,
     todo = [(p, e) for p, e in zip(plans, report.resources, strict=True)
             if p.action in ("copy", "clean")]
     old_files = [old for plan, _ in todo for old, _ in plan.pairs]
-    try:
-        users = users_of(es, old_files)  # every document as stored now, of any run
-    except NotImplementedError:
+    if LIST_RESOURCES not in es.store.capabilities:
         for _, entry in todo:
             entry.note = (f"old files kept: {type(es.store).__name__} cannot list the "
                           "catalog's resources, so whether other runs use them is unknown")
         return
+    users = users_of(es, old_files)  # every document as stored now, of any run
     for plan, entry in todo:
         entry.kept_for = sorted({u for old, _ in plan.pairs for u in users.get(old, ())})
         free = [(old, new) for old, new in plan.pairs if old not in users]

@@ -62,7 +62,7 @@ def _masked_uri(uri: str) -> str:
     """``uri`` without passwords, also in URIs nested in its query (``asset_registry_uri``)."""
     from urllib.parse import quote, unquote
 
-    from .stores.mongo_uri import mask_uri
+    from .stores.mongo.uri import mask_uri
 
     head, sep, query = mask_uri(uri).partition("?")
     items = []

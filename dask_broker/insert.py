@@ -6,6 +6,9 @@ against what is already stored (references, data keys, page shapes) *before*
 anything is written, and the store writes each call atomically, so a rejected
 document leaves the store unchanged.
 
+Documents in one of the legacy forms databroker accepted (:mod:`dask_broker.legacy`:
+a stop without ``exit_status``, a resource without ``root``) pass, stored as given.
+
 Values are checked too (:mod:`dask_broker.storable`): a document goes in only if
 every store keeps it faithfully -- no bytes, datetimes, sets, lone surrogates,
 keys that are not str, integers beyond 34 digits, nesting deeper than 64 levels;
@@ -20,7 +23,9 @@ import event_model
 import jsonschema
 import numpy as np
 
-from .storable import check_column, check_int64, checked_jsonable
+from .compiled_checks import EventCheck
+from .legacy import check_legacy
+from .storable import check_column, check_int64, checked_column, checked_jsonable
 from .stores.base import first_repeat
 from .stream_data import Intervals, stream_keys
 from .errors import (
@@ -62,13 +67,17 @@ def _validate(name: str, doc: Any) -> None:
     if not isinstance(doc, Mapping):
         raise DocumentValidationError(f"{name} document must be a dict, got {type(doc).__name__}")
     uid = _uid_of(name, doc)
+    plain = checked_jsonable(name, uid, doc)
     try:
-        _VALIDATORS[_DocName[name]].validate(checked_jsonable(name, uid, doc))
+        _VALIDATORS[_DocName[name]].validate(plain)
     except jsonschema.ValidationError as err:
-        where = "/".join(str(p) for p in err.absolute_path) or "<top level>"
-        raise DocumentValidationError(
-            f"{name} {uid!r} violates the event-model schema at {where}: {err.message}"
-        ) from err
+        form, legacy_err = check_legacy(name, plain)
+        if form is None:  # a known legacy form is stored as given
+            fault = legacy_err or err  # of a legacy form: its other fault
+            where = "/".join(str(p) for p in fault.absolute_path) or "<top level>"
+            raise DocumentValidationError(
+                f"{name} {uid!r} violates the event-model schema at {where}: {fault.message}"
+            ) from err
     for field in ("time", "seq_num"):  # kept as 64-bit numbers by every store
         check_int64(name, uid, field, doc.get(field))
 
@@ -105,37 +114,47 @@ def _validate_stream_resource(doc: Any) -> None:
     _validate("stream_resource", doc)
 
 
-def _validate_page(name: str, doc: Any) -> None:
+def _validate_page(name: str, doc: Any) -> Any:
     """Schema-validate a page, and check its values, without walking every element in Python.
 
     The schema is checked on a one-row slice of the page (structure, required
     keys, types of the first row); every column is then checked by its numpy
-    dtype or the set of its values' types (:func:`~dask_broker.storable.check_column`),
+    dtype or the set of its values' types (:func:`~dask_broker.storable.checked_column`),
     which also gives the per-element types the schema asks for.  Anything unusual
     falls back to the full jsonschema validation, for its precise message.
+
+    Returns the page to store: the same document, but for an event_page whose
+    columns of only floats, ints or bools are numpy arrays (that hold exactly
+    the same values), so that stores encode them without another pass.
     """
     if not isinstance(doc, Mapping):
         _validate(name, doc)
-        return
+        return doc
     try:
         head = {k: (v[:1] if isinstance(v, (list, np.ndarray)) else
                     {f: c[:1] for f, c in v.items()} if isinstance(v, Mapping) else v)
                 for k, v in doc.items()}
     except (TypeError, AttributeError):
         _validate(name, doc)
-        return
-    _validate(name, head)
+        return doc
+    _validate_envelope(name, head)
     uid = _uid_of(name, doc)
     if name == "event_page":
-        seq = check_column(name, uid, ("seq_num",), doc["seq_num"], 1, int64=True)
-        time = check_column(name, uid, ("time",), doc["time"], 1, int64=True)
+        seq, seq_col = checked_column(name, uid, ("seq_num",), doc["seq_num"], 1, int64=True)
+        time, time_col = checked_column(name, uid, ("time",), doc["time"], 1, int64=True)
         uids = check_column(name, uid, ("uid",), doc["uid"], 1)
-        stamps = [check_column(name, uid, ("timestamps", f), c)
-                  for f, c in doc["timestamps"].items()]
-        other = [check_column(name, uid, (part, f), c) for part in ("data", "filled")
-                 for f, c in (doc.get(part) or {}).items()]
+        stamps = {f: checked_column(name, uid, ("timestamps", f), c)
+                  for f, c in doc["timestamps"].items()}
+        data = {f: checked_column(name, uid, ("data", f), c) for f, c in doc["data"].items()}
+        filled = [check_column(name, uid, ("filled", f), c)
+                  for f, c in (doc.get("filled") or {}).items()]
         ok = (seq in ("", "i", "u") and time in ("", "i", "u", "f") and uids in ("", "U")
-              and all(k in ("", "i", "u", "f") for k in stamps) and "X" not in other)
+              and all(k in ("", "i", "u", "f") for k, _ in stamps.values())
+              and all(k != "X" for k, _ in data.values()) and "X" not in filled)
+        if ok:
+            return {**doc, "seq_num": seq_col, "time": time_col,
+                    "data": {f: c for f, (_, c) in data.items()},
+                    "timestamps": {f: c for f, (_, c) in stamps.items()}}
     else:  # datum_page
         ids = check_column(name, uid, ("datum_id",), doc["datum_id"], 1)
         kwargs = [check_column(name, uid, ("datum_kwargs", f), c)
@@ -143,6 +162,56 @@ def _validate_page(name: str, doc: Any) -> None:
         ok = ids in ("", "U") and "X" not in kwargs
     if not ok:
         _validate(name, doc)
+    return doc
+
+
+class _Uncacheable(Exception):
+    """A value whose validity its type alone does not decide."""
+
+
+def _skeleton(value: Any) -> Any:
+    """What event-model's page schemas and the storability checks see of a value: its
+    type, dict keys, list lengths, array dtype and shape -- and whether a float is
+    integral (a JSON-schema ``integer``).  ``_Uncacheable`` for anything whose content
+    matters (non-ASCII text, integers beyond 64 bits, other objects)."""
+    t = type(value)
+    if t is dict:
+        return t, tuple((k, _skeleton(v)) for k, v in value.items())
+    if t is list or t is tuple:
+        return t, tuple(_skeleton(v) for v in value)
+    if t is float:
+        return t, value.is_integer()
+    if t is str:
+        if value.isascii():
+            return t
+    elif t is int:
+        if -(2**63) <= value < 2**63:
+            return t
+    elif t is bool or value is None:
+        return t
+    elif t is np.ndarray and value.dtype.kind in "biuf":
+        return t, value.dtype.str, value.shape
+    raise _Uncacheable
+
+
+#: Skeletons of page envelopes (one-row heads) the schema accepted: a page shaped
+#: like one of them is valid without running jsonschema again.
+_VALID_ENVELOPES: set[tuple] = set()
+
+
+def _validate_envelope(name: str, head: Mapping) -> None:
+    """Validate a page's head (a one-row slice) with event-model's schema, once per shape."""
+    try:
+        key = (name, _skeleton(dict(head)))
+    except _Uncacheable:
+        key = None
+    if key is not None and key in _VALID_ENVELOPES:
+        return
+    _validate(name, head)
+    if key is not None:
+        if len(_VALID_ENVELOPES) >= 4096:
+            _VALID_ENVELOPES.clear()
+        _VALID_ENVELOPES.add(key)
 
 
 def _check_unique(name: str, doc_type: str, ids: Any, context: str) -> None:
@@ -186,6 +255,8 @@ class Inserter:
     def __init__(self, store: Store):
         self.store = store
         self._descriptor_keys: dict[str, frozenset] = {}
+        #: descriptor uid -> the compiled check of its single events
+        self._event_checks: dict[str, EventCheck] = {}
         self._descriptors: dict[str, Mapping] = {}
         self._known_starts: set[str] = set()
         self._known_resources: set[str] = set()
@@ -239,8 +310,9 @@ class Inserter:
     def _remember_descriptor(self, desc: Mapping) -> None:
         self._descriptors[desc["uid"]] = desc
         # Events never carry the keys streamed through stream_datum (external "STREAM:").
-        self._descriptor_keys[desc["uid"]] = (
-            frozenset(desc["data_keys"]) - frozenset(stream_keys(desc)))
+        keys = frozenset(desc["data_keys"]) - frozenset(stream_keys(desc))
+        self._descriptor_keys[desc["uid"]] = keys
+        self._event_checks[desc["uid"]] = EventCheck(desc["uid"], keys)
 
     def _data_keys(self, name: str, doc: Mapping, descriptor_uid: Any) -> frozenset:
         keys = self._descriptor_keys.get(descriptor_uid)
@@ -383,17 +455,24 @@ class Inserter:
                 self._index_ranges.setdefault(resource_uid, Intervals()))
 
     def event(self, doc: Mapping) -> None:
-        _validate("event", doc)
-        self._check_keys("event", doc, self._data_keys("event", doc, doc["descriptor"]))
-        self.store.insert_event_page(event_model.pack_event_page(doc))
+        descriptor = doc.get("descriptor") if type(doc) is dict else None
+        check = self._event_checks.get(descriptor) if isinstance(descriptor, str) else None
+        page = check.page(doc) if check is not None else None
+        if page is None:  # not certainly valid: the full validation decides
+            _validate("event", doc)
+            self._check_keys("event", doc, self._data_keys("event", doc, doc["descriptor"]))
+            page = event_model.pack_event_page(doc)
+            if "filled" not in doc:  # stored as given: a store that keeps filled keeps none
+                del page["filled"]
+        self.store.insert_event_page(page)
 
     def event_page(self, doc: Mapping) -> None:
-        _validate_page("event_page", doc)
+        page = _validate_page("event_page", doc)
         self._check_page_lengths("event_page", doc, ("seq_num", "time", "uid"),
                                  ("data", "timestamps", "filled"))
         _check_unique("event_page", "event", doc["uid"], f"descriptor {doc['descriptor']!r}")
         self._check_keys("event_page", doc, self._data_keys("event_page", doc, doc["descriptor"]))
-        self.store.insert_event_page(doc)
+        self.store.insert_event_page(page)
 
     def datum(self, doc: Mapping) -> None:
         _validate("datum", doc)

@@ -28,13 +28,15 @@ from __future__ import annotations
 import datetime
 import decimal
 import fractions
+from operator import countOf
 from typing import Any, Mapping
 
 import numpy as np
 
 from .errors import DocumentValidationError
 
-__all__ = ["MAX_DEPTH", "MAX_INT_DIGITS", "checked_jsonable", "check_column", "check_int64"]
+__all__ = ["MAX_DEPTH", "MAX_INT_DIGITS", "checked_jsonable", "check_column", "checked_column",
+           "check_int64"]
 
 #: Deepest nesting of dicts and lists accepted (MongoDB's own limit is 100 levels).
 MAX_DEPTH = 64
@@ -278,13 +280,42 @@ def check_column(name: str, uid: str, where: tuple[str, ...], column: Any,
     ...
     dask_broker.errors.DocumentValidationError: event_page 'e1' cannot be stored faithfully: a complex value at data/x/1; ...
     """
+    return checked_column(name, uid, where, column, depth, int64=int64)[0]
+
+
+def checked_column(name: str, uid: str, where: tuple[str, ...], column: Any,
+                   depth: int = 2, *, int64: bool = False) -> tuple[str, Any]:
+    """:func:`check_column`, and the column as an exact numpy array where one holds it.
+
+    A list of only floats, only ints (within 64 bits) or only bools comes back
+    as a float64, int64 or bool array -- whose ``tolist()`` gives the very same
+    values, so every store keeps the same document -- made by one
+    ``np.array`` call; any other column comes back as it was given.
+
+    Returns
+    -------
+    kind : str
+        As :func:`check_column`.
+    column : numpy.ndarray or the column given
+
+    Examples
+    --------
+    >>> checked_column("event_page", "e1", ("data", "x"), [1.0, 2.5])
+    ('f', array([1. , 2.5]))
+    >>> checked_column("event_page", "e1", ("data", "x"), [1, 2.5])
+    ('f', [1, 2.5])
+    """
     try:
         return _column(column, depth, int64)
     except _Refused as err:
         raise _refusal(name, uid, err, where) from None
 
 
-def _column(column: Any, depth: int, int64: bool) -> str:
+#: The array a list of values of exactly one type becomes (and gives back by tolist()).
+_EXACT = {float: ("f", np.float64), int: ("i", np.int64), bool: ("b", np.bool_)}
+
+
+def _column(column: Any, depth: int, int64: bool) -> tuple[str, Any]:
     if isinstance(column, np.ndarray):
         kind = column.dtype.kind
         if kind in "biu" or (kind == "f" and column.dtype.itemsize <= 8):
@@ -295,16 +326,31 @@ def _column(column: Any, depth: int, int64: bool) -> str:
                 err = _beyond_int64(int(column.flat[row]))
                 err.path.append(str(row))
                 raise err
-            return kind if column.ndim == 1 else "O"
+            return (kind if column.ndim == 1 else "O"), column
         if kind not in "UO":
             raise _Refused(f"a numpy column of dtype {column.dtype}",
                            _fix_for_dtype(column.dtype))
-        column = column.tolist()
-    elif not isinstance(column, (list, tuple)):
-        return "X"
+        listed = column.tolist()
+        return _list_column(listed, depth, int64)[0], column
+    if not isinstance(column, (list, tuple)):
+        return "X", column
+    return _list_column(column, depth, int64)
+
+
+def _list_column(column: list | tuple, depth: int, int64: bool) -> tuple[str, Any]:
     if not column:
-        return ""
-    types = set(map(type, column))
+        return "", column
+    first = type(column[0])  # one type (the usual column): counted, without a set
+    types = ({first} if countOf(map(type, column), first) == len(column)
+             else set(map(type, column)))
+    if len(types) == 1:
+        exact = _EXACT.get(next(iter(types)))
+        if exact is not None:
+            kind, dtype = exact
+            try:
+                return kind, np.array(column, dtype=dtype)
+            except OverflowError:  # ints beyond 64 bits: checked below, kept as they are
+                pass
     if types <= _PLAIN_NUMBERS:
         if int in types:
             ints = column if float not in types else [v for v in column if type(v) is int]
@@ -312,14 +358,14 @@ def _column(column: Any, depth: int, int64: bool) -> str:
             if min(ints) < lo or max(ints) > hi:
                 _rows(column, depth, int64)  # raises, naming the row
         if bool in types:
-            return "b" if len(types) == 1 else "O"
-        return "i" if float not in types else "f"
+            return ("b" if len(types) == 1 else "O"), column
+        return ("i" if float not in types else "f"), column
     if types == {str}:
         if not "".join(column).isascii():
             _rows(column, depth, int64)
-        return "U"
+        return "U", column
     _rows(column, depth, int64)
-    return "O"
+    return "O", column
 
 
 def _rows(column: Any, depth: int, int64: bool) -> None:

@@ -130,13 +130,44 @@ CREATE INDEX IF NOT EXISTS resource_update_resource ON resource_update (resource
 """
 
 
+#: The schema of version 2 (dask_broker before full-text search): version 1's tables,
+#: stream_resource and stream_datum, as `git show 00fc99e:dask_broker/stores/sqlite.py`
+#: has it.
+V2_SCHEMA = V1_SCHEMA + """
+CREATE TABLE IF NOT EXISTS stream_resource (
+    id INTEGER PRIMARY KEY, uid TEXT NOT NULL UNIQUE, run_start TEXT, data_key TEXT,
+    doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS stream_resource_run ON stream_resource (run_start, id);
+CREATE TABLE IF NOT EXISTS stream_datum (
+    id INTEGER PRIMARY KEY, uid TEXT NOT NULL UNIQUE, stream_resource TEXT NOT NULL,
+    descriptor TEXT NOT NULL, seq_start INTEGER NOT NULL, seq_stop INTEGER NOT NULL,
+    doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS stream_datum_descriptor ON stream_datum (descriptor, id);
+CREATE INDEX IF NOT EXISTS stream_datum_resource ON stream_datum (stream_resource, id);
+"""
+
+
 def write_v1_catalog(path: Path, *, extra_sql: str = "") -> dict:
     """A version-1 catalog (WAL, as version 1 made it) holding one finished run of 3 events.
 
     Written with sqlite3 and the version-1 DDL, rows as version 1 wrote them.
     Returns ``{"start", "descriptor", "events", "stop"}``.
     """
-    run = event_model.compose_run(metadata={"scan_id": 11, "plan_name": "count"})
+    return write_old_catalog(path, V1_SCHEMA, 1, extra_sql=extra_sql)
+
+
+def write_v2_catalog(path: Path, *, extra_sql: str = "", metadata: dict | None = None) -> dict:
+    """A version-2 catalog holding one finished run of 3 events (see write_v1_catalog),
+    its start document with ``metadata``."""
+    return write_old_catalog(path, V2_SCHEMA, 2, extra_sql=extra_sql, metadata=metadata)
+
+
+def write_old_catalog(path: Path, schema: str, version: int, *, extra_sql: str = "",
+                      metadata: dict | None = None) -> dict:
+    """A catalog of an older ``schema`` (recorded as ``version``): one run of 3 events,
+    written with sqlite3, rows as versions 1 and 2 wrote them."""
+    run = event_model.compose_run(metadata={"scan_id": 11, "plan_name": "count",
+                                            **(metadata or {})})
     desc = run.compose_descriptor(
         name="primary", data_keys={"x": {"source": "s:x", "dtype": "number", "shape": []}})
     events = [desc.compose_event(data={"x": 0.5 * i}, timestamps={"x": 10.0 + i},
@@ -145,8 +176,9 @@ def write_v1_catalog(path: Path, *, extra_sql: str = "") -> dict:
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.executescript(V1_SCHEMA + extra_sql)
-        conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '1')")
+        conn.executescript(schema + extra_sql)
+        conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
+                     (str(version),))
         start = run.start_doc
         conn.execute("INSERT INTO run_start (uid, time, scan_id, doc) VALUES (?, ?, ?, ?)",
                      (start["uid"], start["time"], start["scan_id"], json.dumps(start)))

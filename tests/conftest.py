@@ -5,11 +5,11 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-import event_model
 import numpy as np
 import pytest
 
 from dask_broker import Broker
+from dask_broker.testing import RunBuilder
 
 #: Fixtures of the stream_resource recordings (tests/conftest_streamdata.py).
 pytest_plugins = ["conftest_streamdata"]
@@ -91,12 +91,8 @@ def build_run(
     increasing, so the expected order of documents is known."""
     if time is None:
         time = _T0 + 1000.0 * next(_run_counter)
-    clock = itertools.count(1)
-
-    def tick() -> float:
-        return time + 0.01 * next(clock)
-
-    bundle = event_model.compose_run(uid=uid, time=time, metadata=metadata)
+    run = RunBuilder(uid=uid, time=time, metadata=metadata, step=0.01)
+    tick, bundle = run.tick, run.bundle
     docs: list[tuple[str, dict]] = [("start", bundle.start_doc)]
     descriptors, events = {}, {"primary": [], "baseline": []}
     resources, datum = [], []
@@ -421,12 +417,128 @@ def mock_store():
     store.close()
 
 
+# ------------------------------------------------------------------ PostgreSQL server
+# One PostgreSQL server for the session, started from pgserver in a temporary folder
+# (stopped at the end), or the database named by DASK_BROKER_TEST_POSTGRES_URI; each
+# test gets a schema of its own there (its URI sets search_path), dropped afterwards.
+PG_ENV_URI = "DASK_BROKER_TEST_POSTGRES_URI"
+
+
+@dataclass
+class PostgresServer:
+    """The session's database: ``uri(schema)`` names a catalog in a schema of it."""
+
+    base: str  # a URI of the test database
+    kind: str  # "pgserver" or "external"
+
+    def uri(self, schema: str) -> str:
+        sep = "&" if "?" in self.base else "?"
+        return f"{self.base}{sep}options=-csearch_path%3D{schema}&application_name={schema}"
+
+    def connect(self):
+        import psycopg
+
+        return psycopg.connect(self.base, autocommit=True, connect_timeout=10)
+
+    def new_schema(self) -> str:
+        """Create a schema for a catalog; its name (see :meth:`uri`)."""
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        with self.connect() as conn:
+            conn.execute(f"CREATE SCHEMA {name}")
+        return name
+
+    def drop_schemas(self, names) -> None:
+        """End the sessions of these schemas' catalogs (in any process), drop the schemas."""
+        from dask_broker.stores import _cache
+
+        for key in [k for k in _cache if any(n in k[0] for n in names)]:
+            _cache.pop(key).close()
+        with self.connect() as conn:
+            for name in names:
+                # every session of a test's catalog carries its schema's name
+                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                             "WHERE application_name = %s AND pid <> pg_backend_pid()", (name,))
+                conn.execute(f"DROP SCHEMA {name} CASCADE")
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """The PostgreSQL server of the session (pgserver unless the env var is set)."""
+    external = os.environ.get(PG_ENV_URI)
+    if external:
+        server = PostgresServer(external, "external")
+        try:
+            server.connect().close()
+        except Exception as err:  # noqa: BLE001
+            from dask_broker.redact import mask_uri
+
+            pytest.fail(f"{PG_ENV_URI}={mask_uri(external)!r}: cannot connect ({err})")
+        yield server
+        return
+    import shutil
+    import tempfile
+    import warnings
+
+    why = "pip install 'dask_broker[test]' (psycopg, pgserver)"
+    psycopg = pytest.importorskip("psycopg", reason=why)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR is not set
+        pgserver = pytest.importorskip("pgserver", reason=why)
+        # Not under pytest's temporary folder: run as root, pgserver runs the server as
+        # another user and opens the folders above to it, which pytest undoes (0700).
+        folder = tempfile.mkdtemp(prefix="dask-broker-pgserver-")
+        try:
+            srv = pgserver.get_server(os.path.join(folder, "pgdata"), cleanup_mode="stop")
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+    try:
+        with psycopg.connect(srv.get_uri(), autocommit=True) as conn:
+            # A throwaway server: durability against a crash of the machine is not tested
+            # (a writer process killed is; the server keeps what it acknowledged).
+            for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+                conn.execute(f"ALTER SYSTEM SET {setting} = off")
+            conn.execute("SELECT pg_reload_conf()")
+            conn.execute("CREATE DATABASE dask_broker_test")
+        yield PostgresServer(srv.get_uri("dask_broker_test"), "pgserver")
+    finally:
+        from dask_broker.stores import _cache
+
+        for key in [k for k in _cache if k[0].startswith("postgres")]:
+            _cache.pop(key).close()
+        srv.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def new_postgres_uri(postgres_server):
+    """``new_postgres_uri()``: the URI of a new, empty catalog (a schema dropped at teardown)."""
+    names = []
+
+    def make() -> str:
+        names.append(postgres_server.new_schema())
+        return postgres_server.uri(names[-1])
+
+    yield make
+    if names:
+        postgres_server.drop_schemas(names)
+
+
+@pytest.fixture
+def postgres_uri(new_postgres_uri):
+    """The URI of a new, empty PostgreSQL catalog."""
+    return new_postgres_uri()
+
+
 # ------------------------------------------------------------------ any store
-@pytest.fixture(params=["sqlite", pytest.param("mongo", marks=pytest.mark.mongo)])
+@pytest.fixture(params=["sqlite", pytest.param("mongo", marks=pytest.mark.mongo),
+                        pytest.param("postgres", marks=pytest.mark.postgres)])
 def any_db(request):
-    """A new empty Broker over each store backend: embedded SQLite, and MongoDB."""
+    """A new empty Broker over each store backend: embedded SQLite, MongoDB, PostgreSQL."""
     if request.param == "sqlite":
         return Broker.temp()
+    if request.param == "postgres":
+        return Broker.from_uri(request.getfixturevalue("postgres_uri"))
     return Broker(MongoStore.from_uri(request.getfixturevalue("mongo_uri")))
 
 

@@ -21,7 +21,6 @@ import pytest
 from dask_broker import ALL, Broker
 from dask_broker.errors import (
     ConflictingArgumentsError,
-    DaskBrokerError,
     DuplicateHandlerError,
     DuplicateUidError,
     HandlerNotFoundError,
@@ -29,7 +28,6 @@ from dask_broker.errors import (
     RenamedArgumentWarning,
     RunIndexError,
     RunNotFoundError,
-    UnsupportedSearchError,
 )
 from dask_broker.handlers.testing import make_external_run
 from dask_broker.images import Images
@@ -203,13 +201,6 @@ def test_alias_and_dynamic_alias(six):
         db.dynamic_alias("later", {"plan_name": "scan"})
     with pytest.raises(AttributeError, match="no_such_alias"):
         db.no_such_alias
-
-
-def test_text_search_is_not_available_yet(six):
-    db, _ = six
-    with pytest.raises(UnsupportedSearchError) as info:
-        db("some words")
-    assert isinstance(info.value, NotImplementedError) and isinstance(info.value, DaskBrokerError)
 
 
 # ---------------------------------------------------------------- get_table

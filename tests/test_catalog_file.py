@@ -32,6 +32,7 @@ from dask_broker import (
     Broker,
     CatalogCorruptError,
     CatalogVersionError,
+    DuplicateUidError,
     ReadOnlyCatalogError,
     StoreURIError,
     open_store,
@@ -68,11 +69,13 @@ def assert_v1_run_reads(db: Broker, v1: dict) -> None:
 
 
 # ---------------------------------------------------------------- schema versions
-def test_schema_version_is_2_with_stream_tables(tmp_path):
+def test_schema_version_is_4_with_stream_text_and_uid_hash_tables(tmp_path):
     store = SQLiteStore(tmp_path / "c.db")
-    assert SCHEMA_VERSION == 2
-    assert stored_version(store.path) == "2"
-    assert {"stream_resource", "stream_datum"} <= tables(store.path)
+    assert SCHEMA_VERSION == 4
+    assert stored_version(store.path) == "4"
+    assert {"stream_resource", "stream_datum", "run_start_text",
+            "event_uid_hash"} <= tables(store.path)
+    assert "event_uid" not in tables(store.path)
 
 
 def test_version_1_catalog_is_migrated_in_place(tmp_path):
@@ -81,9 +84,11 @@ def test_version_1_catalog_is_migrated_in_place(tmp_path):
     assert "stream_resource" not in tables(path) and stored_version(path) == "1"
 
     db = Broker.from_uri(f"sqlite:///{path}")  # a writable open migrates
-    assert stored_version(path) == "2"
-    assert {"stream_resource", "stream_datum"} <= tables(path)
+    assert stored_version(path) == str(SCHEMA_VERSION)
+    assert {"stream_resource", "stream_datum", "run_start_text", "event_uid_hash"} <= tables(path)
+    assert "event_uid" not in tables(path)
     assert_v1_run_reads(db, v1)
+    assert [h.uid for h in db("count")] == [v1["start"]["uid"]]  # its run is text-indexed
     assert db.store.stream_resources(v1["start"]["uid"]) == []
     # and it takes the documents of version 2
     run = event_model.compose_run()
@@ -92,10 +97,14 @@ def test_version_1_catalog_is_migrated_in_place(tmp_path):
                                   "data_key": "det", "mimetype": "application/x-hdf5",
                                   "uri": "file://localhost/tmp/x.h5", "parameters": {}})
     assert [sr["uid"] for sr in db.store.stream_resources(run.start_doc["uid"])] == ["sr1"]
-    # a second open finds version 2 and leaves the schema alone
+    # the events of version 1 keep their uids: a repeat of one is refused
+    old = v1["events"][1]
+    with pytest.raises(DuplicateUidError, match=old["uid"]):
+        db.insert("event", {**old, "seq_num": 9})
+    # a second open finds the current version and leaves the schema alone
     before = schema(path)
     Broker.from_uri(f"sqlite:///{path}").store.close()
-    assert schema(path) == before and stored_version(path) == "2"
+    assert schema(path) == before and stored_version(path) == str(SCHEMA_VERSION)
 
 
 def test_failed_migration_changes_nothing(tmp_path):

@@ -214,6 +214,19 @@ def test_ls_query_and_limit(catalog, capsys):
     assert_clean_error(code, err, "$or")
 
 
+def test_ls_text(catalog, capsys):
+    path, db, runs = catalog
+    code, out, _ = run_cli(capsys, "ls", path, "--text", "SCAN")
+    assert code == 0
+    assert [line.split()[0] for line in out.splitlines()[1:]] == [runs[2].uid[:8], runs[0].uid[:8]]
+    code, out, _ = run_cli(capsys, "ls", path, "--text", "scan", "--query", '{"scan_id": 1}')
+    assert [line.split()[0] for line in out.splitlines()[1:]] == [runs[0].uid[:8]]
+    code, out, _ = run_cli(capsys, "ls", path, "--text", "germanium")
+    assert code == 0 and "no runs match" in out
+    code, _, err = run_cli(capsys, "ls", path, "--text", "!?")
+    assert_clean_error(code, err, "no word")
+
+
 # ------------------------------------------------------------------ export
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
 def test_export_roundtrip(fmt, catalog, tmp_path, capsys):
@@ -249,7 +262,7 @@ def test_export_options(catalog, tmp_path, capsys):
     # many partitions: still one file, every row in order
     many = tmp_path / "many.parquet"
     db2 = Broker.from_uri(uri_of(path))
-    from dask_broker.cli.export import export_table
+    from dask_broker import export_table
 
     df = db2[runs[0].uid].table(chunk_size=1)
     assert df.npartitions == 4
@@ -456,7 +469,8 @@ def test_reading_commands_open_read_only(tmp_path, capsys):
     saved = serialize("jsonl", array_run(), tmp_path / "saved")
     code, _, err = run_cli(capsys, "ingest", path, saved, "--no-progress")
     assert code == 0, err
-    assert stored_version(path) == "2" and {"stream_resource", "stream_datum"} <= tables(path)
+    assert stored_version(path) == "4"
+    assert {"stream_resource", "stream_datum", "run_start_text", "event_uid_hash"} <= tables(path)
 
 
 # ------------------------------------------------------------------ check, damaged catalogs

@@ -46,10 +46,9 @@ _WRITER = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("query", ["", "?synchronous=normal"])
-@pytest.mark.parametrize("kill_after", [700, 1030])
-def test_sigkill_loses_no_returned_insert(tmp_path, query, kill_after):
-    uri = f"sqlite:///{tmp_path}/catalog.db{query}"
+def _kill_writer(uri: str, kill_after: int) -> tuple[str, str, list[tuple[str, int]]]:
+    """Run the writer on ``uri``, SIGKILL it after ``kill_after`` reported events;
+    ``(run uid, descriptor uid, the (uid, seq_num) of every insert that returned)``."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     proc = subprocess.Popen([sys.executable, "-c", _WRITER, uri], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
@@ -80,7 +79,11 @@ def test_sigkill_loses_no_returned_insert(tmp_path, query, kill_after):
             uid, seq = line.split()
             reported.append((uid, int(seq)))
     assert len(reported) >= kill_after
+    return run_uid, desc_uid, reported
 
+
+def _check_nothing_returned_was_lost(uri: str, run_uid: str, desc_uid: str,
+                                     reported: list[tuple[str, int]]) -> Broker:
     db = Broker.from_uri(uri)  # opens fine after the crash
     h = db[run_uid]
     assert h.stop is None
@@ -97,12 +100,6 @@ def test_sigkill_loses_no_returned_insert(tmp_path, query, kill_after):
     assert len(reported) <= len(seqs) <= len(reported) + 1
     assert db.store.event_counts([desc_uid]) == {desc_uid: (len(seqs), 1, len(seqs))}
 
-    conn = sqlite3.connect(db.store.path)
-    try:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    finally:
-        conn.close()
-
     # the catalog takes writes again: finish the run
     desc = h.descriptors[0]
     db.insert("event", {"uid": "after-crash", "descriptor": desc["uid"],
@@ -113,3 +110,29 @@ def test_sigkill_loses_no_returned_insert(tmp_path, query, kill_after):
     db.insert("stop", {**stop, "run_start": run_uid})
     assert Broker.from_uri(uri)[run_uid].stop["run_start"] == run_uid
     assert db.store.event_counts([desc_uid])[desc_uid][0] == len(seqs) + 1
+    return db
+
+
+@pytest.mark.parametrize("query", ["", "?synchronous=normal"])
+@pytest.mark.parametrize("kill_after", [700, 1030])
+def test_sigkill_loses_no_returned_insert(tmp_path, query, kill_after):
+    uri = f"sqlite:///{tmp_path}/catalog.db{query}"
+    run_uid, desc_uid, reported = _kill_writer(uri, kill_after)
+    db = _check_nothing_returned_was_lost(uri, run_uid, desc_uid, reported)
+    conn = sqlite3.connect(db.store.path)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        conn.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("kill_after", [700, 1030])
+def test_sigkill_loses_no_returned_insert_postgres(postgres_uri, kill_after):
+    """The same on PostgreSQL: its session dies with the writer, and what it committed stays
+    (1,030 single events: the kill may fall while the open pages are being sealed)."""
+    from dask_broker.stores.postgres import PostgresStore
+
+    PostgresStore.from_uri(postgres_uri).close()  # the catalog exists before the writer
+    run_uid, desc_uid, reported = _kill_writer(postgres_uri, kill_after)
+    _check_nothing_returned_was_lost(postgres_uri, run_uid, desc_uid, reported)

@@ -46,11 +46,18 @@ KINDS = ["descriptor", "event", "event_page timestamps", "resource", "datum", "d
          "stop", "stream_resource", "stream_datum"]
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("mongo", marks=pytest.mark.mongo)])
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("mongo", marks=pytest.mark.mongo),
+                                        pytest.param("postgres", marks=pytest.mark.postgres)])
 def _catalog(request):
     """A catalog per store for the module's refusals (each leaves it unchanged, and checks so)."""
     if request.param == "sqlite":
         yield Broker.temp()
+        return
+    if request.param == "postgres":
+        server = request.getfixturevalue("postgres_server")
+        name = server.new_schema()
+        yield Broker.from_uri(server.uri(name))
+        server.drop_schemas([name])
         return
     from pymongo import MongoClient
 
@@ -275,11 +282,14 @@ def test_integers_beyond_34_digits_are_refused_on_every_store(live, rejects, kin
     assert "Decimal128" in str(err)
 
 
-@pytest.fixture(params=["sqlite", "mongomock"])
+@pytest.fixture(params=["sqlite", "mongomock",
+                        pytest.param("postgres", marks=pytest.mark.postgres)])
 def big_int_db(request):
     """nx-27017 cannot hold Decimal128, MongoDB's form of integers beyond 64 bits: mongomock."""
     if request.param == "sqlite":
         return Broker.temp()
+    if request.param == "postgres":
+        return Broker.from_uri(request.getfixturevalue("postgres_uri"))
     return Broker(request.getfixturevalue("mock_store"))
 
 

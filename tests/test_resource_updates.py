@@ -1,7 +1,7 @@
 """Resource updates through EventSource / Broker, and reading after an update.
 
 Store-level behaviour is in the shipped conformance suite
-(:class:`dask_broker.stores.conformance.StoreConformance`).
+(:class:`dask_broker.testing.StoreConformance`).
 """
 
 from __future__ import annotations

@@ -281,12 +281,14 @@ def test_resource_errors_hide_the_passwords(secret_db):
     ("mongodb://host/mds?asset_registry_uri=" + quote(
         f"mongodb://bob:{ASSET_SECRET}@host/assets?asset_registry_uri=x", safe=""),
      "names an asset registry itself"),
-    (f"postgresql://alice:{SECRET}@host/catalog", "no store for the URI"),
+    (f"postgresql://alice:{SECRET}@host/catalog",
+     "cannot connect to the PostgreSQL server at host:5432"),
+    (f"postgresql://alice:{SECRET}@host:notaport/catalog", "not a valid PostgreSQL URI"),
     (f"mongodbx://alice:{SECRET}@host/mds", "no store for the URI"),
 ])
 def test_uri_errors_hide_the_passwords(uri, words):
     with pytest.raises(StoreURIError) as info:
-        Broker.from_uri(uri, **({} if "no store" in words else {
+        Broker.from_uri(uri, **({} if "no store" in words or uri.startswith("postgres") else {
             "mongo_client_class": SharedMongomockClient}))
     assert words in str(info.value)
     assert_no_secret(error_text(info.value))
@@ -379,7 +381,8 @@ def test_cli_output_hides_the_passwords(cli_secret_db, capsys, tmp_path):
     (["files", "list", "{uri}", "nope"], "alice:***@mock-"),
     (["ls", f"mongodb://alice:{SECRET}@host/a.b"], "contains '.'"),
     (["ls", f"mongodb://alice:{SECRET}:x@host/mds"], "is not valid"),
-    (["ls", f"postgresql://alice:{SECRET}@host/catalog"], "no store for the URI"),
+    (["ls", f"postgresql://alice:{SECRET}@host/catalog"],
+     "cannot connect to the PostgreSQL server at host:5432"),
 ])
 def test_cli_errors_hide_the_passwords(cli_secret_db, capsys, tmp_path, argv, words):
     db, _ = cli_secret_db

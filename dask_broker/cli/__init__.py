@@ -23,7 +23,7 @@ __all__ = ["main", "build_parser"]
 #: Modules that contribute subcommands (each has ``register(subparsers)``).
 COMMAND_MODULES = ["dask_broker.cli.demo", "dask_broker.cli.ingest", "dask_broker.cli.ls",
                    "dask_broker.cli.export", "dask_broker.cli.bench", "dask_broker.cli.files",
-                   "dask_broker.cli.check"]
+                   "dask_broker.cli.check", "dask_broker.cli.copy"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,8 +1,9 @@
 """``dask-broker files list|copy|move CATALOG TARGET [NEW_ROOT]``: the files of resources
 and stream_resources.
 
-TARGET is a resource or stream_resource uid, or a run: its uid, a unique uid
-prefix, or ``-N`` (``-1`` is the latest run).  ``copy`` and ``move`` keep each
+TARGET is a resource or stream_resource uid, or a run as ``db[TARGET]`` names it
+(:func:`dask_broker.run_keys.run_or_asset`): its uid, a unique uid prefix, a
+scan_id, or ``-N`` (``-1`` is the latest run).  ``copy`` and ``move`` keep each
 file's path relative to its document's root under NEW_ROOT and point the
 documents there; see :mod:`dask_broker.files`.
 """
@@ -10,9 +11,8 @@ documents there; see :mod:`dask_broker.files`.
 from __future__ import annotations
 
 import argparse
-import re
 
-__all__ = ["register", "resolve_target"]
+__all__ = ["register"]
 
 
 def _open(catalog: str, *, read_only: bool):
@@ -21,29 +21,12 @@ def _open(catalog: str, *, read_only: bool):
     return open_catalog(catalog, create=False, read_only=read_only)
 
 
-def resolve_target(db, key: str):
-    """A resource or stream_resource uid as it is, else the run (Header) named by uid,
-    unique prefix or ``-N``.
-
-    Examples
-    --------
-    >>> resolve_target(db, "-1")   # doctest: +SKIP
-    <Header uid='...' ...>
-    """
-    if re.fullmatch(r"-\d+", key):
-        return db[int(key)]
-    if db.store.get_resource(key) is not None:
-        return key
-    if db.store.supports_stream_data and db.store.get_stream_resource(key) is not None:
-        return key
-    return db[key]
-
-
 def _run(args: argparse.Namespace) -> int:
     from ..files import copy_files, file_list, move_files
+    from ..run_keys import run_or_asset
 
     db = _open(args.catalog, read_only=args.action == "list")
-    target = resolve_target(db, args.target)
+    target = run_or_asset(db, args.target)
     if args.action == "list":
         for path in file_list(db, target):
             print(path)
@@ -74,8 +57,8 @@ def register(sub) -> None:
                        help="catalog URI (sqlite:///..., mongodb://...), named catalog, or "
                             "path of a .db file")
         p.add_argument("target", metavar="TARGET",
-                       help="a run uid (or unique prefix, or -1 for the latest run) or a "
-                            "resource or stream_resource uid")
+                       help="a run (uid, unique uid prefix, scan_id, or -1 for the latest run) "
+                            "or a resource or stream_resource uid")
         if action != "list":
             p.add_argument("new_root", metavar="NEW_ROOT", help="the folder the files go under")
             p.add_argument("--dry-run", action="store_true",

@@ -24,9 +24,12 @@ def _events(db, header) -> str:
     return " ".join(f"{k}={v}" for k, v in per_stream.items()) or "-"
 
 
-def run_rows(db, query: dict | None = None, limit: int | None = None) -> tuple[list[dict], bool]:
-    """One row per run (newest first), and whether more runs match than ``limit``."""
-    starts = db.store.search(query)  # checks the query before reading a run
+def run_rows(db, query: dict | None = None, limit: int | None = None,
+             text: str | None = None) -> tuple[list[dict], bool]:
+    """One row per run (newest first), and whether more runs match than ``limit``
+    (``text``: a full-text search too)."""
+    # checks the query (and text) before reading a run
+    starts = db.store.search(query) if text is None else db.store.search(query, text=text)
     if limit:
         starts = itertools.islice(starts, limit + 1)
     starts = list(starts)
@@ -73,9 +76,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.limit < 0:
         raise InvalidArgumentError("--limit must be >= 0 (0 lists every run)")
     db = open_catalog(args.catalog, read_only=True)
-    rows, more = run_rows(db, query, args.limit)
+    rows, more = run_rows(db, query, args.limit, args.text)
     if not rows:
-        print("no runs" + (" match the query" if query else " in the catalog"))
+        print("no runs" + (" match the query" if query or args.text else " in the catalog"))
         return 0
     print(format_rows(rows))
     if more:
@@ -94,6 +97,9 @@ def register(sub) -> None:
     p.add_argument("--query", metavar="JSON",
                    help="Mongo-style query on start documents, e.g. "
                         "'{\"plan_name\": \"scan\", \"scan_id\": {\"$gte\": 10}}'")
+    p.add_argument("--text", metavar="WORDS",
+                   help="full-text search: runs whose start document holds every word, "
+                        "e.g. 'silicon wafer' (AND-ed with --query)")
     p.add_argument("--limit", type=int, default=50, metavar="N",
                    help="list at most N runs (default 50; 0 for all)")
     p.set_defaults(func=_run)

@@ -9,7 +9,8 @@ Modules, one idea each:
 - :mod:`~dask_broker.handlers.cache`: the LRU of live handlers, per context or per process;
 - :mod:`~dask_broker.handlers.plugin`: the Dask worker plugin closing a worker's handlers;
 - :mod:`~dask_broker.handlers.locks`: the per-process HDF5 lock;
-- :mod:`~dask_broker.handlers.testing`: files and documents for tests.
+- :mod:`~dask_broker.testing.files` (also as :mod:`~dask_broker.handlers.testing`): files and
+  documents for tests.
 
 Examples
 --------

@@ -25,6 +25,9 @@ _BUILTIN = {
     "sqlite": "dask_broker.stores.sqlite:SQLiteStore",
     "mongodb": "dask_broker.stores.mongo:MongoStore",
     "mongodb+srv": "dask_broker.stores.mongo:MongoStore",
+    "postgresql": "dask_broker.stores.postgres:PostgresStore",
+    "postgres": "dask_broker.stores.postgres:PostgresStore",
+    "postgresql+psycopg": "dask_broker.stores.postgres:PostgresStore",
 }
 _cache: dict[tuple, Store] = {}
 _lock = threading.Lock()

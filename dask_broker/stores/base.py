@@ -19,6 +19,7 @@ import numpy as np
 
 from ..query import parse_query
 from ..redact import mask_uri
+from ..text_search import parse_text
 
 if TYPE_CHECKING:
     from . import StoreRef
@@ -97,7 +98,13 @@ class Store(abc.ABC):
 
     Subclasses implement the abstract methods; :meth:`search` has a portable
     default (a query matched in Python) that a backend with a query language
-    overrides.
+    overrides.  The methods fall into roles, one protocol each in
+    :mod:`dask_broker.stores.roles` (:class:`~.roles.RunReader`,
+    :class:`~.roles.DocumentWriter`, :class:`~.roles.RunSearch`,
+    :class:`~.roles.ResourceUpdates`, :class:`~.roles.StreamData`); the optional
+    ones a store announces in :attr:`capabilities`, and a read-only store
+    (:attr:`read_only`) refuses every write with
+    :class:`~dask_broker.errors.ReadOnlyCatalogError`.
     """
 
     #: URI scheme(s) this backend opens.
@@ -154,6 +161,53 @@ class Store(abc.ABC):
     def close(self) -> None:
         """Release connections.  The store may be used again (it re-opens)."""
 
+    # ------------------------------------------------------------ capabilities
+    @property
+    def read_only(self) -> bool:
+        """Whether writes are refused (with :class:`~dask_broker.errors.ReadOnlyCatalogError`).
+
+        False by default; SQLite, PostgreSQL and MongoDB stores opened with
+        ``read_only=True`` (or ``?mode=ro`` in the URI) say True.
+        """
+        return False
+
+    @property
+    def supports_resource_updates(self) -> bool:
+        """Whether :meth:`update_resource` and :meth:`resource_history` are implemented."""
+        return type(self).update_resource is not Store.update_resource
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What this store can do beyond reading runs: names from
+        :mod:`dask_broker.stores.roles` (``"write"``, ``"stream_data"``,
+        ``"resource_updates"``, ``"list_resources"``, ``"find_resources"``).
+
+        Callers ask here instead of catching ``NotImplementedError``.  The default
+        derives them from :attr:`read_only`, :attr:`supports_stream_data`,
+        :attr:`supports_resource_updates` and which optional methods the backend
+        overrides; a backend may override this property.
+
+        Examples
+        --------
+        >>> "resource_updates" in store.capabilities   # doctest: +SKIP
+        True
+        """
+        from . import roles
+
+        cls = type(self)
+        caps = set()
+        if not self.read_only:
+            caps.add(roles.WRITE)
+        if self.supports_stream_data:
+            caps.add(roles.STREAM_DATA)
+        if self.supports_resource_updates:
+            caps.add(roles.RESOURCE_UPDATES)
+        if cls.iter_resources is not Store.iter_resources:
+            caps.add(roles.LIST_RESOURCES)
+        if cls.find_resources is not Store.find_resources:
+            caps.add(roles.FIND_RESOURCES)
+        return frozenset(caps)
+
     # ------------------------------------------------------------------ writes
     @abc.abstractmethod
     def insert_start(self, doc: Mapping) -> None:
@@ -201,16 +255,27 @@ class Store(abc.ABC):
     def iter_starts(self) -> Iterator[dict]:
         """Every start document, newest first (start time, then insertion order)."""
 
-    def search(self, query: Mapping | None = None) -> Iterator[dict]:
-        """Start documents matching a Mongo-style ``query``, newest first.
+    def search(self, query: Mapping | None = None, *, text: str | None = None
+               ) -> Iterator[dict]:
+        """Start documents matching a Mongo-style ``query`` and the full-text search
+        ``text`` (both), newest first.
 
-        The query is checked (:func:`~dask_broker.query.parse_query`) before the first
-        document is read; a backend that overrides this method narrows the candidates
-        with the query's :meth:`~dask_broker.query.Query.conditions` and decides with
-        :meth:`~dask_broker.query.Query.match`, so that every store returns the same runs.
+        The query and the text are checked (:func:`~dask_broker.query.parse_query`,
+        :func:`~dask_broker.text_search.parse_text`) before the first document is
+        read.  A backend that overrides this method narrows the candidates with an
+        index -- the query's :meth:`~dask_broker.query.Query.conditions`; for ``text``,
+        a full-text index holding each start document's
+        :func:`~dask_broker.text_search.document_words` (or
+        :func:`~dask_broker.text_search.index_text`) that every document holding the
+        search's words passes -- and decides with
+        :meth:`~dask_broker.query.Query.match` and
+        :meth:`~dask_broker.text_search.TextSearch.match`, so that every store returns
+        the same runs.  The Broker passes ``text`` only when there is a text search.
         """
         query = parse_query(query)
-        return (doc for doc in self.iter_starts() if query.match(doc))
+        search = parse_text(text)
+        return (doc for doc in self.iter_starts()
+                if query.match(doc) and (search is None or search.match(doc)))
 
     def count_starts(self) -> int:
         """How many runs the store holds."""
@@ -396,6 +461,16 @@ class Store(abc.ABC):
         uids: bool = False,
     ) -> Iterator[EventPageColumns]:
         """Pages of events, each of one descriptor, in insertion order.
+
+        The order is a contract every store keeps (the conformance suite checks it):
+
+        - a descriptor's events come in the order they were stored, or sorted by
+          ``seq_num`` (MongoDB, whose index streams them so); the reader
+          (:mod:`dask_broker.table`) sorts by ``seq_num`` itself and relies on
+          nothing more, except:
+        - events of one descriptor that share a ``seq_num`` (legacy data) come in
+          the order they were stored, so that the reader, which keeps the last of
+          them, keeps the **last stored** one -- not the last by ``time``.
 
         Parameters
         ----------

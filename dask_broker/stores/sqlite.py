@@ -43,7 +43,8 @@ from urllib.parse import parse_qs
 
 import numpy as np
 
-from ..codec import decode_column, dumps, encode_column, column_to_list
+from ..codec import (column_to_list, decode_column, dumps, dumps_rows, dumps_strings,
+                     encode_column)
 from ..errors import (
     CatalogCorruptError,
     DuplicateUidError,
@@ -54,7 +55,9 @@ from ..errors import (
 )
 from ..query import parse_query
 from ..redact import mask_uri
+from ..text_search import index_text, parse_text
 from . import sqlite_file
+from .uid_hashes import HashSet, uid_hashes
 from .base import (
     EventPageColumns,
     Store,
@@ -67,9 +70,12 @@ from .base import (
 __all__ = ["SQLiteStore", "parse_sqlite_uri"]
 
 #: The layout of the catalog file (``meta.schema_version``).  1: every layout before
-#: version 2 (some lack resource_update, stream_resource, stream_datum); 2: all the
-#: tables below.  A version-1 catalog is migrated in place (see sqlite_file).
-SCHEMA_VERSION = 2
+#: version 2 (some lack resource_update, stream_resource, stream_datum); 2: those
+#: tables; 3: the full-text table run_start_text; 4: event uids unique through
+#: ``event_uid_hash`` (see :mod:`.uid_hashes`), not the ``event_uid`` B-tree.  An
+#: older catalog is migrated in place (see sqlite_file); version 3's migration
+#: indexes the stored start documents, version 4's hashes the stored event uids.
+SCHEMA_VERSION = 4
 SEAL_EVENTS = 1024
 MAX_PAGE_EVENTS = 8192
 _SQL_VARS = 900  # stay below SQLite's bound-parameter limit
@@ -100,11 +106,12 @@ CREATE TABLE IF NOT EXISTS event_page (
     seq_min INTEGER NOT NULL, seq_max INTEGER NOT NULL, sealed INTEGER NOT NULL,
     seq_num BLOB NOT NULL, time BLOB NOT NULL, uid TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS event_page_range ON event_page (descriptor, seq_min);
-CREATE INDEX IF NOT EXISTS event_page_open ON event_page (descriptor, sealed);
+CREATE INDEX IF NOT EXISTS event_page_open ON event_page (descriptor, sealed, n);
 CREATE TABLE IF NOT EXISTS page_column (
     page_id INTEGER NOT NULL, field TEXT NOT NULL, codec TEXT NOT NULL, data BLOB NOT NULL,
     ts_codec TEXT NOT NULL, ts BLOB NOT NULL, PRIMARY KEY (page_id, field));
-CREATE TABLE IF NOT EXISTS event_uid (uid TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS event_uid_hash (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, page_id INTEGER NOT NULL, hashes BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS resource_update (
     id INTEGER PRIMARY KEY, resource TEXT NOT NULL, time REAL NOT NULL, cmd TEXT NOT NULL,
     cmd_kwargs TEXT NOT NULL, old TEXT NOT NULL, new TEXT NOT NULL);
@@ -119,7 +126,41 @@ CREATE TABLE IF NOT EXISTS stream_datum (
     doc TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS stream_datum_descriptor ON stream_datum (descriptor, id);
 CREATE INDEX IF NOT EXISTS stream_datum_resource ON stream_datum (stream_resource, id);
+CREATE VIRTUAL TABLE IF NOT EXISTS run_start_text USING fts5(
+    words, content='', tokenize="ascii tokenchars '''_'");
 """
+
+#: The full-text table: rowid = run_start.id, ``words`` = text_search.index_text(doc)
+#: (contentless: it answers MATCH with rowids).  Its ``ascii`` tokenizer keeps ``_``
+#: and ``'`` in words, as text_search's rule does, so each word is one FTS token.
+_TEXT_TABLE = "run_start_text"
+
+
+def _index_stored_starts(conn: sqlite3.Connection) -> None:
+    """Migration to version 3: put the words of every stored start document in the
+    full-text table (in the migration's transaction)."""
+    cur = conn.execute("SELECT id, doc FROM run_start ORDER BY id")
+    while rows := cur.fetchmany(1000):
+        conn.executemany(f"INSERT INTO {_TEXT_TABLE} (rowid, words) VALUES (?, ?)",
+                         [(rid, index_text(json.loads(doc))) for rid, doc in rows])
+
+
+def _hash_stored_event_uids(conn: sqlite3.Connection) -> None:
+    """Migration to version 4: event uids unique through ``event_uid_hash`` (one row of
+    hashes per stored page) instead of the ``event_uid`` table (in the migration's
+    transaction)."""
+    cur = conn.execute("SELECT id, uid FROM event_page ORDER BY id")
+    while rows := cur.fetchmany(256):
+        conn.executemany(
+            "INSERT INTO event_uid_hash (page_id, hashes) VALUES (?, ?)",
+            [(pid, uid_hashes(json.loads(text)).tobytes()) for pid, text in rows])
+    conn.execute("DROP TABLE IF EXISTS event_uid")
+    # the open pages' sizes in their index: summed when a connection starts writing
+    conn.execute("DROP INDEX IF EXISTS event_page_open")
+    conn.execute("CREATE INDEX event_page_open ON event_page (descriptor, sealed, n)")
+
+
+_MIGRATIONS = {3: _index_stored_starts, 4: _hash_stored_event_uids}
 
 
 def parse_sqlite_uri(uri: str) -> tuple[Path, dict[str, str]]:
@@ -221,9 +262,11 @@ class SQLiteStore(Store):
             "this process may not write the file or its folder"
             if self._path.exists() and not sqlite_file.writable(self._path) else None)
         self._shadow_tables = False
+        self._text_table = True  # a read-only open of a catalog before version 3 lacks it
         self._local = threading.local()
         self._open = _Connections()
         self._pid = os.getpid()
+        self._uids = _StoredUids()
         if self._read_only_reason is None:
             self._path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -231,7 +274,7 @@ class SQLiteStore(Store):
             try:
                 if self._read_only_reason is None:
                     conn.execute("PRAGMA journal_mode=WAL")
-                    sqlite_file.create_or_migrate(conn, _SCHEMA, SCHEMA_VERSION)
+                    sqlite_file.create_or_migrate(conn, _SCHEMA, SCHEMA_VERSION, _MIGRATIONS)
                 else:
                     found = sqlite_file.schema_version(conn)
                     if found is None:
@@ -239,6 +282,7 @@ class SQLiteStore(Store):
                                             "dask_broker catalog (a read-only open creates none)")
                     sqlite_file.check_version(self._path, found, SCHEMA_VERSION)
                     self._shadow_tables = found < SCHEMA_VERSION
+                    self._text_table = found >= 3
             finally:
                 conn.close()
         except StoreURIError:
@@ -303,6 +347,7 @@ class SQLiteStore(Store):
             self._local = threading.local()
             self._open = _Connections()  # the parent's belong to the parent
             self._pid = os.getpid()
+            self._uids.lock = threading.Lock()  # another thread may have held it at the fork
         conn = getattr(self._local, "conn", None)
         if conn is None or getattr(self._local, "generation", None) != self._open.generation:
             conn = self._local.conn = self._connect()
@@ -408,12 +453,20 @@ class SQLiteStore(Store):
             ) from err
 
     def insert_start(self, doc: Mapping) -> None:
-        scan_id = doc.get("scan_id")
-        self._insert_unique(
-            "INSERT INTO run_start (uid, time, scan_id, doc) VALUES (?, ?, ?, ?)",
-            (doc["uid"], doc["time"], _indexed_scan_id(scan_id), dumps(doc)),
-            "start", doc["uid"],
-        )
+        """Store a start document, and its words in the full-text table (one transaction)."""
+        row = (doc["uid"], doc["time"], _indexed_scan_id(doc.get("scan_id")), dumps(doc))
+        text = index_text(doc)
+        try:
+            with self._write() as conn:
+                cur = conn.execute(
+                    "INSERT INTO run_start (uid, time, scan_id, doc) VALUES (?, ?, ?, ?)", row)
+                conn.execute(f"INSERT INTO {_TEXT_TABLE} (rowid, words) VALUES (?, ?)",
+                             (cur.lastrowid, text))
+        except sqlite3.IntegrityError as err:
+            raise DuplicateUidError(
+                f"start {doc['uid']!r} is already stored; documents are immutable, "
+                "so give the new document a new uid"
+            ) from err
 
     def insert_stop(self, doc: Mapping) -> None:
         try:
@@ -444,12 +497,9 @@ class SQLiteStore(Store):
 
     def insert_datum_page(self, page: Mapping) -> None:
         ids = list(page["datum_id"])
-        kwargs = page["datum_kwargs"]
-        keys = list(kwargs)
-        rows = [
-            (datum_id, page["resource"], dumps({k: kwargs[k][i] for k in keys}))
-            for i, datum_id in enumerate(ids)
-        ]
+        resource = page["resource"]
+        rows = list(zip(ids, itertools.repeat(resource),
+                        dumps_rows(page["datum_kwargs"], len(ids))))
         try:
             with self._write() as conn:
                 conn.executemany(
@@ -580,25 +630,48 @@ class SQLiteStore(Store):
             for page in pages
         ]
         uids = [u for page in pages for u in page["uid"]]
-        try:
+        hashes = uid_hashes(uids)
+        self._conn()  # (after a fork: this process's connections and lock)
+        with self._uids.lock:
             with self._write() as conn:
-                conn.executemany("INSERT INTO event_uid (uid) VALUES (?)", ((u,) for u in uids))
+                known_open = self._open_events(conn)
+                open_events = dict(known_open)  # updated as pages are written and sealed
+                self._uids.sync(conn)
+                dup = self._uids.first_stored(conn, uids, hashes)
+                if dup is not None:
+                    descriptor = next(p["descriptor"] for p in pages if dup in p["uid"])
+                    raise DuplicateUidError(
+                        f"event {dup!r} (descriptor {descriptor!r}) is already stored; "
+                        f"nothing of these {len(uids)} events was written")
+                at = last = 0  # last: the last event_uid_hash row written
                 for page, parts in zip(pages, encoded, strict=True):
                     n = len(page["seq_num"])
+                    descriptor = page["descriptor"]
                     if n >= SEAL_EVENTS:
                         # Seal the open pages first: merged later, they would span this page.
-                        self._maybe_seal(conn, page["descriptor"], force=True)
-                    for row, columns in parts:
-                        self._write_page(conn, row, columns)
+                        last = self._maybe_seal(conn, descriptor, open_events, force=True) or last
+                    for start, (row, columns) in zip(range(at, at + n, MAX_PAGE_EVENTS), parts):
+                        last = self._write_page(conn, row, columns, hashes[start:start + row[1]])
+                    at += n
                     if n < SEAL_EVENTS:
-                        self._maybe_seal(conn, page["descriptor"])
-        except sqlite3.IntegrityError as err:
-            dup = self._first_duplicate("event_uid", "uid", uids)
-            descriptor = next(p["descriptor"] for p in pages if dup in p["uid"])
-            raise DuplicateUidError(
-                f"event {dup!r} (descriptor {descriptor!r}) is already stored; "
-                f"nothing of these {len(uids)} events was written"
-            ) from err
+                        if descriptor in open_events:
+                            open_events[descriptor] += n
+                        last = self._maybe_seal(conn, descriptor, open_events) or last
+            known_open.clear()  # committed: what this transaction left open
+            known_open.update(open_events)
+            self._uids.added(hashes, last)
+
+    def _open_events(self, conn: sqlite3.Connection) -> dict[str, int]:
+        """Descriptor -> events in its open pages, as this connection last left them.
+
+        Forgotten when another connection has committed since (``PRAGMA
+        data_version``): what is missing is summed from the file again.
+        """
+        (version,) = conn.execute("PRAGMA data_version").fetchone()
+        local = self._local
+        if getattr(local, "data_version", None) != version:
+            local.data_version, local.open_events = version, {}
+        return local.open_events
 
     @staticmethod
     def _encode_page(page: Mapping, lo: int, hi: int) -> tuple[tuple, list[tuple]]:
@@ -607,7 +680,7 @@ class SQLiteStore(Store):
         n = hi - lo
         row = (page["descriptor"], n, int(seq.min()), int(seq.max()),
                int(n >= SEAL_EVENTS), seq.tobytes(), time.tobytes(),
-               dumps(list(page["uid"][lo:hi])))
+               dumps_strings(page["uid"][lo:hi]))
         columns = []
         for field, values in page["data"].items():
             codec, blob = encode_column(values[lo:hi])
@@ -617,7 +690,8 @@ class SQLiteStore(Store):
 
     @staticmethod
     def _write_page(conn: sqlite3.Connection, row: tuple, columns: list[tuple],
-                    page_id: int | None = None) -> None:
+                    hashes: np.ndarray, page_id: int | None = None) -> int:
+        """Write one page; returns the id of its event_uid_hash row."""
         cur = conn.execute(
             "INSERT INTO event_page (id, descriptor, n, seq_min, seq_max, sealed, seq_num, time, uid)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (page_id, *row))
@@ -625,14 +699,26 @@ class SQLiteStore(Store):
         conn.executemany(
             "INSERT INTO page_column (page_id, field, codec, data, ts_codec, ts) "
             "VALUES (?, ?, ?, ?, ?, ?)", ((pid, *col) for col in columns))
+        return conn.execute("INSERT INTO event_uid_hash (page_id, hashes) VALUES (?, ?)",
+                            (pid, hashes.tobytes())).lastrowid
 
-    def _maybe_seal(self, conn: sqlite3.Connection, descriptor: str, force: bool = False) -> None:
-        """Merge a descriptor's open pages into one once they hold SEAL_EVENTS events."""
-        (total,) = conn.execute(
-            "SELECT COALESCE(SUM(n), 0) FROM event_page WHERE descriptor = ? AND sealed = 0",
-            (descriptor,)).fetchone()
+    def _maybe_seal(self, conn: sqlite3.Connection, descriptor: str,
+                    open_events: dict[str, int], force: bool = False) -> int | None:
+        """Merge a descriptor's open pages into one once they hold SEAL_EVENTS events.
+
+        ``open_events`` caches the events in each descriptor's open pages (kept
+        up to date here).  Returns the id of the last event_uid_hash row written
+        (None: none written).
+        """
+        total = open_events.get(descriptor)
+        if total is None:
+            (total,) = conn.execute(
+                "SELECT COALESCE(SUM(n), 0) FROM event_page WHERE descriptor = ? AND sealed = 0",
+                (descriptor,)).fetchone()
+            open_events[descriptor] = total
         if total == 0 or (total < SEAL_EVENTS and not force):
-            return
+            return None
+        open_events[descriptor] = 0
         (mixed,) = conn.execute(
             "SELECT COUNT(*) FROM (SELECT field FROM page_column JOIN event_page "
             "ON page_column.page_id = event_page.id WHERE descriptor = ? AND sealed = 0 "
@@ -643,7 +729,7 @@ class SQLiteStore(Store):
             # floats, arrays into lists): seal the pages as they are, types intact.
             conn.execute("UPDATE event_page SET sealed = 1 WHERE descriptor = ? AND sealed = 0",
                          (descriptor,))
-            return
+            return None
         pages = list(self._read_pages(conn, descriptor_uids=[descriptor], fields=None,
                                       timestamps=True, uids=True, open_only=True))
         ids = [p.page_id for p in pages]
@@ -652,20 +738,24 @@ class SQLiteStore(Store):
             "seq_num": np.concatenate([p.seq_num for p in pages]),
             "time": np.concatenate([p.time for p in pages]),
             "uid": list(itertools.chain.from_iterable(p.uid for p in pages)),
-            "data": {f: list(itertools.chain.from_iterable(column_to_list(p.data[f]) for p in pages))
-                     for f in pages[0].data},
-            "timestamps": {
-                f: list(itertools.chain.from_iterable(column_to_list(p.timestamps[f]) for p in pages))
-                for f in pages[0].timestamps},
+            "data": {f: _joined([p.data[f] for p in pages]) for f in pages[0].data},
+            "timestamps": {f: _joined([p.timestamps[f] for p in pages])
+                           for f in pages[0].timestamps},
         }
         for chunk in _chunks(ids):
-            conn.execute(f"DELETE FROM page_column WHERE page_id IN ({_marks(len(chunk))})", chunk)
-            conn.execute(f"DELETE FROM event_page WHERE id IN ({_marks(len(chunk))})", chunk)
+            marks = _marks(len(chunk))
+            conn.execute(f"DELETE FROM page_column WHERE page_id IN ({marks})", chunk)
+            conn.execute(f"DELETE FROM event_page WHERE id IN ({marks})", chunk)
+            conn.execute(f"DELETE FROM event_uid_hash WHERE page_id IN ({marks})", chunk)
         n = len(merged["uid"])
+        hashes = uid_hashes(merged["uid"])
+        last = None
         for start in range(0, n, MAX_PAGE_EVENTS):
             row, columns = self._encode_page(merged, start, min(start + MAX_PAGE_EVENTS, n))
             row = (*row[:4], 1, *row[5:])  # sealed
-            self._write_page(conn, row, columns, page_id=ids[0] if start == 0 else None)
+            last = self._write_page(conn, row, columns, hashes[start:start + row[1]],
+                                    page_id=ids[0] if start == 0 else None)
+        return last
 
     # ------------------------------------------------------------------ reads
     def _loads(self, text: str | bytes) -> Any:
@@ -702,11 +792,14 @@ class SQLiteStore(Store):
                 for (doc,) in rows:
                     yield self._loads(doc)
 
-    def search(self, query: Mapping | None = None) -> Iterator[dict]:
+    def search(self, query: Mapping | None = None, *, text: str | None = None
+               ) -> Iterator[dict]:
         """Like :meth:`Store.search`, with indexed SQL for the query's ``scan_id``, ``uid``
-        and ``time`` conditions; :meth:`Query.match <dask_broker.query.Query.match>`
-        decides."""
+        and ``time`` conditions and the full-text table for ``text``;
+        :meth:`Query.match <dask_broker.query.Query.match>` and
+        :meth:`TextSearch.match <dask_broker.text_search.TextSearch.match>` decide."""
         query = parse_query(query)  # checked here, before the first row is read
+        search = parse_text(text)
         clauses, params = [], []
         for key, op, value in query.conditions():
             sql = _SQL_OPS.get(op)
@@ -716,8 +809,13 @@ class SQLiteStore(Store):
                 clauses.append(f"({key} {sql} ? OR {key} IS NULL)" if key == "scan_id"
                                else f"{key} {sql} ?")
                 params.append(value)
+        fts = search.fts_query() if search is not None and self._text_table else None
+        if fts is not None:
+            clauses.append(f"id IN (SELECT rowid FROM {_TEXT_TABLE} WHERE {_TEXT_TABLE} MATCH ?)")
+            params.append(fts)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        return (doc for doc in self._starts(where, tuple(params)) if query.match(doc))
+        return (doc for doc in self._starts(where, tuple(params))
+                if query.match(doc) and (search is None or search.match(doc)))
 
     def count_starts(self) -> int:
         (n,) = self._conn().execute("SELECT COUNT(*) FROM run_start").fetchone()
@@ -884,6 +982,14 @@ class SQLiteStore(Store):
         return page
 
 
+def _joined(columns: list) -> np.ndarray | list:
+    """Decoded columns of consecutive pages as one: numpy arrays (one codec, as the
+    caller checked) concatenated, anything else chained as a list."""
+    if all(isinstance(c, np.ndarray) for c in columns):
+        return np.concatenate(columns)
+    return list(itertools.chain.from_iterable(column_to_list(c) for c in columns))
+
+
 def _batches(pages: list[tuple[int, int]], max_events: int) -> Iterator[list[int]]:
     """Group (page_id, n) rows into id lists of at most max_events events (at least one page)."""
     batch: list[int] = []
@@ -923,6 +1029,61 @@ def _sql_number(value: Any) -> bool:
     if isinstance(value, int):
         return _INT64[0] <= value <= _INT64[1]
     return isinstance(value, float)
+
+
+class _StoredUids:
+    """The hashes of the catalog's event uids that this process knows (see :mod:`.uid_hashes`).
+
+    ``sync`` reads, inside a write transaction, the ``event_uid_hash`` rows
+    appended since the last look (all of them, the first time); ``added``
+    records what this process committed.  The rows' ids never repeat
+    (AUTOINCREMENT), so rows another process appended are never missed.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.known = HashSet()
+        self.last_id = 0
+
+    def sync(self, conn: sqlite3.Connection) -> None:
+        cur = conn.execute("SELECT id, hashes FROM event_uid_hash WHERE id > ? ORDER BY id",
+                           (self.last_id,))
+        batch, last = [], self.last_id
+        while rows := cur.fetchmany(4096):
+            batch += [row[1] for row in rows]
+            last = rows[-1][0]
+        if batch:
+            self.known.add(np.frombuffer(b"".join(batch), dtype=np.uint64))
+            self.last_id = last
+
+    def added(self, hashes: np.ndarray, last_id: int | None) -> None:
+        self.known.add(hashes)
+        self.last_id = max(self.last_id, last_id or 0)
+
+    def first_stored(self, conn: sqlite3.Connection, uids: list[str],
+                     hashes: np.ndarray) -> str | None:
+        """The first of ``uids`` repeated among them or already stored, or None."""
+        ordered = np.sort(hashes)
+        if (ordered[1:] == ordered[:-1]).any():  # a repeat, or two uids with one hash
+            repeated = first_repeat(uids)
+            if repeated is not None:
+                return repeated
+        hits = np.flatnonzero(self.known.contains(hashes))
+        if not hits.size:
+            return None
+        # Candidates: compare the uids themselves, in the pages whose hashes hold them.
+        wanted = {uids[i]: i for i in hits}
+        candidates = np.unique(hashes[hits])
+        pages = []
+        for page_id, blob in conn.execute("SELECT page_id, hashes FROM event_uid_hash"):
+            if np.isin(np.frombuffer(blob, dtype=np.uint64), candidates).any():
+                pages.append(page_id)
+        stored = set()
+        for chunk in _chunks(pages):
+            for (text,) in conn.execute(
+                    f"SELECT uid FROM event_page WHERE id IN ({_marks(len(chunk))})", chunk):
+                stored.update(u for u in json.loads(text) if u in wanted)
+        return min(stored, key=wanted.__getitem__) if stored else None
 
 
 class _Connections:

@@ -26,12 +26,17 @@ Schema versions
 ``meta.schema_version`` holds the layout's version.  Each version so far adds
 tables and indexes to the one before (version 1 catalogs may lack
 ``resource_update``, ``stream_resource`` and ``stream_datum``, which version 2
-has), so the current DDL, all ``IF NOT EXISTS``, migrates an older catalog in
-place: :func:`create_or_migrate` runs it and records the version in one
-``BEGIN IMMEDIATE`` transaction.  A read-only store cannot migrate: it reads an
-older catalog as it is, with the tables it lacks made empty ``TEMP`` tables of
-each connection (:func:`shadow_missing_tables`).  A catalog of a newer version
-is refused (:class:`~dask_broker.errors.CatalogVersionError`).
+has; version 3 adds the full-text table ``run_start_text``; version 4 keeps event
+uids unique through ``event_uid_hash`` instead of ``event_uid``), so the current
+DDL, all ``IF NOT EXISTS``, migrates an older catalog in place:
+:func:`create_or_migrate` runs it, then the data migrations of the versions the
+catalog lacks (version 3: index the start documents already stored; version 4:
+hash the event uids already stored), and
+records the version, in one ``BEGIN IMMEDIATE`` transaction.  A read-only store
+cannot migrate: it reads an older catalog as it is, with the tables it lacks
+made empty ``TEMP`` tables of each connection (:func:`shadow_missing_tables`;
+the store searches text without the full-text table).  A catalog of a newer
+version is refused (:class:`~dask_broker.errors.CatalogVersionError`).
 
 Damage
 ------
@@ -48,7 +53,7 @@ import os
 import re
 import sqlite3
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Mapping
 from urllib.parse import quote
 
 from ..errors import CatalogCorruptError, CatalogVersionError, StoreURIError
@@ -214,13 +219,17 @@ def check_version(path: Path, found: int, current: int) -> None:
             "upgrade dask_broker to open it")
 
 
-def create_or_migrate(conn: CatalogConnection, ddl: str, current: int) -> int | None:
+def create_or_migrate(conn: CatalogConnection, ddl: str, current: int,
+                      migrations: Mapping[int, Callable[[CatalogConnection], None]] | None = None,
+                      ) -> int | None:
     """Create the schema in an empty database, or migrate an older catalog in place.
 
-    One ``BEGIN IMMEDIATE`` transaction runs the DDL and records ``current``
-    (all or nothing; the version is read again under the write lock, so two
-    processes opening an old catalog migrate it once).  Returns the version
-    found (None for a new catalog).
+    One ``BEGIN IMMEDIATE`` transaction runs the DDL, then, for an older catalog,
+    ``migrations[v](conn)`` for each version ``v`` it lacks (in order: what a
+    version changes in the data already stored), and records ``current`` (all or
+    nothing; the version is read again under the write lock, so two processes
+    opening an old catalog migrate it once).  Returns the version found (None for
+    a new catalog).
     """
     found = schema_version(conn)
     if found is not None:
@@ -233,6 +242,9 @@ def create_or_migrate(conn: CatalogConnection, ddl: str, current: int) -> int | 
         if found is None or found < current:
             for statement in _statements(ddl):
                 conn.execute(statement)
+            if found is not None and migrations:
+                for version in sorted(v for v in migrations if found < v <= current):
+                    migrations[version](conn)
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                          (str(current),))
         conn.execute("COMMIT")

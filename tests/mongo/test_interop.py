@@ -123,8 +123,7 @@ def test_dask_broker_writes_the_mongo_normalized_layout(new_mongo_uri, make_run,
                                                         key=lambda d: d["uid"])
         for name, desc in run.descriptors.items():
             events = list(mds.event.find({"descriptor": desc["uid"]}, no_id).sort("time", 1))
-            assert events == [{k: v for k, v in e.items() if k != "filled"}
-                              for e in run.events[name]]
+            assert events == run.events[name]  # filled ({} from compose_event) included
         assert mds.run_stop.find_one({"run_start": run.uid}, no_id) == run.stop
         # resources and datum live in the asset registry only
         assert list(ar.resource.find({"run_start": run.uid}, no_id)) == run.resources
@@ -163,4 +162,60 @@ def test_dask_broker_appends_to_a_suitcase_database(new_mongo_uri, mongo_server,
     assert [h.start["scan_id"] for h in db] == [2, 1]
     for run in (first, second):
         _, by_name = _read_docs(db, run.uid)
+        assert by_name == _expected_docs(run)
+
+
+def _raw(uri):
+    """Every document of every collection of the database at ``uri`` (without ``_id``),
+    in a canonical order."""
+    from pymongo import MongoClient
+
+    client = MongoClient(uri, serverSelectionTimeoutMS=5000)
+    try:
+        db = client.get_database(MongoStore.from_uri(uri).database_name)
+        out = {}
+        for name in ("run_start", "run_stop", "event_descriptor", "event", "resource", "datum"):
+            docs = list(db[name].find({}, {"_id": False}))
+            out[name] = sorted(docs, key=lambda d: str(d.get("uid", d.get("datum_id"))))
+        return out
+    finally:
+        client.close()
+
+
+def _filled_forms(run):
+    """The run's events in the forms a database holds: primary events as a RunEngine
+    emits them (``filled: {"img": False}``), baseline events without ``filled`` (as
+    databroker v0 stored them)."""
+    for event in run.events["primary"]:
+        event["filled"] = {"img": False}
+    for event in run.events["baseline"]:
+        del event["filled"]
+    return run
+
+
+@pytest.mark.parametrize("packing", ["documents", "pages"])
+def test_dask_broker_stores_what_suitcase_stores(new_mongo_uri, mongo_server, make_run, packing):
+    """The same documents, written by suitcase-mongo and by dask_broker: the same
+    collections, document for document (``filled`` of events as suitcase stores it:
+    as given, and for an event_page each event's row, ``{}`` when the page has none), so
+    databroker 2.x and tiled, which return documents as stored, read the same."""
+    run = _filled_forms(make_run(metadata={"scan_id": 5, "plan_name": "scan"}))
+    docs = run.docs if packing == "documents" else _as_pages(run)
+    suitcase_uri, our_uri = new_mongo_uri(), new_mongo_uri()
+    serializer = _serializer(suitcase_uri, suitcase_uri, mongo_server)
+    db = Broker.from_uri(our_uri)
+    for name, doc in docs:
+        serializer(name, doc)
+        db.insert(name, doc)
+    ours, theirs = _raw(our_uri), _raw(suitcase_uri)
+    assert ours == theirs
+    events = {e["uid"]: e for e in ours["event"]}
+    for event in run.events["primary"]:
+        assert events[event["uid"]]["filled"] == {"img": False}
+    for event in run.events["baseline"]:  # none in an event, {} in an event_page's rows
+        assert events[event["uid"]].get("filled", "absent") == (
+            "absent" if packing == "documents" else {})
+    # read back (by dask_broker, from either database): filled {key: False} as databroker's
+    for uri in (our_uri, suitcase_uri):
+        _, by_name = _read_docs(Broker.from_uri(uri), run.uid)
         assert by_name == _expected_docs(run)

@@ -25,8 +25,8 @@ from dask_broker.errors import (
 )
 from dask_broker.query import parse_query
 from dask_broker.stores import open_store, store_class
-from dask_broker.stores import mongo as mongo_module
-from dask_broker.stores.conformance import StoreConformance
+from dask_broker.stores.mongo import reads as mongo_module
+from dask_broker.testing import StoreConformance
 from dask_broker.stores import mongo_uri, mongo_values
 from dask_broker.stores.mongo import DEFAULT_SERVER_SELECTION_TIMEOUT_MS, MongoStore
 
@@ -311,10 +311,9 @@ def test_layout_and_indexes(mongo_store, raw_db, mongo_server):
     assert {"run_start", "run_stop", "event_descriptor", "event", "resource", "datum"} <= names
     events = list(raw_db.event.find({"descriptor": desc.descriptor_doc["uid"]}, {"_id": 0})
                   .sort("seq_num", 1))
-    assert events == [{k: e[k] for k in ("uid", "descriptor", "seq_num", "time", "data",
-                                         "timestamps")}
-                      for e in event_model.unpack_event_page(page)]
-    assert all("filled" not in e for e in events)
+    # unpacked as suitcase-mongo unpacks it: each event with its row of filled ({} here)
+    assert events == list(event_model.unpack_event_page(page))
+    assert all(e["filled"] == {} for e in events)
     datum = list(raw_db.datum.find({"resource": res.resource_doc["uid"]}, {"_id": 0}))
     assert datum == [dict(d) for d in event_model.unpack_datum_page(dpage)]
     assert raw_db.run_start.find_one({"uid": run.start_doc["uid"]}, {"_id": 0}) == run.start_doc
@@ -523,8 +522,8 @@ def test_caller_documents_are_not_modified(any_store):
 @pytest.mark.parametrize("target,max_events", [(1, 50_000), (10**9, 3)])
 def test_small_batches_and_duplicate_seq_nums(any_store, monkeypatch, target, max_events):
     """Pages follow the batch size; every stored event is read (repeats of a seq_num
-    included, sorted by time), also where the repeats straddle two pages; a table
-    keeps the last (by time) of each repeated seq_num."""
+    included, in stored order), also where the repeats straddle two pages; a table
+    keeps the last stored of each repeated seq_num."""
     monkeypatch.setattr(mongo_module, "TARGET_BATCH_BYTES", target)
     monkeypatch.setattr(mongo_module, "MAX_PAGE_EVENTS", max_events)
     run = _run()
@@ -546,7 +545,7 @@ def test_small_batches_and_duplicate_seq_nums(any_store, monkeypatch, target, ma
     got = _events(any_store, [d1uid])
     assert [e["seq_num"] for e in got] == [1, 2, 3, 3, 3, 4, 5, 5, 6, 7]
     threes = [e["uid"] for e in got if e["seq_num"] == 3]
-    assert threes[1:] == later["uid"][:2]  # repeats in time order
+    assert threes[1:] == later["uid"][:2]  # repeats in stored order
     assert [e["seq_num"] for e in _events(any_store, [d2uid])] == [1, 2, 3]
     assert [e["seq_num"] for e in _events(any_store, [d1uid], seq_range=(3, 6))] == [
         3, 3, 3, 4, 5, 5]
@@ -865,3 +864,32 @@ def test_resource_updates_in_databroker_v0_layout(any_store):
     assert [d["root"] for d in ar.resource.find({"uid": "dup"}).sort("_id", 1)] == [
         "/three", "/two"]
     assert any_store.get_resource("dup")["root"] == "/three"
+
+
+# ------------------------------------------------------------------ read-only mode
+def test_read_only_from_the_uri_and_kept_in_it():
+    from dask_broker.errors import ReadOnlyCatalogError
+    from dask_broker.stores.roles import WRITE
+
+    uri = mongomock_uri()
+    writer = MongoStore.from_uri(uri, mongo_client_class=SharedMongomockClient)
+    writer.insert_start({"uid": "r1", "time": 1.0})
+    store = MongoStore.from_uri(uri + "?mode=ro", mongo_client_class=SharedMongomockClient)
+    assert store.read_only and WRITE not in store.capabilities
+    assert store.uri == uri + "?mode=ro" and "mode" not in store._main.uri
+    assert store.get_start("r1")["uid"] == "r1"
+    for write in (lambda: store.insert_start({"uid": "r2", "time": 2.0}),
+                  lambda: store.create_indexes(),
+                  lambda: store.update_resource("x", {"root": "/"}, cmd="t", cmd_kwargs={})):
+        with pytest.raises(ReadOnlyCatalogError, match="read-only"):
+            write()
+    assert store.get_start("r2") is None
+    copy = pickle.loads(pickle.dumps(store))
+    assert copy.read_only and copy.uri == store.uri
+    assert MongoStore.from_uri(uri, read_only=True,
+                               mongo_client_class=SharedMongomockClient).uri == store.uri
+
+
+def test_unknown_mode_in_the_uri_is_refused():
+    with pytest.raises(StoreURIError, match="mode=ro"):
+        MongoStore.from_uri(mongomock_uri() + "?mode=rw")

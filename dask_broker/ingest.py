@@ -1,0 +1,439 @@
+"""Insert documents saved by suitcase (msgpack, jsonl) into a catalog, batched into pages.
+
+Both formats hold ``(name, doc)`` pairs, one run per file, as databroker v1's
+temporary and file-based catalogs write them:
+
+- ``.msgpack`` (suitcase-msgpack): concatenated msgpack arrays ``[name, doc]``;
+  numpy arrays and scalars are encoded as msgpack-numpy does
+  (``{b"nd": ..., b"type": ..., b"shape": ..., b"data": ...}``);
+- ``.jsonl`` (suitcase-jsonl): one JSON array ``[name, doc]`` per line.
+
+:func:`read_documents` reads one file; :func:`ingest` inserts files into a
+catalog, consecutive events of one descriptor (datum of one resource) as one
+page of up to :data:`BATCH` -- one validated, atomic insert instead of one per
+document -- and is what ``dask-broker ingest`` runs.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from operator import itemgetter
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import event_model
+import numpy as np
+
+from .errors import DaskBrokerError, DuplicateUidError, RunAlreadyStoppedError
+
+__all__ = ["IngestError", "IngestReport", "SUFFIXES", "read_documents", "find_files", "ingest"]
+
+SUFFIXES = (".msgpack", ".jsonl")
+#: Consecutive events (or datum) batched into one page insert.
+BATCH = 10_000
+#: How many documents are read between two updates of the progress callback.
+_PROGRESS_EVERY = 4096
+
+
+class IngestError(DaskBrokerError, ValueError):
+    """A file cannot be read as saved documents, or one of its documents is rejected."""
+
+
+# ------------------------------------------------------------------ reading
+def _decode_numpy(obj: dict) -> Any:
+    """msgpack-numpy's encoding of numpy arrays and scalars, decoded without pickle."""
+    if b"nd" in obj and b"type" in obj and b"data" in obj:
+        kind = obj.get(b"kind", b"")
+        if kind == b"O":
+            raise IngestError("an object-dtype numpy array is stored pickled; refusing to "
+                              "unpickle it")
+        descr = obj[b"type"]
+        if kind == b"V":
+            descr = [tuple(t.decode() if isinstance(t, bytes) else t for t in d) for d in descr]
+        dtype = np.dtype(descr)
+        if obj[b"nd"] is True:
+            return np.frombuffer(obj[b"data"], dtype=dtype).reshape(obj[b"shape"]).copy()
+        return np.frombuffer(obj[b"data"], dtype=dtype)[0]
+    if b"complex" in obj and b"data" in obj:
+        return complex(obj[b"data"].decode() if isinstance(obj[b"data"], bytes) else obj[b"data"])
+    return obj
+
+
+#: How msgpack packs the keys msgpack-numpy writes (bin 8 of b"nd", b"complex").
+_NUMPY_MARKERS = (b"\xc4\x02nd", b"\xc4\x07complex")
+
+
+def _has_numpy_values(path: Path) -> bool:
+    """Whether the file may hold msgpack-numpy values (a fast scan of its bytes).
+
+    Without them, the file is decoded with no Python call per map (no object_hook).
+    """
+    overlap = max(map(len, _NUMPY_MARKERS)) - 1
+    tail = b""
+    with open(path, "rb") as f:
+        while chunk := f.read(2**24):
+            block = tail + chunk
+            if any(marker in block for marker in _NUMPY_MARKERS):
+                return True
+            tail = block[-overlap:]
+    return False
+
+
+def _pair(item: Any, path: Path, index: int) -> tuple[str, dict]:
+    if (not isinstance(item, (list, tuple)) or len(item) != 2 or not isinstance(item[0], str)
+            or not isinstance(item[1], dict)):
+        raise IngestError(f"{path}: item {index} is not a (name, document) pair "
+                          f"(got {type(item).__name__}); is this a suitcase file?")
+    return item[0], item[1]
+
+
+def _read_msgpack(path: Path, progress: Callable[[int], None]) -> Iterator[tuple[str, dict]]:
+    import msgpack
+
+    hook = {"object_hook": _decode_numpy} if _has_numpy_values(path) else {}
+    with open(path, "rb") as f:
+        unpacker = msgpack.Unpacker(f, raw=False, strict_map_key=False,
+                                    max_buffer_size=2**31 - 1, **hook)
+        reported = last = index = 0
+        tell = unpacker.tell
+        try:
+            for index, item in enumerate(unpacker):
+                last = tell()  # after the last complete document
+                if not index % _PROGRESS_EVERY:
+                    progress(last - reported)
+                    reported = last
+                if type(item) is list and len(item) == 2 and type(item[0]) is str \
+                        and type(item[1]) is dict:
+                    yield item[0], item[1]
+                else:
+                    yield _pair(item, path, index)
+        except (ValueError, msgpack.UnpackException) as err:
+            if isinstance(err, IngestError):
+                raise
+            raise IngestError(f"{path}: not a valid msgpack document file (item {index}): "
+                              f"{err or type(err).__name__}") from err
+        progress(last - reported)
+        size = path.stat().st_size
+        if last != size:  # the Unpacker stops quietly at an incomplete object
+            raise IngestError(f"{path}: truncated or not msgpack: {size - last} byte(s) after "
+                              f"the last complete document (byte {last}) cannot be read")
+
+
+def _read_jsonl(path: Path, progress: Callable[[int], None]) -> Iterator[tuple[str, dict]]:
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, 1):
+            progress(len(line))
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise IngestError(f"{path}:{lineno}: not a JSON line: {err}") from err
+            yield _pair(item, path, lineno)
+
+
+def read_documents(path: str | os.PathLike,
+                   progress: Callable[[int], None] = lambda n: None
+                   ) -> Iterator[tuple[str, dict]]:
+    """``(name, doc)`` pairs of a ``.msgpack`` or ``.jsonl`` file written by suitcase.
+
+    ``progress(nbytes)`` is called, now and then, with the bytes read since its last call.
+
+    Raises
+    ------
+    IngestError
+        Not one of these formats, not valid, or truncated (naming the file and where).
+
+    Examples
+    --------
+    >>> for name, doc in read_documents("run.jsonl"):   # doctest: +SKIP
+    ...     db.insert(name, doc)
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".msgpack":
+        return _read_msgpack(path, progress)
+    if suffix == ".jsonl":
+        return _read_jsonl(path, progress)
+    raise IngestError(f"{path}: unknown format {suffix or '(no suffix)'!r}; ingest reads "
+                      "suitcase-msgpack (.msgpack) and suitcase-jsonl (.jsonl) files")
+
+
+def find_files(paths: list[str | os.PathLike]) -> list[Path]:
+    """Files to ingest: the files given, and the ``.msgpack``/``.jsonl`` files of folders given.
+
+    Examples
+    --------
+    >>> find_files(["saved/"])   # doctest: +SKIP
+    [PosixPath('saved/run1.msgpack'), PosixPath('saved/run2.jsonl')]
+    """
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() in SUFFIXES and f.is_file())
+            if not found:
+                raise IngestError(f"{p}: no .msgpack or .jsonl file in this folder")
+            files += found
+        elif p.is_file():
+            if p.suffix.lower() not in SUFFIXES:
+                raise IngestError(f"{p}: unknown format {p.suffix or '(no suffix)'!r}; ingest "
+                                  "reads suitcase-msgpack (.msgpack) and suitcase-jsonl (.jsonl) "
+                                  "files")
+            files.append(p)
+        else:
+            raise IngestError(f"{p}: no such file or folder")
+    return files
+
+
+# ------------------------------------------------------------------ batching
+_EVENT_FIELDS = itemgetter("uid", "seq_num", "time")
+
+
+def pack_events(events: list[dict]) -> dict:
+    """The event_page of events of one descriptor, as ``event_model.pack_event_page``
+    builds it, transposed a field at a time when the events are regular (every one
+    with the same data and timestamps keys).
+
+    Examples
+    --------
+    >>> e = {"uid": "a", "descriptor": "d", "seq_num": 1, "time": 0.5,
+    ...      "data": {"x": 1.0}, "timestamps": {"x": 0.5}}
+    >>> pack_events([e, dict(e, uid="b", seq_num=2)])["data"]
+    {'x': [1.0, 1.0]}
+    """
+    try:
+        keys = tuple(events[0]["data"])
+        uids, seqs, times = (list(c) for c in zip(*map(_EVENT_FIELDS, events)))
+        data = _columns(events, "data", keys)
+        stamps = _columns(events, "timestamps", tuple(events[0]["timestamps"]))
+        descriptor = events[-1]["descriptor"]
+    except (KeyError, TypeError, ValueError):
+        return event_model.pack_event_page(*events)
+    if data is None or stamps is None:
+        return event_model.pack_event_page(*events)
+    filled = [e.get("filled", {}) for e in events]
+    return {"time": times, "uid": uids, "seq_num": seqs, "descriptor": descriptor,
+            "filled": event_model._transpose_list_of_dicts(filled) if any(filled) else {},
+            "data": data, "timestamps": stamps}
+
+
+def _columns(events: list[dict], part: str, keys: tuple) -> dict[str, list] | None:
+    """``{key: [event[part][key] for event in events]}``; None when the events' keys differ."""
+    dicts = list(map(itemgetter(part), events))
+    if set(map(len, dicts)) != {len(keys)}:
+        return None
+    if not keys:
+        return {}
+    rows = map(itemgetter(*keys), dicts)  # KeyError: a key missing
+    if len(keys) == 1:
+        return {keys[0]: list(rows)}
+    return dict(zip(keys, map(list, zip(*rows))))
+
+
+def _filled_keys(doc: dict) -> tuple | None:
+    """The keys of an event's ``filled`` (None without it): one page holds events alike."""
+    filled = doc.get("filled")
+    return None if "filled" not in doc else tuple(filled) if isinstance(filled, dict) else ()
+
+
+class _Batcher:
+    """Inserts documents in order, batching runs of events (datum) into pages.
+
+    With ``skip_existing``, documents already in the catalog are skipped one by
+    one, so a partly ingested file can be ingested again to finish the job.
+    """
+
+    def __init__(self, db, skip_existing: bool):
+        self.db = db
+        self.skip_existing = skip_existing
+        self.pending: list[dict] = []
+        self.pending_name: str | None = None
+        self.pending_key: Any = None
+        self.inserted: dict[str, int] = {}
+        self.skipped: dict[str, int] = {}
+        #: (name, count) of the batch being inserted, for error messages.
+        self.batch: tuple[str, int] | None = None
+
+    def add(self, name: str, doc: dict) -> None:
+        key = "descriptor" if name == "event" else "resource" if name == "datum" else None
+        if key is not None:
+            # one page holds events alike: of one descriptor, with the same filled keys
+            value = (doc.get(key), _filled_keys(doc)) if name == "event" else doc.get(key)
+            if self.pending and (self.pending_name != name or self.pending_key != value
+                                 or len(self.pending) >= BATCH):
+                self.flush()
+            self.pending_name, self.pending_key = name, value
+            self.pending.append(doc)
+            return
+        self.flush()
+        self._insert(name, doc)
+
+    def add_all(self, documents: Iterator[tuple[str, dict]]) -> None:
+        """:meth:`add` each document; a run of events of one descriptor in a tight loop."""
+        pending = self.pending
+        for name, doc in documents:
+            if name == "event" and self.pending_name == "event" and len(pending) < BATCH \
+                    and (doc.get("descriptor"), _filled_keys(doc)) == self.pending_key:
+                pending.append(doc)
+            else:
+                self.add(name, doc)
+                pending = self.pending
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        docs, name = self.pending, self.pending_name
+        self.pending, self.pending_name = [], None
+        self.batch = (name, len(docs))  # left set if the insert raises
+        try:
+            page = (None if len(docs) == 1 else pack_events(docs) if name == "event"
+                    else event_model.pack_datum_page(*docs))
+        except (KeyError, TypeError, AttributeError):
+            page = None  # a malformed document: inserted alone, validation names it
+        if page is not None and name == "event" and _filled_keys(docs[0]) is None:
+            del page["filled"]  # events saved without filled are stored without it
+        if page is None:
+            for doc in docs:
+                self._insert(name, doc)
+        else:
+            try:
+                self.db.insert(f"{name}_page", page)
+            except DuplicateUidError:
+                if not self.skip_existing:
+                    raise
+                for doc in docs:  # some are stored already: insert the others one by one
+                    self._insert(name, doc)
+            else:
+                self.inserted[name] = self.inserted.get(name, 0) + len(docs)
+        self.batch = None
+
+    def _insert(self, name: str, doc: dict) -> None:
+        try:
+            self.db.insert(name, doc)
+        except (DuplicateUidError, RunAlreadyStoppedError):
+            stored_stop = (self.db.store.get_stop(doc.get("run_start")) or {}
+                           if name == "stop" else {})
+            if not self.skip_existing or (
+                    name == "stop" and stored_stop.get("uid") != doc.get("uid")):
+                raise
+            self.skipped[name] = self.skipped.get(name, 0) + 1
+            return
+        self.inserted[name] = self.inserted.get(name, 0) + 1
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: a batch holds tens of thousands of freshly
+    decoded dicts (no cycles), which it would otherwise scan again and again."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+class _Counted:
+    """An iterator of ``(name, doc)`` that remembers the index and name of the last one."""
+
+    def __init__(self, documents: Iterator[tuple[str, dict]]):
+        self._documents = documents
+        self.index, self.name = -1, "?"
+
+    def __iter__(self) -> "_Counted":
+        return self
+
+    def __next__(self) -> tuple[str, dict]:
+        item = next(self._documents)
+        self.index += 1
+        self.name = item[0]
+        return item
+
+
+@dataclass
+class IngestReport:
+    """What :func:`ingest` did: documents inserted and skipped, by name, and the files read."""
+
+    files: list[Path]
+    inserted: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def runs(self) -> int:
+        """Runs inserted (start documents)."""
+        return self.inserted.get("start", 0)
+
+    def __str__(self) -> str:
+        detail = ", ".join(f"{v} {k}" for k, v in self.inserted.items())
+        skipped = sum(self.skipped.values())
+        return (f"ingested {self.runs} run(s), {sum(self.inserted.values())} document(s) from "
+                f"{len(self.files)} file(s)" + (f": {detail}" if detail else "")
+                + (f"; skipped {self.skipped.get('start', 0)} run(s) ({skipped} document(s)) "
+                   "already in the catalog" if skipped else ""))
+
+
+def ingest(db, paths: list[str | os.PathLike], *, progress: bool = True,
+           skip_existing: bool = False) -> IngestReport:
+    """Insert every document of suitcase files (``.msgpack``, ``.jsonl``, or folders of them).
+
+    Consecutive events of one descriptor (datum of one resource) are inserted as
+    pages of up to :data:`BATCH`, each validated and written in one transaction.
+
+    Parameters
+    ----------
+    db
+        The :class:`~dask_broker.Broker` to insert into.
+    paths
+        Files, or folders whose ``.msgpack`` / ``.jsonl`` files are read (sorted by name).
+    progress
+        Show a progress bar (bytes read).
+    skip_existing
+        Skip documents already in the catalog (instead of failing), so that an
+        interrupted ingest can be run again to finish it.
+
+    Returns
+    -------
+    IngestReport
+        ``str(report)`` is the one-line summary ``dask-broker ingest`` prints.
+
+    Raises
+    ------
+    IngestError
+        A file cannot be read, or a document is rejected (naming the file, the
+        document's place and why; nothing of that document or batch is written).
+
+    Examples
+    --------
+    >>> from dask_broker import Broker, ingest
+    >>> report = ingest(Broker.from_uri("sqlite:///catalog.db"), ["saved/"])  # doctest: +SKIP
+    >>> print(report)                                                         # doctest: +SKIP
+    ingested 2 run(s), 20012 document(s) from 2 file(s): 2 start, ...
+    """
+    from tqdm.auto import tqdm
+
+    files = find_files(list(paths))
+    total = sum(f.stat().st_size for f in files)
+    batcher = _Batcher(db, skip_existing)
+    with tqdm(total=total, unit="B", unit_scale=True, desc="ingesting",
+              disable=not progress) as bar, _gc_paused():
+        for path in files:
+            bar.set_postfix_str(path.name[-40:], refresh=False)
+            counted = _Counted(iter(()))
+            try:
+                counted = _Counted(read_documents(path, bar.update))
+                batcher.add_all(counted)
+                batcher.flush()
+            except DaskBrokerError as err:
+                where = f"document {counted.index} ({counted.name})"
+                if batcher.batch is not None:
+                    batch_name, count = batcher.batch
+                    where = f"the {count} {batch_name} document(s) before {where}"
+                hint = (" (use --skip-existing to skip what is already in the catalog)"
+                        if isinstance(err, DuplicateUidError) else "")
+                raise IngestError(f"{path}: near {where}: {err}{hint}") from err
+    return IngestReport(files, batcher.inserted, batcher.skipped)
