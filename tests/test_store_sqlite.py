@@ -19,26 +19,13 @@ from dask_broker.testing import StoreConformance
 from dask_broker.stores.sqlite import SQLiteStore, parse_sqlite_uri
 
 
-class _StoredOrderPending:
-    """SQLite reads pages in ``(seq_min, id)`` order (sqlite.py, iter_event_pages), so a
-    repeat of a seq_num stored later in a page with a lower seq_min comes first and the
-    first stored wins; ``ORDER BY id`` (as PostgreSQL now does) fixes it.  Left to the
-    SQLite read-path change (not made here)."""
-
-    @pytest.mark.xfail(reason="SQLite pages in (seq_min, id) order: see _StoredOrderPending",
-                       strict=False)
-    @pytest.mark.parametrize("seq_range", [None, (2, 4)])
-    def test_repeated_seq_num_in_stored_order(self, store, seq_range):
-        super().test_repeated_seq_num_in_stored_order(store, seq_range)
-
-
-class TestSQLiteStoreConformance(_StoredOrderPending, StoreConformance):
+class TestSQLiteStoreConformance(StoreConformance):
     @pytest.fixture
     def make_store(self, tmp_path):
         return SQLiteStore(tmp_path / "catalog.db")
 
 
-class TestSQLiteStoreFromURIConformance(_StoredOrderPending, StoreConformance):
+class TestSQLiteStoreFromURIConformance(StoreConformance):
     """The same contract through from_uri, with synchronous=normal."""
 
     MANY_EVENTS = 1030

@@ -21,13 +21,6 @@ class TestThirdPartyStorePassesTheSuite(StoreConformance):
     def make_store(self, tmp_path):
         return ThirdPartyStore(tmp_path / "catalog.db")
 
-    # SQLite's pages come in (seq_min, id) order (see tests/test_store_sqlite.py)
-    @pytest.mark.xfail(reason="SQLite pages in (seq_min, id) order, not stored order",
-                       strict=False)
-    @pytest.mark.parametrize("seq_range", [None, (2, 4)])
-    def test_repeated_seq_num_in_stored_order(self, store, seq_range):
-        super().test_repeated_seq_num_in_stored_order(store, seq_range)
-
 
 def test_old_import_paths_are_the_same_objects():
     from dask_broker.handlers import testing as handler_testing
