@@ -176,7 +176,7 @@ def test_worker_killed_mid_compute(many_files):
 
 
 def test_frames_values_with_a_client_compute_on_the_cluster(many_files, client):
-    """to_xarray's FramesArray reads .values straight into one array only in this process;
+    """to_xarray's frames read .values straight into one array only in this process;
     with a Client, .values computes on the workers, as any dask array."""
     db, h, ext, folder = many_files
     from dask_broker.read import xarray as read_xarray

@@ -116,22 +116,33 @@ def test_xarray_blocks_come_straight_from_the_reader(run):
     np.testing.assert_array_equal(ds["motor"].values, table["motor"].to_numpy())
 
 
-def test_values_and_load_of_a_dataset_of_frames_and_scalars(run):
-    """.values of the frames, and load() / compute() of a Dataset mixing frames and
-    scalars (xarray refuses mixed chunked array types: every variable is plain dask)."""
+def test_values_of_filled_frames_read_straight_into_one_array(run, monkeypatch):
+    """np.asarray / .values of to_xarray's frames: every partition read into the result,
+    no chunk computed and concatenated; the array is a plain dask array, and any other
+    operation is plain dask."""
     import dask.array as da
+    import xarray as xr
 
     db, h, ext = run
-    ds = h.to_xarray(chunk_size=5)
-    assert all(type(v.data) is da.Array for v in ds.data_vars.values())
-    expected = ds["img"].data.compute(scheduler="sync")
+    ds = h.to_xarray(fields=["img", "motor"], chunk_size=5)
+    data = ds["img"].data
+    assert type(data) is da.Array
+    expected = data.compute(scheduler="sync")
+    monkeypatch.setattr(da.Array, "compute", lambda *a, **k: pytest.fail("computed"))
     with dask.config.set(scheduler="threads"):
         values = ds["img"].values
-        loaded = ds.load()
     np.testing.assert_array_equal(values, expected)
-    np.testing.assert_array_equal(loaded["img"].values, expected)
-    np.testing.assert_array_equal(loaded["motor"].values, ds["motor"].values)
-    assert values.dtype == np.uint16
+    assert values.dtype == np.uint16 and values.flags.c_contiguous
+    monkeypatch.undo()
+    assert "__array__" not in ds["img"][2:4].data.__dict__
+    assert "__array__" not in pickle.loads(pickle.dumps(data)).__dict__
+    np.testing.assert_array_equal(ds["img"][2:4].values, expected[2:4])
+    np.testing.assert_array_equal(np.asarray(data, dtype="f8"), expected.astype("f8"))
+    # mixes with other dask arrays in xarray operations
+    derived = ds.assign(total=ds["img"].sum(("img_dim_0", "img_dim_1", "img_dim_2")))
+    computed = derived.compute()
+    np.testing.assert_array_equal(computed["img"].values, expected)
+    assert isinstance(xr.merge([ds, derived[["total"]]]), xr.Dataset)
 
 
 def test_frames_partitions_use_frame_partition_bytes(run):

@@ -4,7 +4,9 @@ Modules, one job each:
 
 - :mod:`~dask_broker.read.plan`: :class:`ReadPlan` -- descriptors, counts, stop state,
   column and partition specs, StreamLayout, fill recipes and frame sizes -- built once
-  on the client by :func:`plan_read`;
+  on the client by :func:`plan_read`; with :mod:`~dask_broker.read.columns` (column
+  dtypes and sizes from the data_keys) and :mod:`~dask_broker.read.bounds` (rows cut
+  into partitions);
 - :mod:`~dask_broker.read.partition`: :class:`PartitionReader`, store pages -> numpy
   columns -> a pandas partition (``table``, ``table_chunks``, ``export``) or a numpy
   block (``to_xarray``);

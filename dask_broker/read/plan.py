@@ -28,6 +28,15 @@ from ..stores import StoreRef
 from ..stream_data import StreamLayout, stream_keys
 from ..timestruct import TimeStruct
 from ..tunables import frame_partition_bytes, parse_size, partition_bytes
+from .bounds import event_runs, partition_bounds, rows_without_events
+from .columns import (
+    ARRAY_GUESS_BYTES,
+    FRAME_GUESS_BYTES,
+    column_dtype,
+    const_dtype,
+    itemsize,
+    stream_dtype,
+)
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
@@ -40,8 +49,6 @@ if TYPE_CHECKING:
 __all__ = ["ColumnSpec", "PartitionSpec", "FrameSpec", "ReadPlan", "plan_read", "plan_run_fill",
            "run_uid_of", "stream_descriptors", "partition_bounds"]
 
-_ARRAY_GUESS_BYTES = 64  # per-event size assumed for array / object fields of unknown size
-_FRAME_GUESS_BYTES = 2**20  # per-event size assumed for a filled frame of unknown shape
 
 
 def run_uid_of(run: Any) -> str:
@@ -131,7 +138,7 @@ class FrameSpec:
     @property
     def nbytes(self) -> int:
         if self.dtype is None:
-            return _FRAME_GUESS_BYTES
+            return FRAME_GUESS_BYTES
         return np.dtype(self.dtype).itemsize * math.prod(self.shape)
 
 
@@ -311,7 +318,7 @@ def plan_read(source: Any, run: Any, stream_name: str = "primary", *,
     if streamed:
         stream_resources = store.stream_resources(run_uid)
         layout = StreamLayout.build(descs, store.stream_datums(uids), stream_resources)
-    gaps = layout is not None and _rows_without_events(counts, layout)
+    gaps = layout is not None and rows_without_events(counts, layout)
     external = tuple(f for f in fields if f not in streamed and any(
         d["data_keys"].get(f, {}).get("external") for d in descs))
     recipe = stream_fill = None
@@ -333,26 +340,26 @@ def plan_read(source: Any, run: Any, stream_name: str = "primary", *,
     for f in fields:
         keys = [d["data_keys"][f] for d in descs if f in d["data_keys"]]
         if f in streamed:
-            col = ColumnSpec(f, f, "stream", _stream_dtype(keys[0], stream_fill is not None))
+            col = ColumnSpec(f, f, "stream", stream_dtype(keys[0], stream_fill is not None))
             if stream_fill is not None:
                 frames[f] = _stream_frame(stream_fill, f)
                 sizes += frames[f].nbytes if frames[f].shape else 8
             else:
-                sizes += _ARRAY_GUESS_BYTES
+                sizes += ARRAY_GUESS_BYTES
         else:
             col = ColumnSpec(f, f, "data",
-                             _column_dtype(keys, len(keys) == len(descs) and not gaps))
+                             column_dtype(keys, len(keys) == len(descs) and not gaps))
             if f in external:
                 frames[f] = _datum_frame(f, keys, recipe, store, uids, counts)
                 sizes += frames[f].nbytes
             else:
-                sizes += _itemsize(col, keys)
+                sizes += itemsize(col, keys)
         columns.append(col)
     for key, per_desc in merged.items():
         values = tuple((uid, c.value) for uid, c in per_desc.items())
-        dtype = _const_dtype([v for _, v in values], len(values) == len(descs) and not gaps)
+        dtype = const_dtype([v for _, v in values], len(values) == len(descs) and not gaps)
         columns.append(ColumnSpec(key, key, "const", dtype, values))
-        sizes += 8 if dtype in ("f8", "i8", "bool") else _ARRAY_GUESS_BYTES
+        sizes += 8 if dtype in ("f8", "i8", "bool") else ARRAY_GUESS_BYTES
     if timestamps:
         for f in fields:
             if f not in streamed:  # stream_datum carry no timestamps
@@ -377,7 +384,7 @@ def plan_read(source: Any, run: Any, stream_name: str = "primary", *,
             bounds_.append(layout.seq_bounds())
     ref = store.ref
     if bounds_:
-        runs = _event_runs(store, counts)
+        runs = event_runs(store, counts)
         if layout is not None:
             runs += [(a, b, b - a) for a, b in layout.intervals()]
         parts = partition_bounds(runs, chunk_size)
@@ -437,149 +444,6 @@ def _stream_frame(stream_fill: "StreamFill", key: str) -> FrameSpec:
     if shape.known:
         return FrameSpec(tuple(shape.row_shape), np.dtype(shape.dtype).str, "descriptor")
     return FrameSpec(tuple(shape.row_shape), None, "unknown")
-
-
-def _column_dtype(data_keys: list[Mapping], present_everywhere: bool) -> str:
-    """The pandas dtype of a field from its data_keys in the stream's descriptors."""
-    kinds = set()
-    for dk in data_keys:
-        if dk.get("external") or dk.get("shape"):
-            kinds.add("object")
-        else:
-            kinds.add(dk.get("dtype", "object"))
-    if len(kinds) != 1:
-        return "f8" if kinds <= {"number", "integer"} else "object"
-    kind = kinds.pop()
-    if kind == "number":
-        return "f8"
-    if kind == "integer":
-        return "i8" if present_everywhere else "f8"
-    if kind == "boolean":
-        return "bool" if present_everywhere else "object"
-    if kind == "string":
-        return "string"
-    return "object"
-
-
-def _itemsize(column: ColumnSpec, data_keys: list[Mapping]) -> int:
-    """Bytes one event's (unfilled) value takes in memory (a guess where data_keys are vague)."""
-    if column.dtype in ("f8", "i8"):
-        return 8
-    if column.dtype == "bool":
-        return 1
-    if any(dk.get("external") for dk in data_keys):
-        return _ARRAY_GUESS_BYTES  # a datum id
-    shape = next((dk.get("shape") for dk in data_keys if dk.get("shape")), None)
-    dtype = next((dk.get("dtype_numpy") for dk in data_keys if dk.get("dtype_numpy")), None)
-    item = np.dtype(dtype).itemsize if dtype else 8
-    if shape and all(isinstance(s, int) and s > 0 for s in shape):
-        return item * math.prod(shape)
-    return _ARRAY_GUESS_BYTES
-
-
-def _event_runs(store, counts: Mapping[str, tuple[int, int, int]]) -> list[tuple[int, int, int]]:
-    """``(start, stop, count)`` runs of the events' seq_nums, per descriptor.
-
-    A descriptor whose events are consecutive (the usual case) is one run and
-    costs no query; others ask the store (page metadata on SQLite).
-    """
-    runs, sparse = [], []
-    for uid, (n, lo, hi) in counts.items():
-        if n == hi - lo + 1:
-            runs.append((lo, hi + 1, n))
-        else:
-            sparse.append(uid)
-    if sparse:
-        runs += store.seq_num_runs(sparse)
-    return runs
-
-
-def partition_bounds(runs: Sequence[tuple[int, int, int]], chunk_size: int
-                     ) -> list[tuple[int, int, int]]:
-    """Cut rows into partitions of about ``chunk_size`` rows: ``(lo, hi, rows)`` seq ranges.
-
-    ``runs`` are ``(start, stop, count)``: ``count`` rows with ``start <= seq_num <
-    stop`` (consecutive when ``count == stop - start``; otherwise assumed spread
-    evenly); they may overlap (a row both in an event and in a stream_datum, or
-    in several descriptors).  Partitions follow the rows, not the span of their
-    seq_nums: two rows at seq_num 1 and 10**10 are one partition.
-
-    >>> partition_bounds([(1, 2, 1), (10**10, 10**10 + 1, 1)], 1000)
-    [(1, 10000000001, 2)]
-    >>> partition_bounds([(1, 11, 10)], 4)
-    [(1, 5, 4), (5, 9, 4), (9, 11, 2)]
-    """
-    merged: list[list[int]] = []
-    for a, b, n in sorted(runs):
-        if merged and a < merged[-1][1]:
-            m = merged[-1]
-            dense = m[2] == m[1] - m[0] and n == b - a
-            m[1] = max(m[1], b)
-            m[2] = m[1] - m[0] if dense else min(m[1] - m[0], m[2] + n)
-        else:
-            merged.append([a, b, n])
-    parts: list[tuple[int, int, int]] = []
-    lo, rows = None, 0
-    for a, b, n in merged:
-        if lo is None:
-            lo = a
-        while n > 0:
-            take = min(n, chunk_size - rows)
-            if take == n:
-                rows += n
-                break
-            # Cut inside this run, where ``take`` of its rows have been passed.
-            cut = a + max(1, -(-take * (b - a) // n))
-            parts.append((lo, cut, rows + take))
-            lo, rows = cut, 0
-            n -= take
-            a = cut
-        if rows >= chunk_size:
-            parts.append((lo, b, rows))
-            lo, rows = None, 0
-    if lo is not None and rows:
-        parts.append((lo, merged[-1][1], rows))
-    return parts
-
-
-def _rows_without_events(counts: Mapping[str, tuple[int, int, int]],
-                         layout: StreamLayout) -> bool:
-    """Whether some rows of the stream may have no event (so no time, no internal values).
-
-    Exact when the events' seq_nums are contiguous (the usual case); otherwise
-    assumed (columns are then made nullable, which is always safe).
-    """
-    intervals = layout.intervals()
-    if not intervals:
-        return False
-    if len(counts) != 1:
-        return True
-    n, lo, hi = next(iter(counts.values()))
-    if n != hi - lo + 1:
-        return True
-    return any(a < lo or b - 1 > hi for a, b in intervals)
-
-
-def _const_dtype(values: list, present_everywhere: bool) -> str:
-    """The column dtype of merged values (one per descriptor that has one)."""
-    if values and all(isinstance(v, bool) for v in values):
-        return "bool" if present_everywhere else "object"
-    if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        return "i8" if present_everywhere else "f8"
-    if values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        return "f8"
-    if values and all(isinstance(v, str) for v in values):
-        return "string"
-    return "object"
-
-
-def _stream_dtype(data_key: Mapping, filled: bool) -> str:
-    """A STREAM: key's column: references (object) unfilled; scalars per row as f8 filled."""
-    shape = list(data_key.get("shape") or [])
-    dtype = data_key.get("dtype_numpy")
-    if filled and shape in ([], [1]) and dtype and np.dtype(dtype).kind in "fiub":
-        return "f8"
-    return "object"
 
 
 def plan_run_fill(source: Any, run: Any, *, descriptors: Sequence[dict] | None = None,

@@ -9,9 +9,9 @@ partitions, and because dask fuses slicing into ``from_array`` getters,
 ``ds["img"][10:12].values`` reads -- and fills -- just those two frames.
 
 The rows' times (the ``time`` coordinate) and merged configuration values are
-read on the client, through the same reader, one partition at a time.  Filled
-frames are a :class:`FramesArray`: ``.values`` in this process reads them
-straight into one array.
+read on the client, through the same reader, one partition at a time.  The
+dask arrays of filled frames have a :class:`DirectValues` ``__array__``:
+``.values`` in this process reads them straight into one array.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from ..timestruct import TimeStruct
 from .partition import PartitionReader
 from .plan import ColumnSpec, PartitionSpec, ReadPlan
 
-__all__ = ["ColumnArray", "FramesArray", "SeqIndex", "build_dataset"]
+__all__ = ["ColumnArray", "DirectValues", "SeqIndex", "build_dataset"]
 
 _RAW_TIMES = TimeStruct(convert_times=False)
 
@@ -160,23 +160,28 @@ class ColumnArray:
         return out
 
 
-class FramesArray(da.Array):
-    """A dask array of filled frames whose conversion to numpy reads straight into one array.
+class DirectValues:
+    """``np.asarray`` of a dask array of filled frames, read straight into one array.
 
-    Exactly a dask array (slicing, reductions, ``compute`` build ordinary ones),
-    except that ``np.asarray`` -- what xarray's ``.values`` calls -- on the array
-    as ``to_xarray`` made it, with a scheduler of this process (threads, sync),
-    reads every partition straight into the result: one copy of the data, where
-    computing the chunks and concatenating them holds two.  With a distributed
-    Client it computes on the cluster, as any dask array.
+    Set as the ``__array__`` of the dask array ``to_xarray`` makes (numpy looks
+    ``__array__`` up on the instance; the array stays a plain ``dask.array.Array``,
+    so xarray mixes it with any other).  With a scheduler of this process
+    (threads, sync), ``np.asarray`` -- what xarray's ``.values`` calls -- reads every
+    partition straight into the result: one copy of the data, where computing the
+    chunks and concatenating them holds two.  With a distributed Client it computes
+    on the cluster, as any dask array.  Arrays derived from it (slices, sums, a
+    pickled copy) are ordinary dask arrays.
     """
 
-    def __array__(self, dtype=None, copy=None, **kwargs):
-        source = self.__dict__.get("_dask_broker_source")
-        if source is not None and not kwargs and copy is not False and _in_process_scheduler():
-            out = source.read_all(self.chunks[0])
+    def __init__(self, source: "ColumnArray", array: da.Array):
+        self.source = source
+        self.array = array
+
+    def __call__(self, dtype=None, copy=None, **kwargs):
+        if not kwargs and copy is not False and _in_process_scheduler():
+            out = self.source.read_all(self.array.chunks[0])
             return out if dtype is None else out.astype(dtype, copy=False)
-        return super().__array__(dtype=dtype, copy=copy, **kwargs)
+        return da.Array.__array__(self.array, dtype=dtype, copy=copy, **kwargs)
 
 
 def _in_process_scheduler() -> bool:
@@ -192,13 +197,7 @@ def _in_process_scheduler() -> bool:
 
 
 def _frames_array(data: da.Array, source: ColumnArray) -> da.Array:
-    """The frames' dask array, as it is.
-
-    (A :class:`FramesArray` would make ``.values`` read straight into one array,
-    but xarray refuses a Dataset mixing it with plain dask arrays -- ``ds.load()``
-    raises "Mixing chunked array types" -- so it is not used until xarray can
-    take it, e.g. through a chunk manager of its own.)
-    """
+    data.__dict__["__array__"] = DirectValues(source, data)
     return data
 
 

@@ -731,7 +731,8 @@ class SQLiteStore(Store):
                          (descriptor,))
             return None
         pages = list(self._read_pages(conn, descriptor_uids=[descriptor], fields=None,
-                                      timestamps=True, uids=True, open_only=True))
+                                      timestamps=True, uids=True, open_only=True,
+                                      order="seq_min, id"))
         ids = [p.page_id for p in pages]
         merged = {
             "descriptor": descriptor,
@@ -920,9 +921,11 @@ class SQLiteStore(Store):
                                         timestamps=timestamps, uids=uids)
 
     def _read_pages(self, conn, *, descriptor_uids, fields, timestamps, uids,
-                    seq_range=None, open_only=False,
+                    seq_range=None, open_only=False, order: str = "id",
                     batch_events: int = 2 * SEAL_EVENTS * 8) -> Iterator[EventPageColumns]:
-        """Pages in stored (id) order, fetched a bounded batch of events at a time."""
+        """Pages in the order they were stored (``order="id"``; events of one descriptor
+        sharing a seq_num come as stored, so the last stored wins -- the read contract of
+        :meth:`Store.iter_event_pages`), fetched a bounded batch of events at a time."""
         where = [f"descriptor IN ({_marks(len(descriptor_uids))})"]
         params: list[Any] = list(descriptor_uids)
         if seq_range is not None:
@@ -932,7 +935,7 @@ class SQLiteStore(Store):
         if open_only:
             where.append("sealed = 0")
         pages = conn.execute(
-            f"SELECT id, n FROM event_page WHERE {' AND '.join(where)} ORDER BY id",
+            f"SELECT id, n FROM event_page WHERE {' AND '.join(where)} ORDER BY {order}",
             params).fetchall()
         meta_sql = "id, descriptor, seq_num, time" + (", uid" if uids else "")
         col_sql = "page_id, field, codec, data" + (", ts_codec, ts" if timestamps else "")
