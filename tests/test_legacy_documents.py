@@ -212,3 +212,24 @@ def test_resource_without_root_fills_from_its_resource_path(any_db, tmp_path):
     assert [d for n, d in h.docs() if n == "resource"] == [run.resource]  # without root
     images = h.table(fill=True).compute(scheduler="sync")["img"]
     assert len(images) == 3 and all(np.array_equal(img, frame) for img in images)
+
+
+def test_resource_without_run_start_fills(any_db, tmp_path):
+    """A legacy resource that names no run (found through its datum) is filled too: its
+    handler is looked up in the Broker's registry where the task needs it."""
+    import numpy as np
+
+    frame = np.arange(6.0).reshape(2, 3)
+    np.save(tmp_path / "img.npy", frame)
+    run = legacy_run()
+    run.resource.update(spec="NPY", resource_path=str(tmp_path / "img.npy"))
+    run.resource.pop("run_start", None)
+    for datum in run.datum:
+        datum["datum_kwargs"] = {}
+    for name, doc in run.docs:
+        any_db.insert(name, doc)
+    h = any_db[-1]
+    assert h.resources() == []  # nothing names the run: the resource is reached by datum
+    for images in (h.table(fill=True).compute(scheduler="sync")["img"],
+                   h.table(fill=True).compute(scheduler="threads")["img"]):
+        assert len(images) == 3 and all(np.array_equal(img, frame) for img in images)

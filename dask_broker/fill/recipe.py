@@ -12,7 +12,7 @@ closed at the worker's teardown (or at exit).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -57,6 +57,9 @@ class FillRecipe:
     missing: tuple[tuple[str, str], ...] = ()
     #: seconds waited before each retry of a missing file (resolved on the client)
     retry_intervals: tuple[float, ...] = ()
+    #: the Broker's handler registry: specs of resources outside ``resources`` (legacy
+    #: resources without ``run_start``, found through their datum) are looked up there
+    registry: Any = field(default=None, compare=False)
 
     @classmethod
     def for_run(cls, store, descriptors: Sequence[Mapping], resources: Sequence[Mapping],
@@ -77,7 +80,7 @@ class FillRecipe:
         ref = store if isinstance(store, StoreRef) else store.ref
         return cls(ref, tuple(descriptors), tuple(resources), tuple(handlers.items()),
                    tuple(sorted((root_map or {}).items())),
-                   tuple(missing.items()), resolve_retry_intervals(retry_intervals))
+                   tuple(missing.items()), resolve_retry_intervals(retry_intervals), registry)
 
     def __dask_tokenize__(self):
         # A resource update (new root or path) or a new root_map gives new task names.
@@ -98,7 +101,7 @@ class FillRecipe:
         def resource(uid: str) -> Mapping | None:
             return resources.get(uid) or store.get_resource(uid)
 
-        return DatumReader(store.datum, resource, _Handlers(self.handlers, self.missing),
+        return DatumReader(store.datum, resource, _Handlers(self.handlers, self.missing, self.registry),
                            root_map=dict(self.root_map),
                            cache=process_handler_cache() if cache is None else cache,
                            retry_intervals=self.retry_intervals if retry else ())
@@ -112,7 +115,7 @@ class FillRecipe:
             return resources.get(uid) or store.get_resource(uid)
 
         return FillContext(self.descriptors, resource, store.datum,
-                           registry=_Handlers(self.handlers, self.missing),
+                           registry=_Handlers(self.handlers, self.missing, self.registry),
                            root_map=dict(self.root_map), cache=process_handler_cache(),
                            retry_intervals=self.retry_intervals)
 
@@ -152,11 +155,16 @@ class FillRecipe:
 class _Handlers(dict):
     """spec -> handler class; a spec resolved to nothing raises the client's explanation."""
 
-    def __init__(self, handlers, missing):
+    def __init__(self, handlers, missing, registry=None):
         super().__init__(handlers)
         self.missing = dict(missing)
+        self.registry = registry
 
     def __missing__(self, spec: str):
+        if spec not in self.missing and self.registry is not None:
+            # a resource the client did not list (no run_start): ask the registry
+            self[spec] = self.registry.lookup(spec)
+            return self[spec]
         raise HandlerNotFoundError(self.missing.get(spec) or f"no handler for spec {spec!r}")
 
 
@@ -170,7 +178,7 @@ class RunFillContext(FillContext):
 
     def __init__(self, recipe: FillRecipe, store, stream_fill: Any = None, **kwargs: Any):
         super().__init__(recipe.descriptors, store.get_resource, store.datum,
-                         registry=_Handlers(recipe.handlers, recipe.missing),
+                         registry=_Handlers(recipe.handlers, recipe.missing, recipe.registry),
                          root_map=dict(recipe.root_map),
                          retry_intervals=recipe.retry_intervals, **kwargs)
         self.recipe = recipe
