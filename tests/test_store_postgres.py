@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import os
 import pickle
 import socket
 import sys
@@ -522,3 +523,27 @@ def test_cli_reads_a_postgres_catalog_and_creates_none(new_postgres_uri, capsys)
     assert main(["ls", uri]) == 0
     out = capsys.readouterr().out
     assert uid[:8] in out and "primary=2099" in out
+
+
+def test_pool_reuses_connections_past_fd_setsize(postgres_uri, postgres_server):
+    """A long-lived process holds many files: connections whose descriptor is past 1024
+    (select()'s limit) are still reused, not closed after every operation."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip("the process may not open 1,200 files")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        store = PostgresStore.from_uri(postgres_uri)
+        store.get_start("x")
+        assert store._pool._idle and store._pool._idle[-1].fileno() >= 1024
+        assert _sessions(postgres_server, _schema_of(postgres_uri)) == 1
+        store.get_start("y")
+        assert _sessions(postgres_server, _schema_of(postgres_uri)) == 1  # the same one
+        store.close()
+    finally:
+        for fd in fds:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

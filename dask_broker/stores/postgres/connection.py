@@ -68,7 +68,11 @@ def _is_idle_and_alive(conn) -> bool:
     if conn.closed or conn.broken or conn.info.transaction_status != TransactionStatus.IDLE:
         return False
     try:
-        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+        # poll, not select: select() refuses descriptors >= FD_SETSIZE (1024), which a
+        # long-lived process (a worker, a test run) reaches, and the pool then never reused
+        poller = select.poll()
+        poller.register(conn.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+        readable = poller.poll(0)
     except (OSError, ValueError):
         return False
     return not readable
