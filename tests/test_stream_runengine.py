@@ -11,7 +11,7 @@ import pytest
 
 from dask_broker import Broker
 from dask_broker.handlers import close_shared_handlers, shared_handler_cache
-from streamdata import CASES, RUNENGINE_CASES, open_files_under
+from streamdata import open_files_under
 
 
 def _insert(db, recording):
@@ -134,9 +134,3 @@ def test_fly_scans_fill_on_a_localcluster(streamdata_recordings, tmp_path):
                 got_t = col.to_numpy() if want.ndim == 1 else np.stack(col.to_list())
                 np.testing.assert_array_equal(got_t, want.astype("f8") if want.ndim == 1
                                               else want)
-
-
-def test_cases_cover_what_the_issue_names():
-    assert {"count_blob", "scan_blob_motor", "fly_blob", "fly_two_dets",
-            "fly_blob_multi"} <= set(RUNENGINE_CASES)
-    assert {"tiff_directory", "hdf5_handmade", "legacy_sr"} <= set(CASES)

@@ -172,6 +172,21 @@ class HDF5Reader(ReaderBase):
             dataset = self._open()
             return tuple(dataset.shape), dataset.dtype
 
+    def _entries(self, start: int, stop: int) -> tuple[h5py.Dataset, int, int]:
+        """The dataset and the checked range ``[start, stop)`` (caller holds HDF5_LOCK)."""
+        dataset = self._open()
+        if dataset.ndim == 0:
+            raise ReaderError(
+                f"dataset {self.dataset_path!r} of {self.path!r} is a scalar; it has "
+                f"no entries along a first axis to read")
+        if stop > dataset.shape[0] and self._file is not None and self._file.swmr_mode:
+            # Only when asked past the known end: see what a SWMR writer appended.
+            # (Never by default: refresh() with the same file opened twice in one
+            # process corrupts HDF5's state -- "can't insert duplicate key", crashes.)
+            dataset.refresh()
+        start, stop = self._check_range(start, stop, dataset.shape[0])
+        return dataset, start, stop
+
     def read(self, start: int, stop: int) -> np.ndarray:
         """Entries ``[start, stop)`` of the dataset, read as one h5py slice.
 
@@ -183,17 +198,7 @@ class HDF5Reader(ReaderBase):
             The dataset is a scalar, or h5py failed to read it.
         """
         with HDF5_LOCK:
-            dataset = self._open()
-            if dataset.ndim == 0:
-                raise ReaderError(
-                    f"dataset {self.dataset_path!r} of {self.path!r} is a scalar; it has "
-                    f"no entries along a first axis to read")
-            if stop > dataset.shape[0] and self._file is not None and self._file.swmr_mode:
-                # Only when asked past the known end: see what a SWMR writer appended.
-                # (Never by default: refresh() with the same file opened twice in one
-                # process corrupts HDF5's state -- "can't insert duplicate key", crashes.)
-                dataset.refresh()
-            start, stop = self._check_range(start, stop, dataset.shape[0])
+            dataset, start, stop = self._entries(start, stop)
             try:
                 return dataset[start:stop]
             except OSError as err:
@@ -208,14 +213,7 @@ class HDF5Reader(ReaderBase):
         when it is not contiguous or of another size, the entries are read and copied.
         """
         with HDF5_LOCK:
-            dataset = self._open()
-            if dataset.ndim == 0:
-                raise ReaderError(
-                    f"dataset {self.dataset_path!r} of {self.path!r} is a scalar; it has "
-                    f"no entries along a first axis to read")
-            if stop > dataset.shape[0] and self._file is not None and self._file.swmr_mode:
-                dataset.refresh()
-            start, stop = self._check_range(start, stop, dataset.shape[0])
+            dataset, start, stop = self._entries(start, stop)
             shape = (stop - start, *dataset.shape[1:])
             direct = out.flags.c_contiguous and out.size == int(np.prod(shape)) and \
                 out.dtype == dataset.dtype
