@@ -22,10 +22,10 @@ import numpy as np
 
 from ..codec import column_to_list, decode_column, dumps_strings, encode_column
 from ..errors import CatalogCorruptError
-from .base import EventPageColumns
+from .base import EventPageColumns, consecutive_runs
 
 __all__ = ["SEAL_EVENTS", "MAX_PAGE_EVENTS", "PageColumns", "encode_page", "decoded_pages",
-           "batches", "clip_page", "merge_pages"]
+           "batches", "clip_page", "merge_pages", "SEQ_RUN_COLUMNS", "seq_runs"]
 
 SEAL_EVENTS = 1024
 MAX_PAGE_EVENTS = 8192
@@ -158,6 +158,27 @@ def clip_page(page: PageColumns, lo: int, hi: int) -> PageColumns:
         uid=None if page.uid is None else take(page.uid))
     out.page_id = page.page_id
     return out
+
+
+#: The ``event_page`` columns :func:`seq_runs` takes: the seq_num buffer only of pages
+#: whose seq_nums are not consecutive.
+SEQ_RUN_COLUMNS = ("n, seq_min, seq_max, "
+                   "CASE WHEN seq_max - seq_min + 1 = n THEN NULL ELSE seq_num END")
+
+
+def seq_runs(rows: Iterable[tuple]) -> Iterator[tuple[int, int, int]]:
+    """``(start, stop, n)`` runs of consecutive seq_nums of ``SEQ_RUN_COLUMNS`` rows.
+
+    Examples
+    --------
+    >>> list(seq_runs([(3, 1, 3, None), (2, 7, 9, np.array([7, 9], "<i8").tobytes())]))
+    [(1, 4, 3), (7, 8, 1), (9, 10, 1)]
+    """
+    for n, lo, hi, blob in rows:
+        if blob is None:
+            yield int(lo), int(hi) + 1, int(n)
+        else:
+            yield from consecutive_runs(np.frombuffer(blob, dtype="<i8"))
 
 
 def _joined(columns: list) -> np.ndarray | list:

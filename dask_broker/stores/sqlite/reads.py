@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable, Iterator, Sequence
 
-import numpy as np
-
-from ..base import EventPageColumns, consecutive_runs
-from ..pages import SEAL_EVENTS, PageColumns, batches, decoded_pages
+from ..base import EventPageColumns
+from ..pages import (SEAL_EVENTS, SEQ_RUN_COLUMNS, PageColumns, batches, decoded_pages,
+                     seq_runs)
 from .connection import SQL_VARS, chunks, damaged, marks
 
 __all__ = ["ReadMethods"]
@@ -109,15 +108,9 @@ class ReadMethods:
         runs: list[tuple[int, int, int]] = []
         conn = self._conn()
         for chunk in chunks(list(descriptor_uids)):
-            rows = conn.execute(
-                "SELECT n, seq_min, seq_max, CASE WHEN seq_max - seq_min + 1 = n THEN NULL "
-                f"ELSE seq_num END FROM event_page WHERE descriptor IN ({marks(len(chunk))})",
-                chunk)
-            for n, lo, hi, blob in rows:
-                if blob is None:
-                    runs.append((int(lo), int(hi) + 1, int(n)))
-                else:
-                    runs.extend(consecutive_runs(np.frombuffer(blob, dtype="<i8")))
+            runs.extend(seq_runs(conn.execute(
+                f"SELECT {SEQ_RUN_COLUMNS} FROM event_page "
+                f"WHERE descriptor IN ({marks(len(chunk))})", chunk)))
         return sorted(runs)
 
     def iter_event_pages(
