@@ -165,7 +165,6 @@ def connect(path: Path, *, read_only: bool, timeout: float = 60) -> CatalogConne
     return conn
 
 
-
 def chunks(seq: Sequence) -> Iterator[Sequence]:
     """``seq`` in pieces that fit in one statement's bound parameters."""
     return chunked(seq, SQL_VARS)
@@ -183,7 +182,6 @@ def _file_identity(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino
-
 
 
 class Connections:
@@ -213,7 +211,6 @@ class Connections:
             self.generation += 1
         for conn in conns:
             conn.close()
-
 
 
 class ConnectionMethods:
@@ -327,4 +324,3 @@ class ConnectionMethods:
             local.read_generation = self._open.generation
             local.read_identity = identity
         return pool
-

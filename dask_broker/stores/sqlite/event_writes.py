@@ -80,7 +80,6 @@ class StoredUids:
         return min(stored, key=wanted.__getitem__) if stored else None
 
 
-
 class EventWriteMethods:
     """Event pages in: uids checked against the stored ones, pages written and sealed."""
 
@@ -139,7 +138,6 @@ class EventWriteMethods:
         if getattr(local, "data_version", None) != version:
             local.data_version, local.open_events = version, {}
         return local.open_events
-
 
     @staticmethod
     def _write_page(conn: sqlite3.Connection, row: tuple, columns: list[tuple],
@@ -202,4 +200,3 @@ class EventWriteMethods:
             last = self._write_page(conn, row, columns, hashes[start:start + row[1]],
                                     page_id=ids[0] if start == 0 else None)
         return last
-

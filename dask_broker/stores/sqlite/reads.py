@@ -35,7 +35,6 @@ class ReadMethods:
     def _docs(self, sql: str, params: tuple) -> list[dict]:
         return [self._loads(r[0]) for r in self._conn().execute(sql, params).fetchall()]
 
-
     def get_stop(self, run_uid: str) -> dict | None:
         return self._one_doc("SELECT doc FROM run_stop WHERE run_start = ?", (run_uid,))
 
@@ -168,7 +167,6 @@ class ReadMethods:
         return damaged(self._path, f"event page {page_id} cannot be decoded: "
                                    f"{type(err).__name__}: {err}")
 
-
     def get_stream_resource(self, uid: str) -> dict | None:
         return self._one_doc("SELECT doc FROM stream_resource WHERE uid = ?", (uid,))
 
@@ -205,7 +203,6 @@ class ReadMethods:
                 for (doc,) in rows:
                     yield json.loads(doc)
 
-
     def resource_history(self, resource_uid: str) -> list[dict]:
         rows = self._conn().execute(
             "SELECT time, cmd, cmd_kwargs, old, new FROM resource_update WHERE resource = ? "
@@ -213,4 +210,3 @@ class ReadMethods:
         return [{"resource": resource_uid, "old": self._loads(old), "new": self._loads(new),
                  "time": t, "cmd": cmd, "cmd_kwargs": self._loads(kwargs)}
                 for t, cmd, kwargs, old, new in rows]
-

@@ -109,7 +109,6 @@ CREATE VIRTUAL TABLE IF NOT EXISTS run_start_text USING fts5(
 TEXT_TABLE = "run_start_text"
 
 
-
 def _index_stored_starts(conn: sqlite3.Connection) -> None:
     """Migration to version 3: put the words of every stored start document in the
     full-text table (in the migration's transaction)."""
@@ -228,4 +227,3 @@ def shadow_missing_tables(conn: sqlite3.Connection, ddl: str) -> None:
         match = _CREATE_TABLE.match(statement)
         if match and match[1] not in present:
             conn.execute(statement.replace("CREATE TABLE", "CREATE TEMP TABLE", 1))
-

@@ -80,4 +80,3 @@ class SearchMethods:
     def count_starts(self) -> int:
         (n,) = self._conn().execute("SELECT COUNT(*) FROM run_start").fetchone()
         return n
-

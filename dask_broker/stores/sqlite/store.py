@@ -166,4 +166,3 @@ class SQLiteStore(ConnectionMethods, WriteMethods, EventWriteMethods, ReadMethod
 def _remove_catalog(connections: "Connections", folder: str) -> None:
     connections.close_all()
     shutil.rmtree(folder, ignore_errors=True)
-

@@ -32,7 +32,6 @@ def _indexed_scan_id(scan_id: Any) -> int | float | None:
     return scan_id
 
 
-
 class WriteMethods:
     """Start, stop, descriptor, resource, datum and stream documents in; resource updates."""
 
@@ -130,7 +129,6 @@ class WriteMethods:
                 f"stream_datum {dup!r} is already stored; nothing of these {len(docs)} "
                 "stream_datum was written") from err
 
-
     def update_resource(self, resource_uid: str, changes: Mapping, *, cmd: str,
                         cmd_kwargs: Mapping) -> dict:
         changes = check_resource_changes(resource_uid, changes)
@@ -155,7 +153,6 @@ class WriteMethods:
                 (resource_uid, time.time(), cmd, dumps(dict(cmd_kwargs)), row[0], dumps(new)))
         return json.loads(dumps(new))
 
-
     def _first_duplicate(self, table: str, column: str, ids: Sequence[str]) -> str:
         repeated = first_repeat(ids)
         if repeated is not None:
@@ -168,4 +165,3 @@ class WriteMethods:
             if row:
                 return row[0]
         return ids[0]
-
