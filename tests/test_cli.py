@@ -91,11 +91,21 @@ def uri_of(path: Path) -> str:
 
 
 def catalog_created(uri: str) -> bool:
-    """Whether a command left a catalog at ``uri``: a SQLite file that exists, or runs in
-    a server's catalog (opening the file would create it)."""
+    """Whether a command left a catalog at ``uri``: the SQLite file, the MongoDB database,
+    tables in the PostgreSQL schema (found without opening a catalog, which creates one)."""
     if uri.startswith("sqlite:///"):
         return Path(uri.removeprefix("sqlite:///")).exists()
-    return len(Broker.from_uri(uri)) > 0
+    if uri.startswith("mongodb"):
+        from pymongo import MongoClient, uri_parser
+
+        with MongoClient(uri, serverSelectionTimeoutMS=5000) as client:
+            return uri_parser.parse_uri(uri)["database"] in client.list_database_names()
+    import psycopg
+
+    with psycopg.connect(uri) as conn:
+        (tables,) = conn.execute("SELECT count(*) FROM information_schema.tables "
+                                 "WHERE table_schema = current_schema()").fetchone()
+    return tables > 0
 
 
 # ------------------------------------------------------------------ ingest
