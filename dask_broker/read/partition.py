@@ -102,8 +102,12 @@ class PartitionReader:
         """The partition with no rows (dask's ``meta``)."""
         cols = self._select(columns)
         index = pd.Index(np.empty(0, dtype="i8"), name="seq_num")
-        return pd.DataFrame({c.name: pd.Series(np.empty(0), dtype=self._pandas_dtype(c),
-                                               index=index) for c in cols}, index=index)
+        data = {}
+        for c in cols:
+            dtype = self._pandas_dtype(c)
+            data[c.name] = (np.empty(0, dtype=dtype) if isinstance(dtype, np.dtype)
+                            else pd.array([], dtype=dtype))
+        return pd.DataFrame(data, index=index, copy=False)
 
     def __call__(self, spec: PartitionSpec, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """One partition as a pandas DataFrame indexed by ``seq_num``."""
@@ -123,7 +127,7 @@ class PartitionReader:
                 column = self.time_struct.apply(column)
             elif c.dtype == "string":
                 column = pd.array(column, dtype=pd.StringDtype())
-            data[c.name] = pd.Series(column, index=index, name=c.name, copy=False)
+            data[c.name] = column  # arrays, not Series: half the cost of a small partition
         return pd.DataFrame(data, index=index, copy=False)
 
     # ------------------------------------------------------------ columns
