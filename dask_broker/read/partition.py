@@ -360,15 +360,16 @@ class _Blocks:
         by_dtype: dict[str, list[str]] = {}
         for name, dtype in self.dtypes.items():
             by_dtype.setdefault(dtype, []).append(name)
-        # seq_num shares the block of the i8 columns
+        # seq_num shares the block of the i8 columns.  Blocks come from the process's
+        # pool: memory of a dropped partition is written again without page faults.
         ints = by_dtype.setdefault("i8", [])
-        block = np.empty((len(ints) + 1, capacity), dtype="i8")
+        block = block_pool().empty((len(ints) + 1, capacity), "i8")
         self.seq = block[0]
         self.columns = {name: block[i + 1] for i, name in enumerate(ints)}
         for dtype, names in by_dtype.items():
             if dtype == "i8":
                 continue
-            block = np.empty((len(names), capacity), dtype=dtype)
+            block = block_pool().empty((len(names), capacity), dtype)
             self.columns.update((name, block[i]) for i, name in enumerate(names))
 
     def grow(self, capacity: int, used: int) -> None:
