@@ -1,4 +1,5 @@
-"""The per-process pool of frame blocks: reused only once nothing refers to them."""
+"""The per-process pool of blocks (frames, scalar columns): reused only once nothing refers
+to them."""
 
 from __future__ import annotations
 
