@@ -217,6 +217,35 @@ def test_timestruct_conversions(scan):
         h.table(time_struct={"convert_times": False})
 
 
+def test_time_conversion_is_pandas_to_the_nanosecond():
+    """The numpy conversion gives what pd.to_datetime(unit="s") gives, value for value."""
+    from dask_broker.timestruct import epoch_seconds_to_datetime64
+
+    rng = np.random.default_rng(7)
+    seconds = np.concatenate([
+        1.7e9 + np.cumsum(rng.random(100_000)),        # a scan's times
+        rng.uniform(-9e9, 9e9, 10_000),                 # 1685 .. 2255
+        [0.5, -1.5, 1e-9, -3e-10, 1.7e9 + 0.9999999999, 1.7e9 + 0.123456789, np.nan],
+    ])
+    got = epoch_seconds_to_datetime64(seconds)
+    want = np.asarray(pd.to_datetime(seconds, unit="s"), dtype="datetime64[ns]")
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got.view("i8"), want.view("i8"))  # NaT == NaT as integers
+    assert np.isnat(got[-1])
+    for zone in ("UTC", "Europe/Berlin"):
+        local = TimeStruct(timezone=zone).apply(seconds[:1000])
+        want_local = (pd.Series(want[:1000]).dt.tz_localize("UTC").dt.tz_convert(zone)
+                      .dt.tz_localize(None))
+        np.testing.assert_array_equal(local, want_local.to_numpy())
+
+
+@pytest.mark.parametrize("bad", [1e12, -1e11, np.inf])
+def test_times_outside_datetime64_are_refused_not_wrapped(bad):
+    with pytest.raises(DaskBrokerError, match="convert_times=False"):
+        TimeStruct().apply(np.array([1.7e9, bad]))
+    assert TimeStruct(convert_times=False).apply(np.array([bad]))[0] == bad
+
+
 def test_default_timestruct_is_local_time(scan, monkeypatch):
     import dask_broker.timestruct as ts
 
