@@ -287,28 +287,6 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-class _Counted:
-    """An iterator of ``(name, doc)`` (or :class:`Rows`) that remembers the index and
-    name of the last document."""
-
-    def __init__(self, documents: Iterator[tuple[str, dict] | Rows]):
-        self._documents = documents
-        self.index, self.name = -1, "?"
-
-    def __iter__(self) -> "_Counted":
-        return self
-
-    def __next__(self) -> tuple[str, dict] | Rows:
-        item = next(self._documents)
-        if type(item) is Rows:
-            self.index += item.count
-            self.name = item.name
-        else:
-            self.index += 1
-            self.name = item[0]
-        return item
-
-
 @dataclass
 class IngestReport:
     """What :func:`ingest` did: documents inserted and skipped, by name, and the files read."""
@@ -377,19 +355,20 @@ def ingest(db, paths: list[str | os.PathLike], *, progress: bool = True,
               disable=not progress) as bar, _gc_paused():
         for path in files:
             bar.set_postfix_str(path.name[-40:], refresh=False)
-            counted = _Counted(iter(()))
+            first = batcher.added  # documents of the files before
             try:
-                counted = _Counted(_read_msgpack_rows(path, bar.update)
-                                   if path.suffix.lower() == ".msgpack"
-                                   else read_documents(path, bar.update))
-                batcher.add_all(counted)
+                batcher.add_all(_read_msgpack_rows(path, bar.update)
+                                if path.suffix.lower() == ".msgpack"
+                                else read_documents(path, bar.update))
                 batcher.flush()
             except DaskBrokerError as err:
-                where = f"document {counted.index} ({counted.name})"
+                where = f"document {batcher.added - first} ({batcher.last_name})"
                 if batcher.batch is not None:
-                    batch_name, count = batcher.batch
-                    where = f"the {count} {batch_name} document(s) before {where}"
+                    name, count, start = batcher.batch
+                    where = (f"document {start - first} ({name})" if count == 1 else
+                             f"documents {start - first}-{start - first + count - 1} "
+                             f"({count} {name})")
                 hint = (" (use --skip-existing to skip what is already in the catalog)"
                         if isinstance(err, DuplicateUidError) else "")
-                raise IngestError(f"{path}: near {where}: {err}{hint}") from err
+                raise IngestError(f"{path}: at {where}: {err}{hint}") from err
     return IngestReport(files, batcher.inserted, batcher.skipped)

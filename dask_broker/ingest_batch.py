@@ -171,13 +171,21 @@ class PageBatcher:
         self.pending_docs: list[tuple[str, int]] = []
         self.inserted: dict[str, int] = {}
         self.skipped: dict[str, int] = {}
-        #: (name, count) of the batch being inserted, for error messages.
-        self.batch: tuple[str, int] | None = None
+        #: Documents given so far, and the name of the last one (for error messages).
+        self.added, self.last_name = 0, "?"
+        self.pending_first = 0
+        #: (name, count, index of its first document) of the batch being inserted, for
+        #: error messages.
+        self.batch: tuple[str, int, int] | None = None
 
     def _pend(self, kind: str, key: Any, rows: int, part: Any, name: str, docs: int) -> None:
         if self.pending and (self.pending_name != kind or self.pending_key != key
                              or self.pending_rows + rows > BATCH):
             self.flush()
+        if not self.pending:
+            self.pending_first = self.added
+        self.added += docs
+        self.last_name = name
         self.pending_name, self.pending_key = kind, key
         self.pending.append(part)
         self.pending_rows += rows
@@ -193,7 +201,11 @@ class PageBatcher:
             self._pend(name, found[0], found[1], doc, name, 1)
         else:
             self.flush()
+            self.batch = (name, 1, self.added)
+            self.added += 1
+            self.last_name = name
             self._insert(name, doc)
+            self.batch = None
 
     def add_rows(self, rows: Rows) -> None:
         """Keep a run of events read a column at a time (:class:`~.msgpack_rows.Rows`)."""
@@ -217,6 +229,7 @@ class PageBatcher:
                 pending.append(doc)
                 self.pending_rows += 1
                 self.pending_docs.append(("event", 1))
+                self.added += 1
             else:
                 self.add(name, doc)
                 pending = self.pending
@@ -227,7 +240,8 @@ class PageBatcher:
             return
         parts, kind, counts = self.pending, self.pending_name, self.pending_docs
         self.pending, self.pending_name, self.pending_rows, self.pending_docs = [], None, 0, []
-        self.batch = (kind, sum(n for _, n in counts))  # left set if the insert raises
+        # left set if the insert raises
+        self.batch = (kind, sum(n for _, n in counts), self.pending_first)
         if kind in ("event", "datum"):
             try:
                 page = (None if len(parts) == 1 else pack_events(parts) if kind == "event"
@@ -237,7 +251,8 @@ class PageBatcher:
             if page is not None and kind == "event" and _filled_keys(parts[0]) is None:
                 del page["filled"]  # events saved without filled are stored without it
             if page is None:
-                for doc in parts:
+                for i, doc in enumerate(parts):
+                    self.batch = (kind, 1, self.batch[2] + i)
                     self._insert(kind, doc)
                 self.batch = None
                 return
