@@ -209,16 +209,34 @@ def _scan_msgpack(path: Path, view: memoryview, progress: Callable[[int], None],
 
 
 def _read_jsonl(path: Path, progress: Callable[[int], None]) -> Iterator[tuple[str, dict]]:
+    """Each line decoded by msgspec (3-4x faster than ``json.loads``); a line it refuses
+    -- ``NaN``, which suitcase-jsonl writes for a NaN, a lone surrogate, a number out of
+    float range -- by ``json.loads``, so that every line gives what ``json.loads`` gives."""
+    import msgspec
+
+    decode = msgspec.json.Decoder().decode
     with open(path, "rb") as f:
+        unreported = 0
         for lineno, line in enumerate(f, 1):
-            progress(len(line))
-            if not line.strip():
-                continue
+            unreported += len(line)
+            if not lineno % _PROGRESS_EVERY:
+                progress(unreported)
+                unreported = 0
             try:
-                item = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise IngestError(f"{path}:{lineno}: not a JSON line: {err}") from err
-            yield _pair(item, path, lineno)
+                item = decode(line)
+            except msgspec.MsgspecError:
+                if line.isspace():
+                    continue
+                try:
+                    item = json.loads(line)
+                except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                    raise IngestError(f"{path}:{lineno}: not a JSON line: {err}") from err
+            if type(item) is list and len(item) == 2 and type(item[0]) is str \
+                    and type(item[1]) is dict:
+                yield item[0], item[1]
+            else:
+                yield _pair(item, path, lineno)
+        progress(unreported)
 
 
 def read_documents(path: str | os.PathLike,
