@@ -4,14 +4,14 @@ A RunEngine's events are written one by one -- suitcase-msgpack writes each as a
 ``event_page`` of one row -- so a file is mostly a long run of items that differ
 only in their values: same keys in the same order, same descriptor, same type
 of every value.  :class:`RowLayout` is the byte layout of one such item, found by
-walking its msgpack encoding once; a run of items with that layout is then read
-as a 2-D ``uint8`` array of ``rows x length`` and each value becomes a numpy
-column (big-endian floats and ints straight from their bytes), with no Python
-object per event.
+walking its msgpack encoding once; a run of items with that layout is then
+checked as one block of bytes against it, and each value becomes a numpy column
+(a field of a record dtype over the block: big-endian floats and ints converted
+straight from their bytes), with no Python object per event but the uid strings.
 
 A row belongs to the run only if every byte that is not a value (headers, keys,
 type bytes, the name and the descriptor uid) is the layout's, and its values are
-of the layout's kind (a fixint is below 0x80, a string is ASCII without NUL, ...);
+of the layout's kind (a fixint is below 0x80, a string is ASCII, ...);
 anything else ends the run and is decoded by msgpack as usual.  Such a row is
 exactly what msgpack would decode: the same keys, and values that are equal and
 of a type that stores alike (ints as int64, floats as float64, ASCII strings).
@@ -89,8 +89,8 @@ class RowLayout:
             expect[o:o + s.size], mask[o:o + s.size] = _VALUE_CHECKS[s.kind]
         self._expect, self._mask = expect, mask
         self._tiles: tuple[np.ndarray, np.ndarray] | None = None
-        self._prefix = item[:min(self.length, 24)]
-        self._prefix_fixed = bool((mask[:len(self._prefix)] == 0xff).all())
+        # the bytes before the first value: a quick look that the next item may be alike
+        self._prefix = item[:int(np.argmin(mask == 0xff)) if (mask != 0xff).any() else None]
         self._keys = {part: [s.column[1] for s in slots if s.column[0] == part]
                       for part in ("data", "timestamps", "filled")}
         # every value a field of one record: numpy reads and converts a column in one step
@@ -102,8 +102,7 @@ class RowLayout:
     def count(self, buffer: memoryview, start: int, limit: int) -> int:
         """How many rows from ``start`` (at most ``limit``) are laid out as this one."""
         n = min(limit, (len(buffer) - start) // self.length)
-        if n <= 0 or (self._prefix_fixed and
-                      buffer[start:start + len(self._prefix)] != self._prefix):
+        if n <= 0 or buffer[start:start + len(self._prefix)] != self._prefix:
             return 0
         first = self._matching(buffer, start, min(n, self.MIN_RUN))
         if first < min(n, self.MIN_RUN) or n <= self.MIN_RUN:
