@@ -124,6 +124,8 @@ def _read_msgpack(path: Path, progress: Callable[[int], None]) -> Iterator[tuple
 
 #: Bytes given to msgpack at once, between runs of events.
 _FEED = 2**18
+#: Bytes of the mapped file read before their pages are dropped from memory.
+_RELEASE = 2**26
 
 
 def _read_msgpack_rows(path: Path, progress: Callable[[int], None]
@@ -141,9 +143,21 @@ def _read_msgpack_rows(path: Path, progress: Callable[[int], None]
         if not os.fstat(f.fileno()).st_size:
             return
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            read = released = 0
+
+            def advance(nbytes: int) -> None:
+                """Report progress, and drop the pages read from this process's memory."""
+                nonlocal read, released
+                progress(nbytes)
+                read += nbytes
+                if read - released >= _RELEASE and hasattr(mapped, "madvise"):
+                    upto = read // mmap.PAGESIZE * mmap.PAGESIZE
+                    mapped.madvise(mmap.MADV_DONTNEED, released, upto - released)
+                    released = upto
+
             view = memoryview(mapped)
             try:
-                yield from _scan_msgpack(path, view, progress, msgpack)
+                yield from _scan_msgpack(path, view, advance, msgpack)
             finally:
                 view.release()
 
