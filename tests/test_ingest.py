@@ -176,3 +176,14 @@ def test_jsonl_lines_read_as_json_loads_reads_them(tmp_path):
     want = [tuple(json.loads(line)) for line in lines if line]
     assert repr(got) == repr(want)
     assert [type(v) for v in got[1][1]["data"].values()] == [float, float, float, int]
+
+
+def test_cli_ingest_shows_a_progress_bar(tmp_path, capsys):
+    from dask_broker.cli import main
+
+    path = tmp_path / "run.msgpack"
+    write_msgpack(path, run_documents(50))
+    assert main(["ingest", str(tmp_path / "cat.db"), str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert "ingesting" in err and "100%" in err and "run.msgpack" in err
+    assert "53 document(s)" in out and "50 event_page" in out
