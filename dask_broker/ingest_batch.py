@@ -24,6 +24,7 @@ __all__ = ["BATCH", "PageBatcher", "pack_events"]
 BATCH = 10_000
 
 _EVENT_FIELDS = itemgetter("uid", "seq_num", "time")
+_ABSENT = object()
 
 
 def pack_events(events: list[dict]) -> dict:
@@ -189,7 +190,8 @@ class PageBatcher:
         self.pending_name, self.pending_key = kind, key
         self.pending.append(part)
         self.pending_rows += rows
-        self.pending_docs.append((name, docs))
+        if kind in _PAGE_COLUMNS:  # (events and datum: one each, counted at flush)
+            self.pending_docs.append((name, docs))
 
     def add(self, name: str, doc: Any) -> None:
         """Insert a document, or keep it to insert with the next ones alike."""
@@ -216,29 +218,42 @@ class PageBatcher:
 
     def add_all(self, documents: Iterable) -> None:
         """:meth:`add` each ``(name, doc)`` (:meth:`add_rows` each ``Rows``); a run of
-        events of one descriptor in a tight loop."""
-        pending = self.pending
-        for item in documents:
-            if type(item) is Rows:
-                self.add_rows(item)
+        events of one descriptor (with ``filled`` alike) in a tight loop."""
+        pending, key, run = self.pending, None, 0
+        try:
+            for item in documents:
+                if type(item) is not Rows:
+                    name, doc = item
+                    if name == "event" and key is not None and len(pending) < BATCH:
+                        filled = doc.get("filled", _ABSENT)
+                        if doc.get("descriptor") == key[0] and (
+                                key[1] == () and type(filled) is dict and not filled
+                                or _filled_keys(doc) == key[1]):
+                            pending.append(doc)
+                            run += 1
+                            continue
+                    self.added += run
+                    self.pending_rows += run
+                    run = 0
+                    self.add(name, doc)
+                else:
+                    self.added += run
+                    self.pending_rows += run
+                    run = 0
+                    self.add_rows(item)
                 pending = self.pending
-                continue
-            name, doc = item
-            if name == "event" and self.pending_name == "event" and self.pending_rows < BATCH \
-                    and (doc.get("descriptor"), _filled_keys(doc)) == self.pending_key:
-                pending.append(doc)
-                self.pending_rows += 1
-                self.pending_docs.append(("event", 1))
-                self.added += 1
-            else:
-                self.add(name, doc)
-                pending = self.pending
+                key = self.pending_key if self.pending_name == "event" else None
+        finally:
+            self.added += run
+            self.pending_rows += run
 
     def flush(self) -> None:
         """Insert what is pending."""
         if not self.pending:
             return
         parts, kind, counts = self.pending, self.pending_name, self.pending_docs
+        if kind not in _PAGE_COLUMNS:
+            counts = [(kind, 1)] * len(parts)
         self.pending, self.pending_name, self.pending_rows, self.pending_docs = [], None, 0, []
         # left set if the insert raises
         self.batch = (kind, sum(n for _, n in counts), self.pending_first)
