@@ -10,8 +10,11 @@ temporary and file-based catalogs write them:
 
 :func:`read_documents` reads one file; :func:`ingest` inserts files into a
 catalog, consecutive events of one descriptor (datum of one resource) as one
-page of up to :data:`BATCH` -- one validated, atomic insert instead of one per
-document -- and is what ``dask-broker ingest`` runs.
+page of up to :data:`BATCH` rows -- one validated, atomic insert instead of one
+per document (:mod:`~dask_broker.ingest_batch`) -- and is what ``dask-broker
+ingest`` runs.  In a ``.msgpack`` file, runs of events laid out alike are read a
+column at a time (:mod:`~dask_broker.msgpack_rows`); ``.jsonl`` lines are
+decoded by msgspec.
 """
 
 from __future__ import annotations
@@ -137,8 +140,6 @@ def _read_msgpack_rows(path: Path, progress: Callable[[int], None]
     rows, read a column at a time from the mapped file; everything else is
     decoded by msgpack.
     """
-    import msgpack
-
     with open(path, "rb") as f:
         if not os.fstat(f.fileno()).st_size:
             return
@@ -157,13 +158,19 @@ def _read_msgpack_rows(path: Path, progress: Callable[[int], None]
 
             view = memoryview(mapped)
             try:
-                yield from _scan_msgpack(path, view, advance, msgpack)
+                yield from _scan_msgpack(path, view, advance)
             finally:
                 view.release()
 
 
-def _scan_msgpack(path: Path, view: memoryview, progress: Callable[[int], None], msgpack
+def _scan_msgpack(path: Path, view: memoryview, progress: Callable[[int], None]
                   ) -> Iterator[tuple[str, dict] | Rows]:
+    """:func:`_read_msgpack_rows` of the file's bytes: at each place, the run of rows laid
+    out as the last run was, or else one document decoded by msgpack -- and, if it is an
+    event, a layout found from it (tried again after 1, 2, 4, ... documents while none
+    gives a run)."""
+    import msgpack
+
     layout = None
     retry_at, backoff = 0, 1  # documents to pass before looking for a layout again
     size = len(view)
