@@ -10,6 +10,7 @@ from .common import report, save
 
 SCENARIOS = {
     "insert": "benchmarks.bench_insert",
+    "ingest": "benchmarks.bench_ingest",
     "tables": "benchmarks.bench_tables",
     "filling": "benchmarks.bench_filling",
     "stream": "benchmarks.bench_stream",

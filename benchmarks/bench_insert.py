@@ -12,9 +12,8 @@ Scenarios (quick / ``--full`` sizes)
 - ``datum_page``: pages of 10,000 datum; baseline: ``executemany`` of JSON rows.
 - ``single events``: one ``db.insert("event", ...)`` per event, as a RunEngine
   emits them; baseline: one committed JSON row per event.
-- ``ingest msgpack``: ``dask_broker.ingest`` of a suitcase-msgpack file of one run
-  (300k / 1M events, one ``event`` document each); baseline: only decoding the
-  file with ``msgpack.Unpacker``.
+
+``dask_broker.ingest`` of suitcase files is measured by ``bench_ingest``.
 
 Only the insert calls are timed: pages are generated between them.
 """
@@ -238,63 +237,6 @@ def bench_single(folder: Path, n: int) -> tuple[str, str, list[Result]]:
     return scenario, baseline, results
 
 
-def write_msgpack(path: Path, n: int) -> None:
-    """A suitcase-msgpack file of one run of ``n`` events (one event document each)."""
-    import msgpack
-
-    run = RunBuilder()
-    bundle, desc = run.bundle, run.descriptor("primary", _data_keys())
-    rng = np.random.default_rng(2)
-    packer = msgpack.Packer()
-    with open(path, "wb") as f:
-        f.write(packer.pack(["start", bundle.start_doc]))
-        f.write(packer.pack(["descriptor", desc.descriptor_doc]))
-        d = desc.descriptor_doc["uid"]
-        for first in range(0, n, PAGE):
-            k = min(PAGE, n - first)
-            values = rng.random((k, 10)).tolist()
-            uids = _uids(k)
-            chunk = []
-            for i in range(k):
-                seq = first + i + 1
-                t = 1.7e9 + seq * 0.01
-                data = dict(zip(FIELDS, values[i]))
-                data["count"] = seq
-                chunk.append(packer.pack(["event", {
-                    "uid": uids[i], "descriptor": d, "seq_num": seq, "time": t, "data": data,
-                    "timestamps": {f: t for f in FIELDS}, "filled": {}}]))
-            f.write(b"".join(chunk))
-        f.write(packer.pack(["stop", bundle.compose_stop()]))
-
-
-def bench_ingest(folder: Path, n: int) -> tuple[str, str, list[Result]]:
-    import msgpack
-
-    from dask_broker import ingest
-    scenario = f"ingest msgpack {_k(n)} events"
-    path = folder / "run.msgpack"
-    write_msgpack(path, n)
-
-    def decode_only():
-        with open(path, "rb") as f:
-            for _ in msgpack.Unpacker(f, raw=False):
-                pass
-
-    baseline = "msgpack.Unpacker (decode only)"
-    results = []
-    for method, fn in ((baseline, decode_only),
-                       ("dask_broker.ingest", lambda: ingest(
-                           Broker.from_uri(f"sqlite:///{folder / 'ingest.db'}"), [str(path)],
-                           progress=False))):
-        load = os.getloadavg()[0]
-        t0 = time.perf_counter()
-        fn()
-        s = time.perf_counter() - t0
-        results.append(Result(scenario, method, n, s, [s],
-                              extra={"load": (round(load, 2), round(os.getloadavg()[0], 2))}))
-    return scenario, baseline, results
-
-
 def run(quick: bool = True):
     total = 1_000_000 if quick else 10_000_000
     results: list[Result] = []
@@ -302,8 +244,7 @@ def run(quick: bool = True):
     parts = [lambda f: bench_pages(f, total, lists=True),
              lambda f: bench_pages(f, total, lists=False),
              lambda f: bench_datum(f, 200_000 if quick else 1_000_000),
-             lambda f: bench_single(f, 2_000 if quick else 20_000),
-             lambda f: bench_ingest(f, 300_000 if quick else 1_000_000)]
+             lambda f: bench_single(f, 2_000 if quick else 20_000)]
     only = os.environ.get("DASK_BROKER_BENCH_INSERT_ONLY")  # e.g. "0,2": a subset, by index
     for i, part in enumerate(parts):
         if only and str(i) not in only.split(","):
@@ -314,5 +255,5 @@ def run(quick: bool = True):
         results += rows
     notes = ["targets (issue #13): event_page lists <= 1.5x the naive writer's time per event, "
              "flat across the run; numpy pages >= 1M events/s; datum_page >= 1M datum/s; "
-             "single events (synchronous=normal) >= 5k/s; ingest >= 500k events/s"]
+             "single events (synchronous=normal) >= 5k/s"]
     return results, baselines, notes

@@ -20,7 +20,7 @@ from dask_broker import (
     ingest,
     read_documents,
 )
-from dask_broker.ingest import pack_events
+from dask_broker.ingest_batch import pack_events
 from dask_broker.run_keys import find_start, run_or_asset
 
 
