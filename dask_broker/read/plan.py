@@ -8,7 +8,10 @@ run's resources with their handler classes (a :class:`~dask_broker.fill.FillReci
 and stream_resources (a :class:`~dask_broker.fill.StreamFill`).  From these it
 makes the column specs, small frozen :class:`PartitionSpec` s with known
 divisions, and the size of a filled frame (from the descriptor, or from one
-metadata read of the first file when it declares no ``dtype_numpy``).
+metadata read of the first file when it declares no ``dtype_numpy``).  When
+filled frames come from several files and partitions are sized by bytes, the
+partitions follow the files (:func:`~dask_broker.read.bounds.file_partition_bounds`:
+whole files, or equal slices of a file larger than a partition).
 
 ``table``, ``table_chunks``, ``table_chunk``, ``to_xarray`` and ``export`` all
 read through one plan and its :class:`~dask_broker.read.partition.PartitionReader`.
@@ -28,7 +31,7 @@ from ..stores import StoreRef
 from ..stream_data import StreamLayout, stream_keys
 from ..timestruct import TimeStruct
 from ..tunables import frame_partition_bytes, parse_size, partition_bytes
-from .bounds import event_runs, partition_bounds, rows_without_events
+from .bounds import event_runs, file_partition_bounds, partition_bounds, rows_without_events
 from .columns import (
     ARRAY_GUESS_BYTES,
     FRAME_GUESS_BYTES,
@@ -369,6 +372,7 @@ def plan_read(source: Any, run: Any, stream_name: str = "primary", *,
             stamps = tuple((uid, c.timestamp) for uid, c in per_desc.items())
             columns.append(ColumnSpec(f"ts_{key}", key, "const_ts", "f8", stamps))
             sizes += 8
+    by_bytes = chunk_size is None
     if chunk_size is None:
         if target_bytes is None:
             has_frames = any(f.shape or not f.known for f in frames.values())
@@ -384,10 +388,16 @@ def plan_read(source: Any, run: Any, stream_name: str = "primary", *,
             bounds_.append(layout.seq_bounds())
     ref = store.ref
     if bounds_:
-        runs = event_runs(store, counts)
-        if layout is not None:
-            runs += [(a, b, b - a) for a, b in layout.intervals()]
-        parts = partition_bounds(runs, chunk_size)
+        parts = None
+        if by_bytes and layout is None and recipe is not None and len(recipe.resources) > 1:
+            # frames from several files: partitions follow the files (of the largest field)
+            field = max(external, key=lambda f: frames[f].nbytes)
+            parts = _file_parts(store, uids, field, recipe, chunk_size)
+        if not parts:
+            runs = event_runs(store, counts)
+            if layout is not None:
+                runs += [(a, b, b - a) for a, b in layout.intervals()]
+            parts = partition_bounds(runs, chunk_size)
         specs = tuple(PartitionSpec(ref, uids, (a, b), state, n) for a, b, n in parts)
         divisions = (*(a for a, _, _ in parts), parts[-1][1] - 1)
     else:
@@ -400,6 +410,37 @@ def plan_read(source: Any, run: Any, stream_name: str = "primary", *,
                     stop["uid"] if stop else None, tuple(columns), specs, divisions,
                     time_struct, chunk_size, bool(fill), layout, recipe, external, stream_fill,
                     tuple(frames.items()), attrs)
+
+
+def _file_parts(store, uids: tuple[str, ...], field: str, recipe: "FillRecipe",
+                chunk_size: int) -> list[tuple[int, int, int]]:
+    """Partitions of at most ``chunk_size`` rows that follow the files of ``field``'s datum.
+
+    Reads the field's datum ids (one column, no frame) and names each row's
+    resource: the id's prefix where it is ``<resource uid>/<n>`` of one of the
+    run's resources (event-model's and ophyd's form), else its datum document.
+    """
+    seqs, ids = [], []
+    for page in store.iter_event_pages(list(uids), fields=[field], timestamps=False):
+        values = page.data.get(field)
+        seqs.append(np.asarray(page.seq_num, dtype="i8"))
+        ids.extend(values if values is not None else [None] * len(page))
+    if not ids:
+        return []
+    code = {r["uid"]: i for i, r in enumerate(recipe.resources)}
+    owner = {}
+    for datum_id in dict.fromkeys(i for i in ids if isinstance(i, str)):
+        prefix = datum_id.rpartition("/")[0]
+        if prefix in code:
+            owner[datum_id] = code[prefix]
+    unknown = [i for i in dict.fromkeys(i for i in ids if isinstance(i, str)) if i not in owner]
+    for datum_id, doc in (store.datum(unknown) if unknown else {}).items():
+        owner[datum_id] = code.setdefault(doc["resource"], len(code))
+    files = np.fromiter((owner.get(i, -1) if isinstance(i, str) else -1 for i in ids),
+                        dtype="i8", count=len(ids))
+    seq = np.concatenate(seqs)
+    order = np.argsort(seq, kind="stable")
+    return file_partition_bounds(seq[order], files[order], chunk_size)
 
 
 def _datum_frame(field: str, keys: list[Mapping], recipe: "FillRecipe", store,
