@@ -185,6 +185,10 @@ class ReadPlan:
     frames: tuple[tuple[str, FrameSpec], ...] = ()
     #: run attributes for to_xarray (scan_id)
     attrs: tuple[tuple[str, Any], ...] = dc_field(default=())
+    #: the stream_resource documents the filled STREAM: keys read (``stream_fill``'s)
+    stream_resources: tuple[dict, ...] = ()
+    #: the source's root_map when planned (old root -> new root)
+    root_map: tuple[tuple[str, str], ...] = ()
 
     def __repr__(self) -> str:
         return (f"ReadPlan(run={self.run_uid!r}, stream={self.stream_name!r}, "
@@ -332,11 +336,14 @@ def plan_read(source: Any, run: Any, stream_name: str = "primary", *,
                                     source.root_map)
     else:
         external = ()
+    filled_stream_resources: tuple[dict, ...] = ()
     if fill and layout is not None and streamed & set(fields):
         from ..fill.stream import StreamFill
 
         stream_fill = StreamFill.for_stream(layout, descs, stream_resources, source.readers,
                                             source.root_map)
+        used = set(layout.resources)
+        filled_stream_resources = tuple(r for r in stream_resources if r["uid"] in used)
     columns = [ColumnSpec("time", None, "time", "time")]
     frames: dict[str, FrameSpec] = {}
     sizes = 16  # seq_num and time
@@ -409,7 +416,8 @@ def plan_read(source: Any, run: Any, stream_name: str = "primary", *,
     return ReadPlan(ref, run_uid, stream_name, tuple(descs), tuple(sorted(counts.items())),
                     stop["uid"] if stop else None, tuple(columns), specs, divisions,
                     time_struct, chunk_size, bool(fill), layout, recipe, external, stream_fill,
-                    tuple(frames.items()), attrs)
+                    tuple(frames.items()), attrs, filled_stream_resources,
+                    tuple(sorted((source.root_map or {}).items())))
 
 
 def _file_parts(store, uids: tuple[str, ...], field: str, recipe: "FillRecipe",
