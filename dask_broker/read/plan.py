@@ -435,17 +435,24 @@ def _file_parts(store, uids: tuple[str, ...], field: str, recipe: "FillRecipe",
         ids.extend(values if values is not None else [None] * len(page))
     if not ids:
         return []
-    code = {r["uid"]: i for i, r in enumerate(recipe.resources)}
-    owner = {}
-    for datum_id in dict.fromkeys(i for i in ids if isinstance(i, str)):
-        prefix = datum_id.rpartition("/")[0]
-        if prefix in code:
-            owner[datum_id] = code[prefix]
-    unknown = [i for i in dict.fromkeys(i for i in ids if isinstance(i, str)) if i not in owner]
-    for datum_id, doc in (store.datum(unknown) if unknown else {}).items():
-        owner[datum_id] = code.setdefault(doc["resource"], len(code))
-    files = np.fromiter((owner.get(i, -1) if isinstance(i, str) else -1 for i in ids),
-                        dtype="i8", count=len(ids))
+    column = np.empty(len(ids), dtype=object)
+    column[:] = ids
+    is_id = np.fromiter((isinstance(i, str) for i in ids), dtype=bool, count=len(ids))
+    files = np.full(len(ids), -1, dtype="i8")
+    if is_id.any():
+        named = column[is_id].astype(str)
+        prefixes, inverse = np.unique(np.char.rpartition(named, "/")[:, 0],
+                                      return_inverse=True)
+        code = {r["uid"]: i for i, r in enumerate(recipe.resources)}
+        owner = np.array([code.get(p, -1) for p in prefixes.tolist()], dtype="i8")[inverse]
+        if (owner < 0).any():  # ids of another form: their datum documents say
+            unknown = np.unique(named[owner < 0])
+            docs = store.datum(unknown.tolist())
+            resources = [docs[i]["resource"] if i in docs else None for i in unknown.tolist()]
+            found = np.array([-1 if r is None else code.setdefault(r, len(code))
+                              for r in resources], dtype="i8")
+            owner[owner < 0] = found[np.searchsorted(unknown, named[owner < 0])]
+        files[is_id] = owner
     seq = np.concatenate(seqs)
     order = np.argsort(seq, kind="stable")
     return file_partition_bounds(seq[order], files[order], chunk_size)
