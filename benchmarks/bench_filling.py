@@ -18,6 +18,7 @@ files) and what each task of the graphs pickles (the payload the scheduler sends
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -91,6 +92,24 @@ def follows_files(specs, per_file: int) -> bool:
         if not whole and (lo - 1) // per_file != (hi - 2) // per_file:
             return False
     return True
+
+
+def cpu_per_call(fn, pids: list[int], repeat: int) -> tuple[float, list[float]]:
+    """CPU seconds per call of ``fn``: in this process (client and LocalCluster's
+    scheduler) and in each of the processes ``pids`` (the workers); load-independent."""
+    import psutil
+
+    def used(p):
+        t = p.cpu_times()
+        return t.user + t.system
+
+    me, others = psutil.Process(), [psutil.Process(pid) for pid in pids]
+    fn()
+    before, before_others = used(me), [used(p) for p in others]
+    for _ in range(repeat):
+        fn()
+    return ((used(me) - before) / repeat,
+            [(used(p) - b) / repeat for p, b in zip(others, before_others, strict=True)])
 
 
 def raw_bulk(files: list[str]) -> int:
@@ -170,18 +189,40 @@ def scenario(folder: Path, num: int, per_file: int, repeat: int, workers: tuple[
                            unit="frames"))
     import distributed
 
+    raw_cpu = cpu_per_call(lambda: raw_bulk(files), [], repeat)[0]
+    cpu: dict[str, tuple[float, list[float]]] = {}
     for n in workers:
         with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                       dashboard_address=":0") as cluster, \
-                distributed.Client(cluster):
+                distributed.Client(cluster) as client:
             check(xarray_sum())
             results.append(measure(name, f"table(fill=True) reduce {n} worker(s)", num,
                                    table_reduce, repeat=repeat, unit="frames"))
             results.append(measure(name, f"to_xarray sum {n} worker(s)", num, xarray_sum,
                                    repeat=repeat, unit="frames"))
+            pids = list(client.run(os.getpid).values())
+            cpu[f"table(fill=True) reduce {n}"] = cpu_per_call(table_reduce, pids, repeat)
+            cpu[f"to_xarray sum {n}"] = cpu_per_call(xarray_sum, pids, repeat)
     by = {r.method: r for r in results}
     read, read_sum = by["raw h5py bulk read"], by["raw h5py bulk read + sum"]
     notes = notes_head
+    cores = os.cpu_count() or 1
+    for label, (here, on_workers) in cpu.items():
+        notes.append(f"{name}: {label} worker(s): CPU per call {sum(on_workers) * 1e3:.0f} ms "
+                     f"in the workers ({', '.join(f'{c * 1e3:.0f}' for c in on_workers)}), "
+                     f"{here * 1e3:.0f} ms in the client and scheduler (raw h5py read + sum: "
+                     f"{raw_cpu * 1e3:.0f} ms)")
+    for kind in ("table(fill=True) reduce", "to_xarray sum"):
+        if f"{kind} 1" in cpu and f"{kind} 2" in cpu:
+            # on `cores` free cores, 2 workers take at least their CPU / cores (or their
+            # busiest worker's CPU); 1 worker at least its CPU
+            one = max(sum(cpu[f"{kind} 1"][1]), (cpu[f"{kind} 1"][0]
+                                                   + sum(cpu[f"{kind} 1"][1])) / cores)
+            here2, workers2 = cpu[f"{kind} 2"]
+            two = max(max(workers2), (here2 + sum(workers2)) / cores)
+            notes.append(f"{name}: {kind}: by the CPU they use, on {cores} free cores a call "
+                         f"takes >= {one * 1e3:.0f} ms with 1 worker and >= {two * 1e3:.0f} ms "
+                         f"with 2: about {one / two:.2f}x at most")
 
     def share(method: str, base: Result, target: float) -> None:
         r = by[method]
