@@ -240,3 +240,20 @@ def test_a_file_larger_than_a_partition_is_cut_into_equal_slices(tmp_path):
     assert ds["img"].data.chunks[0] == (2, 2, 3, 2, 2, 3)
     table = h.table(fill=True, fields=["img"], chunk_size=3).compute()
     np.testing.assert_array_equal(ds["img"].values, np.stack(table["img"].to_list()))
+
+
+def test_files_of_about_one_row_are_not_read_when_planning(tmp_path, monkeypatch):
+    """A file per event (NPY): every cut is at a file's end anyway, so planning does not
+    read the datum ids to follow the files."""
+    from dask_broker.read import plan as plan_module
+
+    ext = make_external_run(tmp_path, n_files=1, points_per_file=4, npy=True)
+    db = Broker.temp()
+    for name, doc in ext.documents:
+        db.insert(name, doc)
+    h = db[-1]
+    monkeypatch.setattr(plan_module, "_file_parts",
+                        lambda *a: pytest.fail("datum ids read to follow the files"))
+    with dask.config.set({"dask_broker.frame-partition-bytes": 2 * (6 * 8 + 16)}):
+        plan = h.event_source.plan(h, fields=["spectrum"], fill=True)
+    assert [s.rows for s in plan.specs] == [2, 2]

@@ -396,8 +396,12 @@ def plan_read(source: Any, run: Any, stream_name: str = "primary", *,
     ref = store.ref
     if bounds_:
         parts = None
-        if by_bytes and layout is None and recipe is not None and len(recipe.resources) > 1:
-            # frames from several files: partitions follow the files (of the largest field)
+        rows = sum(c[0] for c in counts.values())
+        if by_bytes and layout is None and recipe is not None and \
+                1 < len(recipe.resources) <= rows // 2:
+            # frames from several files of several rows each (with a file per row or so,
+            # every cut is near a file's end anyway): partitions follow the files of the
+            # largest field
             field = max(external, key=lambda f: frames[f].nbytes)
             parts = _file_parts(store, uids, field, recipe, chunk_size)
         if not parts:
