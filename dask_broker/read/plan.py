@@ -439,12 +439,10 @@ def _file_parts(store, uids: tuple[str, ...], field: str, recipe: "FillRecipe",
         ids.extend(values if values is not None else [None] * len(page))
     if not ids:
         return []
-    column = np.empty(len(ids), dtype=object)
-    column[:] = ids
     is_id = np.fromiter((isinstance(i, str) for i in ids), dtype=bool, count=len(ids))
     files = np.full(len(ids), -1, dtype="i8")
     if is_id.any():
-        named = column[is_id].astype(str)
+        named = np.array([i for i in ids if isinstance(i, str)], dtype=str)
         prefixes, inverse = np.unique(np.char.rpartition(named, "/")[:, 0],
                                       return_inverse=True)
         code = {r["uid"]: i for i, r in enumerate(recipe.resources)}
