@@ -196,7 +196,8 @@ def _files_of_partitions(h, ext, **kw):
             for spec in plan.specs]
 
 
-def _external_run(tmp_path, n_files, points_per_file, uuid_datum_ids=False):
+def _run_of_files(db, tmp_path, n_files, points_per_file, uuid_datum_ids=False):
+    """``(db, header, ext)``: AD_HDF5 frames in ``n_files`` files."""
     ext = make_external_run(tmp_path, n_files=n_files, points_per_file=points_per_file,
                             npy=False)
     documents = ext.documents
@@ -212,17 +213,16 @@ def _external_run(tmp_path, n_files, points_per_file, uuid_datum_ids=False):
             elif name == "event":
                 doc = {**doc, "data": {**doc["data"], "img": new[doc["data"]["img"]]}}
             documents.append((name, doc))
-    db = Broker.temp()
     for name, doc in documents:
         db.insert(name, doc)
     return db, db[-1], ext
 
 
 @pytest.mark.parametrize("uuid_datum_ids", [False, True])
-def test_frame_partitions_follow_files(tmp_path, uuid_datum_ids):
+def test_frame_partitions_follow_files(any_db, tmp_path, uuid_datum_ids):
     """Frames from several files: a partition is a whole number of files within the byte
     budget (a row-count chunk_size cuts where it falls)."""
-    db, h, ext = _external_run(tmp_path, 5, 4, uuid_datum_ids)
+    db, h, ext = _run_of_files(any_db, tmp_path, 5, 4, uuid_datum_ids)
     budget = 9 * (1 * 4 * 5 * 2 + 16)  # 9 frames and their seq_num and time
     with dask.config.set({"dask_broker.frame-partition-bytes": budget}):
         plan = h.event_source.plan(h, fields=["img"], fill=True)
@@ -241,8 +241,8 @@ def test_frame_partitions_follow_files(tmp_path, uuid_datum_ids):
         np.testing.assert_array_equal(a, b)
 
 
-def test_a_file_larger_than_a_partition_is_cut_into_equal_slices(tmp_path):
-    db, h, ext = _external_run(tmp_path, 2, 7, uuid_datum_ids=False)
+def test_a_file_larger_than_a_partition_is_cut_into_equal_slices(any_db, tmp_path):
+    db, h, ext = _run_of_files(any_db, tmp_path, 2, 7)
     with dask.config.set({"dask_broker.frame-partition-bytes": 3 * (1 * 4 * 5 * 2 + 16)}):
         files = _files_of_partitions(h, ext, chunk_size=f"{3 * 56}B")
         ds = h.to_xarray(fields=["img"])
