@@ -123,8 +123,13 @@ class Asset:
         return None
 
     # ------------------------------------------------------------ files
-    def files(self, es: Any) -> list[str]:
+    def files(self, es: Any, *, root_map: Mapping[str, str] | None = None,
+              descriptors: Mapping[str, Mapping] | None = None) -> list[str]:
         """The files the asset covers, at their (root-mapped) location, each once.
+
+        ``root_map`` (default: ``es.root_map``) and ``descriptors`` (uid -> document,
+        when the caller has read them, e.g. a :class:`~dask_broker.read.ReadPlan`;
+        default: looked up in the store) are those of the caller's read.
 
         Raises
         ------
@@ -133,13 +138,15 @@ class Asset:
         ReaderNotFoundError
             No reader for a stream_resource's mimetype.
         """
-        files = self._resource_files(es) if self.kind == "resource" else self._stream_files(es)
+        root_map = es.root_map if root_map is None else root_map
+        files = (self._resource_files(es, root_map) if self.kind == "resource" else
+                 self._stream_files(es, root_map, descriptors))
         return list(dict.fromkeys(files))
 
-    def _resource_files(self, es: Any) -> list[str]:
+    def _resource_files(self, es: Any, root_map: Mapping[str, str]) -> list[str]:
         uid, spec = self.uid, self.doc.get("spec")
         handler_class = es.registry.lookup(spec)
-        path = resource_full_path(self.doc, es.root_map)
+        path = resource_full_path(self.doc, root_map)
         try:
             handler = handler_class(path, **(self.doc.get("resource_kwargs") or {}))
         except FileNotFoundError as err:
@@ -159,16 +166,17 @@ class Asset:
         finally:
             close_handler(handler, what=f"resource {uid!r}")
 
-    def _stream_files(self, es: Any) -> list[str]:
+    def _stream_files(self, es: Any, root_map: Mapping[str, str],
+                      descriptors: Mapping[str, Mapping] | None) -> list[str]:
         doc = normalize_stream_resource(self.doc)
         reader_class = es.readers.lookup(doc["mimetype"])
-        path = self.location(es.root_map)
+        path = self.location(root_map)
         parameters = doc.get("parameters") or {}
-        n_entries = self._entries(es.store, doc, reader_class, path, parameters)
+        n_entries = self._entries(es.store, doc, reader_class, path, parameters, descriptors)
         return [os.fspath(f) for f in reader_class.paths(path, parameters, n_entries)]
 
     def _entries(self, store: Any, doc: Mapping, reader_class: Any, path: str,
-                 parameters: Mapping) -> int:
+                 parameters: Mapping, descriptors: Mapping[str, Mapping] | None) -> int:
         """Entries of the dataset the stream_datum reach: largest ``indices.stop`` x frames
         per row (the rule the stream readers use, :func:`~dask_broker.stream_fill`)."""
         from .fill.stream import _entries_per_row, _Source
@@ -180,7 +188,9 @@ class Asset:
         explicit = parameters.get("multiplier", parameters.get("frame_per_point"))
         if isinstance(explicit, int) and explicit > 0:
             return rows * explicit
-        desc = store.get_descriptor(datums[0].get("descriptor") or "")
+        desc_uid = datums[0].get("descriptor") or ""
+        desc = (descriptors.get(desc_uid) if descriptors is not None
+                else store.get_descriptor(desc_uid))
         key = doc.get("data_key")
         data_key = (desc or {}).get("data_keys", {}).get(key)
         if data_key is None:

@@ -49,6 +49,7 @@ from .file_assets import Asset, assets_of
 from .file_lock import relocation_lock
 from .file_report import FilesReport, ResourceReport
 from .file_users import users_of
+from .read.plan import ReadPlan
 from .stores.roles import LIST_RESOURCES
 from .stores.base import Store
 
@@ -156,7 +157,10 @@ def file_list(db: Any, target: Any) -> list[str]:
         A :class:`~dask_broker.Broker` (or its EventSource).
     target
         A run's :class:`~dask_broker.Header`, a resource or stream_resource uid,
-        or a list of them.
+        or a list of them; or a :class:`~dask_broker.read.ReadPlan` made with
+        ``fill=True``: the files its filling reads -- the run's resources and the
+        stream's stream_resources that the plan holds, with its root_map and
+        descriptors (none is read again).
 
     Returns
     -------
@@ -169,6 +173,8 @@ def file_list(db: Any, target: Any) -> list[str]:
     ------
     UnknownReferenceError
         A uid names neither a resource nor a stream_resource.
+    InvalidArgumentError
+        A ReadPlan made without ``fill=True`` (it reads no file).
     HandlerNotFoundError, HandlerError, ReaderNotFoundError
         No handler (reader) for a spec (mimetype), or the handler cannot list its files.
 
@@ -177,9 +183,27 @@ def file_list(db: Any, target: Any) -> list[str]:
     >>> from dask_broker import file_list
     >>> file_list(db, db[-1])                          # doctest: +SKIP
     ['/data/det_000.h5', '/data/spectrum_0001.npy']
+    >>> file_list(db, db.event_source.plan(db[-1], "primary", fill=True))  # doctest: +SKIP
+    ['/data/det_000.h5', '/data/spectrum_0001.npy']
     """
     es = _event_source(db)
+    if isinstance(target, ReadPlan):
+        return _plan_files(es, target)
     return list(dict.fromkeys(f for a in assets_of(es, target) for f in a.files(es)))
+
+
+def _plan_files(es: Any, plan: ReadPlan) -> list[str]:
+    """The files a plan's filling reads, from the documents it holds."""
+    if not plan.fill:
+        raise InvalidArgumentError(
+            f"file_list: the {plan!r} was made without fill=True, so it reads no file; plan "
+            f"the read with es.plan(h, {plan.stream_name!r}, fill=True), or pass the Header")
+    assets = [Asset("resource", dict(d)) for d in (plan.recipe.resources if plan.recipe else ())]
+    assets += [Asset("stream_resource", dict(d)) for d in plan.stream_resources]
+    descriptors = {d["uid"]: d for d in plan.descriptors}
+    root_map = dict(plan.root_map)
+    return list(dict.fromkeys(f for a in assets for f in
+                              a.files(es, root_map=root_map, descriptors=descriptors)))
 
 
 # ---------------------------------------------------------------- planning

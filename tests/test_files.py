@@ -151,6 +151,41 @@ def test_file_list_follows_root_map(s, tmp_path):
                                     for f in s.ext.files]
 
 
+def _count_calls(monkeypatch, store, names) -> dict[str, int]:
+    counts = dict.fromkeys(names, 0)
+    for name in names:
+        original = getattr(type(store), name)
+
+        def counting(self_, *args, _name=name, _original=original, **kwargs):
+            counts[_name] += 1
+            return _original(self_, *args, **kwargs)
+
+        monkeypatch.setattr(type(store), name, counting)
+    return counts
+
+
+def test_file_list_of_a_read_plan(s, tmp_path, monkeypatch):
+    """A ReadPlan lists the files its filling reads from the documents it holds: no
+    descriptor or resource is read again, and its root_map is the one it reads with."""
+    es = s.db.event_source
+    plan = es.plan(s.h, "primary", fill=True)
+    counts = _count_calls(monkeypatch, s.db.store, ["descriptors", "get_descriptor",
+                                                    "resources", "get_resource",
+                                                    "stream_resources"])
+    assert file_list(s.db, plan) == s.ext.files
+    assert file_list(es, plan) == s.ext.files
+    assert counts == dict.fromkeys(counts, 0)
+    monkeypatch.undo()
+    assert file_list(s.db, es.plan(s.h, "primary", fill=True, fields=["motor"])) == []
+    with pytest.raises(InvalidArgumentError, match="fill=True"):
+        file_list(s.db, es.plan(s.h, "primary"))
+    os.rename(s.raw, tmp_path / "mounted")
+    s.db.set_root_map({str(s.raw): str(tmp_path / "mounted")})
+    mounted = [f.replace(str(s.raw), str(tmp_path / "mounted")) for f in s.ext.files]
+    assert file_list(s.db, es.plan(s.h, "primary", fill=True)) == mounted
+    assert file_list(s.db, plan) == s.ext.files  # the plan made before the map reads there
+
+
 # ---------------------------------------------------------------- copy and move
 def test_move_files(s):
     report = move_files(s.db, s.h, s.archive)

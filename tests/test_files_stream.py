@@ -51,6 +51,16 @@ def test_file_list_of_hdf5_stream_resources(any_db, tmp_path):
     first, second = _srs(any_db, h)
     assert file_list(any_db, second["uid"]) == [b]
     assert file_list(any_db, [second["uid"], first["uid"]]) == [b, a]
+    # a ReadPlan: the stream_resources its filled STREAM: keys read
+    assert file_list(any_db, any_db.event_source.plan(h, "primary", fill=True)) == [a, b]
+
+
+def test_file_list_of_a_tiff_plan_uses_its_descriptors(any_db, tmp_path, monkeypatch):
+    rec, h = _recorded(any_db, "tiff_directory", tmp_path / "raw")
+    plan = any_db.event_source.plan(h, "primary", fill=True)
+    monkeypatch.setattr(type(any_db.store), "get_descriptor",
+                        lambda *a: pytest.fail("descriptor read again"))
+    assert file_list(any_db, plan) == _tiffs(tmp_path / "raw", 6)
 
 
 def test_file_list_of_a_tiff_directory(any_db, tmp_path):

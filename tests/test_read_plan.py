@@ -94,12 +94,14 @@ def test_partitions_sized_by_known_frame_bytes(run):
     with dask.config.set({"dask_broker.frame-partition-bytes": 3 * (frame + 16),
                           "dask_broker.partition-bytes": 5 * 16}):
         plan = h.event_source.plan(h, fields=["img"], fill=True)
-        assert plan.chunk_size == 3 and plan.npartitions == 4
+        # 3 frames a partition at most; partitions follow the files (3 files of 4 frames:
+        # each cut into two slices of 2), see test_frame_partitions_follow_files
+        assert plan.chunk_size == 3 and plan.npartitions == 6
         ds = h.to_xarray(fields=["img"])
         # without frames (unfilled, or scalars only): dask_broker.partition-bytes
         assert h.event_source.plan(h, fields=["img"]).chunk_size == 1
         assert h.event_source.plan(h, fields=["motor"], fill=True).chunk_size == 3
-    assert ds["img"].data.chunks[0] == (3, 3, 3, 3)
+    assert ds["img"].data.chunks[0] == (2, 2, 2, 2, 2, 2)
     assert h.event_source.plan(h, fields=["img"], fill=True,
                                chunk_size=f"{6 * (frame + 16)}B").chunk_size == 6
 
@@ -183,3 +185,86 @@ def test_sqlite_datum_kwargs_decoded_in_bulk(sqlite_run):
     assert db.store._loads_many(['{"a": 1}', "[2]", "null"]) == [{"a": 1}, [2], None]
     with pytest.raises(CatalogCorruptError, match="not JSON"):
         db.store._loads_many(['{"a": 1}', "{"])
+
+
+def _files_of_partitions(h, ext, **kw):
+    """The file of each row of each partition of the filled table (by its datum id)."""
+    plan = h.event_source.plan(h, fields=["img"], fill=True, **kw)
+    reader = plan.reader()
+    return [[ext.locations[i][0] for i in
+             reader.read_columns(spec, plan.columns[1:], fill=False)[1]["img"]]
+            for spec in plan.specs]
+
+
+def _run_of_files(db, tmp_path, n_files, points_per_file, uuid_datum_ids=False):
+    """``(db, header, ext)``: AD_HDF5 frames in ``n_files`` files."""
+    ext = make_external_run(tmp_path, n_files=n_files, points_per_file=points_per_file,
+                            npy=False)
+    documents = ext.documents
+    if uuid_datum_ids:  # datum ids not of the form "<resource uid>/<n>" (older ophyd)
+        import uuid
+
+        new = {i: str(uuid.uuid4()) for i in ext.datum}
+        ext.locations = {new[i]: where for i, where in ext.locations.items()}
+        documents = []
+        for name, doc in ext.documents:
+            if name == "datum":
+                doc = {**doc, "datum_id": new[doc["datum_id"]]}
+            elif name == "event":
+                doc = {**doc, "data": {**doc["data"], "img": new[doc["data"]["img"]]}}
+            documents.append((name, doc))
+    for name, doc in documents:
+        db.insert(name, doc)
+    return db, db[-1], ext
+
+
+@pytest.mark.parametrize("uuid_datum_ids", [False, True])
+def test_frame_partitions_follow_files(any_db, tmp_path, uuid_datum_ids):
+    """Frames from several files: a partition is a whole number of files within the byte
+    budget (a row-count chunk_size cuts where it falls)."""
+    db, h, ext = _run_of_files(any_db, tmp_path, 5, 4, uuid_datum_ids)
+    budget = 9 * (1 * 4 * 5 * 2 + 16)  # 9 frames and their seq_num and time
+    with dask.config.set({"dask_broker.frame-partition-bytes": budget}):
+        plan = h.event_source.plan(h, fields=["img"], fill=True)
+        files = _files_of_partitions(h, ext, chunk_size=f"{budget}B")
+        filled = h.table(fill=True, fields=["img"]).compute()
+    assert plan.chunk_size == 9
+    assert [s.seq_range for s in plan.specs] == [(1, 9), (9, 17), (17, 21)]
+    assert [len(f) for f in files] == [8, 8, 4]
+    for i, part in enumerate(files):  # each file read by one partition only
+        assert not set(part) & {f for other in files[:i] + files[i + 1:] for f in other}
+    straddling = _files_of_partitions(h, ext, chunk_size=9)
+    assert [len(f) for f in straddling] == [9, 9, 2] and set(straddling[0]) & set(straddling[1])
+    expected = h.table(fill=True, fields=["img"], chunk_size=9).compute()
+    assert filled.index.tolist() == list(range(1, 21))
+    for a, b in zip(filled["img"], expected["img"], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_file_larger_than_a_partition_is_cut_into_equal_slices(any_db, tmp_path):
+    db, h, ext = _run_of_files(any_db, tmp_path, 2, 7)
+    with dask.config.set({"dask_broker.frame-partition-bytes": 3 * (1 * 4 * 5 * 2 + 16)}):
+        files = _files_of_partitions(h, ext, chunk_size=f"{3 * 56}B")
+        ds = h.to_xarray(fields=["img"])
+    assert [len(f) for f in files] == [2, 2, 3, 2, 2, 3]
+    assert all(len(set(f)) == 1 for f in files)  # a slice of one file each
+    assert ds["img"].data.chunks[0] == (2, 2, 3, 2, 2, 3)
+    table = h.table(fill=True, fields=["img"], chunk_size=3).compute()
+    np.testing.assert_array_equal(ds["img"].values, np.stack(table["img"].to_list()))
+
+
+def test_files_of_about_one_row_are_not_read_when_planning(tmp_path, monkeypatch):
+    """A file per event (NPY): every cut is at a file's end anyway, so planning does not
+    read the datum ids to follow the files."""
+    from dask_broker.read import plan as plan_module
+
+    ext = make_external_run(tmp_path, n_files=1, points_per_file=4, npy=True)
+    db = Broker.temp()
+    for name, doc in ext.documents:
+        db.insert(name, doc)
+    h = db[-1]
+    monkeypatch.setattr(plan_module, "_file_parts",
+                        lambda *a: pytest.fail("datum ids read to follow the files"))
+    with dask.config.set({"dask_broker.frame-partition-bytes": 2 * (6 * 8 + 16)}):
+        plan = h.event_source.plan(h, fields=["spectrum"], fill=True)
+    assert [s.rows for s in plan.specs] == [2, 2]

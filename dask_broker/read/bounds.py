@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+import numpy as np
+
 from ..stream_data import StreamLayout
 
-__all__ = ["partition_bounds", "event_runs", "rows_without_events"]
+__all__ = ["partition_bounds", "file_partition_bounds", "event_runs", "rows_without_events"]
 
 
 def event_runs(store, counts: Mapping[str, tuple[int, int, int]]) -> list[tuple[int, int, int]]:
@@ -77,6 +79,69 @@ def partition_bounds(runs: Sequence[tuple[int, int, int]], chunk_size: int
     if lo is not None and rows:
         parts.append((lo, merged[-1][1], rows))
     return parts
+
+
+def file_partition_bounds(seq: np.ndarray, files: np.ndarray, chunk_size: int
+                          ) -> list[tuple[int, int, int]]:
+    """Cut rows into partitions that follow their files: ``(lo, hi, rows)`` seq ranges.
+
+    A partition is a whole number of files (consecutive, up to ``chunk_size`` rows
+    in all) or, for a file of more than ``chunk_size`` rows, one of the equal
+    slices it is cut into -- so a bulk read never reads a file for two partitions
+    when it can be avoided, and no partition holds more than ``chunk_size`` rows
+    (rows sharing a seq_num stay in one partition, which may then hold more).
+
+    Parameters
+    ----------
+    seq
+        The rows' seq_nums, ascending (a seq_num may repeat: several descriptors).
+    files
+        An integer per row naming its file (its resource); -1: the row has no
+        file (it stays with the rows before it).
+    chunk_size
+        Rows per partition, at most.
+
+    >>> seq = np.arange(1, 11)
+    >>> file_partition_bounds(seq, np.repeat([0, 1, 2, 3, 4], 2), 5)
+    [(1, 5, 4), (5, 9, 4), (9, 11, 2)]
+    >>> file_partition_bounds(seq, np.repeat([0, 1], [8, 2]), 5)
+    [(1, 5, 4), (5, 9, 4), (9, 11, 2)]
+    """
+    seq = np.asarray(seq, dtype="i8")
+    if not len(seq):
+        return []
+    files = np.asarray(files, dtype="i8")
+    known = np.where(files >= 0, np.arange(len(files)), 0)
+    files = files[np.maximum.accumulate(known)]  # a row without a file joins the one before
+    # one entry per seq_num (rows sharing one are never split)
+    values, first, counts = np.unique(seq, return_index=True, return_counts=True)
+    owner = files[first]
+    upto = np.concatenate([[0], np.cumsum(counts)])  # rows before each seq_num
+    starts = np.flatnonzero(np.concatenate([[True], owner[1:] != owner[:-1]]))
+    groups = list(zip(starts.tolist(), [*starts[1:].tolist(), len(values)]))
+    cuts: list[int] = [0]  # positions (in ``values``) where a partition starts
+    rows = 0
+    for a, b in groups:
+        n = int(upto[b] - upto[a])
+        if n > chunk_size:  # a file larger than a partition: equal slices of it
+            if cuts[-1] != a:
+                cuts.append(a)
+            pieces = -(-n // chunk_size)
+            marks = upto[a] + np.arange(1, pieces) * n // pieces
+            inner = np.searchsorted(upto, marks, side="left")
+            cuts += [c for c in np.unique(inner).tolist() if a < c < b]
+            cuts.append(b)
+            rows = 0
+        elif rows + n > chunk_size:
+            if cuts[-1] != a:
+                cuts.append(a)
+            rows = n
+        else:
+            rows += n
+    if cuts[-1] != len(values):
+        cuts.append(len(values))
+    return [(int(values[a]), int(values[b]) if b < len(values) else int(values[-1]) + 1,
+             int(upto[b] - upto[a])) for a, b in zip(cuts[:-1], cuts[1:])]
 
 
 def rows_without_events(counts: Mapping[str, tuple[int, int, int]],

@@ -8,7 +8,10 @@ run's resources with their handler classes (a :class:`~dask_broker.fill.FillReci
 and stream_resources (a :class:`~dask_broker.fill.StreamFill`).  From these it
 makes the column specs, small frozen :class:`PartitionSpec` s with known
 divisions, and the size of a filled frame (from the descriptor, or from one
-metadata read of the first file when it declares no ``dtype_numpy``).
+metadata read of the first file when it declares no ``dtype_numpy``).  When
+filled frames come from several files and partitions are sized by bytes, the
+partitions follow the files (:func:`~dask_broker.read.bounds.file_partition_bounds`:
+whole files, or equal slices of a file larger than a partition).
 
 ``table``, ``table_chunks``, ``table_chunk``, ``to_xarray`` and ``export`` all
 read through one plan and its :class:`~dask_broker.read.partition.PartitionReader`.
@@ -28,7 +31,7 @@ from ..stores import StoreRef
 from ..stream_data import StreamLayout, stream_keys
 from ..timestruct import TimeStruct
 from ..tunables import frame_partition_bytes, parse_size, partition_bytes
-from .bounds import event_runs, partition_bounds, rows_without_events
+from .bounds import event_runs, file_partition_bounds, partition_bounds, rows_without_events
 from .columns import (
     ARRAY_GUESS_BYTES,
     FRAME_GUESS_BYTES,
@@ -182,6 +185,10 @@ class ReadPlan:
     frames: tuple[tuple[str, FrameSpec], ...] = ()
     #: run attributes for to_xarray (scan_id)
     attrs: tuple[tuple[str, Any], ...] = dc_field(default=())
+    #: the stream_resource documents the filled STREAM: keys read (``stream_fill``'s)
+    stream_resources: tuple[dict, ...] = ()
+    #: the source's root_map when planned (old root -> new root)
+    root_map: tuple[tuple[str, str], ...] = ()
 
     def __repr__(self) -> str:
         return (f"ReadPlan(run={self.run_uid!r}, stream={self.stream_name!r}, "
@@ -329,11 +336,14 @@ def plan_read(source: Any, run: Any, stream_name: str = "primary", *,
                                     source.root_map)
     else:
         external = ()
+    filled_stream_resources: tuple[dict, ...] = ()
     if fill and layout is not None and streamed & set(fields):
         from ..fill.stream import StreamFill
 
         stream_fill = StreamFill.for_stream(layout, descs, stream_resources, source.readers,
                                             source.root_map)
+        used = set(layout.resources)
+        filled_stream_resources = tuple(r for r in stream_resources if r["uid"] in used)
     columns = [ColumnSpec("time", None, "time", "time")]
     frames: dict[str, FrameSpec] = {}
     sizes = 16  # seq_num and time
@@ -369,6 +379,7 @@ def plan_read(source: Any, run: Any, stream_name: str = "primary", *,
             stamps = tuple((uid, c.timestamp) for uid, c in per_desc.items())
             columns.append(ColumnSpec(f"ts_{key}", key, "const_ts", "f8", stamps))
             sizes += 8
+    by_bytes = chunk_size is None
     if chunk_size is None:
         if target_bytes is None:
             has_frames = any(f.shape or not f.known for f in frames.values())
@@ -384,10 +395,20 @@ def plan_read(source: Any, run: Any, stream_name: str = "primary", *,
             bounds_.append(layout.seq_bounds())
     ref = store.ref
     if bounds_:
-        runs = event_runs(store, counts)
-        if layout is not None:
-            runs += [(a, b, b - a) for a, b in layout.intervals()]
-        parts = partition_bounds(runs, chunk_size)
+        parts = None
+        rows = sum(c[0] for c in counts.values())
+        if by_bytes and layout is None and recipe is not None and \
+                1 < len(recipe.resources) <= rows // 2:
+            # frames from several files of several rows each (with a file per row or so,
+            # every cut is near a file's end anyway): partitions follow the files of the
+            # largest field
+            field = max(external, key=lambda f: frames[f].nbytes)
+            parts = _file_parts(store, uids, field, recipe, chunk_size)
+        if not parts:
+            runs = event_runs(store, counts)
+            if layout is not None:
+                runs += [(a, b, b - a) for a, b in layout.intervals()]
+            parts = partition_bounds(runs, chunk_size)
         specs = tuple(PartitionSpec(ref, uids, (a, b), state, n) for a, b, n in parts)
         divisions = (*(a for a, _, _ in parts), parts[-1][1] - 1)
     else:
@@ -399,7 +420,44 @@ def plan_read(source: Any, run: Any, stream_name: str = "primary", *,
     return ReadPlan(ref, run_uid, stream_name, tuple(descs), tuple(sorted(counts.items())),
                     stop["uid"] if stop else None, tuple(columns), specs, divisions,
                     time_struct, chunk_size, bool(fill), layout, recipe, external, stream_fill,
-                    tuple(frames.items()), attrs)
+                    tuple(frames.items()), attrs, filled_stream_resources,
+                    tuple(sorted((source.root_map or {}).items())))
+
+
+def _file_parts(store, uids: tuple[str, ...], field: str, recipe: "FillRecipe",
+                chunk_size: int) -> list[tuple[int, int, int]]:
+    """Partitions of at most ``chunk_size`` rows that follow the files of ``field``'s datum.
+
+    Reads the field's datum ids (one column, no frame) and names each row's
+    resource: the id's prefix where it is ``<resource uid>/<n>`` of one of the
+    run's resources (event-model's and ophyd's form), else its datum document.
+    """
+    seqs, ids = [], []
+    for page in store.iter_event_pages(list(uids), fields=[field], timestamps=False):
+        values = page.data.get(field)
+        seqs.append(np.asarray(page.seq_num, dtype="i8"))
+        ids.extend(values if values is not None else [None] * len(page))
+    if not ids:
+        return []
+    is_id = np.fromiter((isinstance(i, str) for i in ids), dtype=bool, count=len(ids))
+    files = np.full(len(ids), -1, dtype="i8")
+    if is_id.any():
+        named = np.array([i for i in ids if isinstance(i, str)], dtype=str)
+        prefixes, inverse = np.unique(np.char.rpartition(named, "/")[:, 0],
+                                      return_inverse=True)
+        code = {r["uid"]: i for i, r in enumerate(recipe.resources)}
+        owner = np.array([code.get(p, -1) for p in prefixes.tolist()], dtype="i8")[inverse]
+        if (owner < 0).any():  # ids of another form: their datum documents say
+            unknown = np.unique(named[owner < 0])
+            docs = store.datum(unknown.tolist())
+            resources = [docs[i]["resource"] if i in docs else None for i in unknown.tolist()]
+            found = np.array([-1 if r is None else code.setdefault(r, len(code))
+                              for r in resources], dtype="i8")
+            owner[owner < 0] = found[np.searchsorted(unknown, named[owner < 0])]
+        files[is_id] = owner
+    seq = np.concatenate(seqs)
+    order = np.argsort(seq, kind="stable")
+    return file_partition_bounds(seq[order], files[order], chunk_size)
 
 
 def _datum_frame(field: str, keys: list[Mapping], recipe: "FillRecipe", store,

@@ -839,6 +839,34 @@ def test_broker_end_to_end_matches_sqlite(mongo_store, make_run, insert, dump):
     assert got.equals(want)
 
 
+def test_datum_kwargs_read_as_stored_or_restored(mock_store):
+    """Plain datum_kwargs come back as stored; legacy ObjectIds, big ints (Decimal128) and
+    nested values are restored, by datum() and datum_of_resource() alike."""
+    from bson import ObjectId
+    from bson.decimal128 import Decimal128
+
+    oid = ObjectId()
+    kwargs = {
+        "plain/0": {"point_number": 0, "x": 1.5, "name": "a", "flag": True, "none": None},
+        "legacy/0": {"ref": oid},
+        "big/0": {"n": Decimal128(str(2**70))},
+        "nested/0": {"slices": [{"ref": oid}, 3], "inner": {"n": Decimal128(str(2**70))}},
+    }
+    mock_store._ar().datum.insert_many([{"datum_id": i, "resource": "res", "datum_kwargs": k}
+                                        for i, k in kwargs.items()])
+    expected = {
+        "plain/0": kwargs["plain/0"],
+        "legacy/0": {"ref": str(oid)},
+        "big/0": {"n": 2**70},
+        "nested/0": {"slices": [{"ref": str(oid)}, 3], "inner": {"n": 2**70}},
+    }
+    got = mock_store.datum(list(kwargs))
+    assert {i: d["datum_kwargs"] for i, d in got.items()} == expected
+    assert all(d["resource"] == "res" and d["datum_id"] == i for i, d in got.items())
+    assert {d["datum_id"]: d["datum_kwargs"] for d in mock_store.datum_of_resource("res")} \
+        == expected
+
+
 def test_resource_updates_in_databroker_v0_layout(any_store):
     """update_resource writes databroker v0's resource_update records, also for a
     legacy resource without uid, and the first of duplicated uids."""

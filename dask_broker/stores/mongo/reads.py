@@ -23,6 +23,8 @@ TARGET_BATCH_BYTES = 4 * 2**20
 #: At most this many events in one page (and one server batch).
 MAX_PAGE_EVENTS = 50_000
 _EVENT_SORT = [("descriptor", 1), ("seq_num", 1), ("time", 1)]
+#: Types of datum_kwargs values read as they are stored (``restore`` changes no such value).
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 _MISSING = object()
 
 
@@ -202,9 +204,12 @@ class Reads:
     @staticmethod
     def _datum(doc: Mapping) -> dict:
         res = doc.get("resource")
+        kwargs = doc.get("datum_kwargs", {})
+        if not (isinstance(kwargs, dict) and all(type(v) in _PLAIN for v in kwargs.values())):
+            kwargs = restore(kwargs)  # nested values, legacy ObjectIds, big ints
         return {"datum_id": doc["datum_id"],
                 "resource": res if isinstance(res, str) else restore(res),
-                "datum_kwargs": restore(doc.get("datum_kwargs", {}))}
+                "datum_kwargs": kwargs}
 
     def datum(self, datum_ids: Sequence[str]) -> dict[str, dict]:
         ids = list(dict.fromkeys(datum_ids))
