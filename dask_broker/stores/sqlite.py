@@ -43,7 +43,7 @@ from urllib.parse import parse_qs
 
 import numpy as np
 
-from ..codec import (column_to_list, decode_column, dumps, dumps_rows, dumps_strings,
+from ..codec import (column_to_list, decode_column, dumps, dumps_strings,
                      encode_column)
 from ..errors import (
     CatalogCorruptError,
@@ -56,7 +56,7 @@ from ..errors import (
 from ..query import parse_query
 from ..redact import mask_uri
 from ..text_search import index_text, parse_text
-from . import sqlite_file
+from . import sqlite_datum, sqlite_file
 from .uid_hashes import HashSet, uid_hashes
 from .base import (
     EventPageColumns,
@@ -74,8 +74,10 @@ __all__ = ["SQLiteStore", "parse_sqlite_uri"]
 #: tables; 3: the full-text table run_start_text; 4: event uids unique through
 #: ``event_uid_hash`` (see :mod:`.uid_hashes`), not the ``event_uid`` B-tree.  An
 #: older catalog is migrated in place (see sqlite_file); version 3's migration
-#: indexes the stored start documents, version 4's hashes the stored event uids.
-SCHEMA_VERSION = 4
+#: indexes the stored start documents, version 4's hashes the stored event uids;
+#: 5: datum stored as pages (``datum_page``, see :mod:`.sqlite_datum`), whose
+#: migration turns the ``datum`` table's rows into pages.
+SCHEMA_VERSION = 5
 SEAL_EVENTS = 1024
 MAX_PAGE_EVENTS = 8192
 _SQL_VARS = 900  # stay below SQLite's bound-parameter limit
@@ -97,10 +99,6 @@ CREATE INDEX IF NOT EXISTS descriptor_run ON descriptor (run_start, id);
 CREATE TABLE IF NOT EXISTS resource (
     id INTEGER PRIMARY KEY, uid TEXT NOT NULL UNIQUE, run_start TEXT, doc TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS resource_run ON resource (run_start, id);
-CREATE TABLE IF NOT EXISTS datum (
-    id INTEGER PRIMARY KEY, datum_id TEXT NOT NULL UNIQUE, resource TEXT NOT NULL,
-    datum_kwargs TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS datum_resource ON datum (resource, id);
 CREATE TABLE IF NOT EXISTS event_page (
     id INTEGER PRIMARY KEY, descriptor TEXT NOT NULL, n INTEGER NOT NULL,
     seq_min INTEGER NOT NULL, seq_max INTEGER NOT NULL, sealed INTEGER NOT NULL,
@@ -128,7 +126,7 @@ CREATE INDEX IF NOT EXISTS stream_datum_descriptor ON stream_datum (descriptor, 
 CREATE INDEX IF NOT EXISTS stream_datum_resource ON stream_datum (stream_resource, id);
 CREATE VIRTUAL TABLE IF NOT EXISTS run_start_text USING fts5(
     words, content='', tokenize="ascii tokenchars '''_'");
-"""
+""" + sqlite_datum.DDL
 
 #: The full-text table: rowid = run_start.id, ``words`` = text_search.index_text(doc)
 #: (contentless: it answers MATCH with rowids).  Its ``ascii`` tokenizer keeps ``_``
@@ -160,7 +158,8 @@ def _hash_stored_event_uids(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX event_page_open ON event_page (descriptor, sealed, n)")
 
 
-_MIGRATIONS = {3: _index_stored_starts, 4: _hash_stored_event_uids}
+_MIGRATIONS = {3: _index_stored_starts, 4: _hash_stored_event_uids,
+               5: sqlite_datum.migrate_rows}
 
 
 def parse_sqlite_uri(uri: str) -> tuple[Path, dict[str, str]]:
@@ -263,6 +262,7 @@ class SQLiteStore(Store):
             if self._path.exists() and not sqlite_file.writable(self._path) else None)
         self._shadow_tables = False
         self._text_table = True  # a read-only open of a catalog before version 3 lacks it
+        self._datum_rows = False  # ... before version 5 has a row per datum, no datum pages
         self._local = threading.local()
         self._open = _Connections()
         self._pid = os.getpid()
@@ -283,6 +283,7 @@ class SQLiteStore(Store):
                     sqlite_file.check_version(self._path, found, SCHEMA_VERSION)
                     self._shadow_tables = found < SCHEMA_VERSION
                     self._text_table = found >= 3
+                    self._datum_rows = found < 5
             finally:
                 conn.close()
         except StoreURIError:
@@ -496,20 +497,9 @@ class SQLiteStore(Store):
         )
 
     def insert_datum_page(self, page: Mapping) -> None:
-        ids = list(page["datum_id"])
-        resource = page["resource"]
-        rows = list(zip(ids, itertools.repeat(resource),
-                        dumps_rows(page["datum_kwargs"], len(ids))))
-        try:
-            with self._write() as conn:
-                conn.executemany(
-                    "INSERT INTO datum (datum_id, resource, datum_kwargs) VALUES (?, ?, ?)", rows)
-        except sqlite3.IntegrityError as err:
-            dup = self._first_duplicate("datum", "datum_id", ids)
-            raise DuplicateUidError(
-                f"datum {dup!r} (resource {page['resource']!r}) is already stored; "
-                "nothing of this datum_page was written"
-            ) from err
+        """Store a datum_page as one page (see :mod:`.sqlite_datum`)."""
+        with self._write() as conn:
+            sqlite_datum.insert_page(conn, page)
 
     supports_stream_data = True
 
@@ -844,10 +834,16 @@ class SQLiteStore(Store):
         return self._docs("SELECT doc FROM resource WHERE run_start = ? ORDER BY id", (run_uid,))
 
     def datum(self, datum_ids: Sequence[str]) -> dict[str, dict]:
+        with self._snapshot() as conn:
+            found = sqlite_datum.find(conn, datum_ids, self._loads)
+            if self._datum_rows:
+                found.update(self._datum_of_rows(conn, [i for i in datum_ids if i not in found]))
+        return found
+
+    def _datum_of_rows(self, conn: sqlite3.Connection, ids: list[str]) -> dict[str, dict]:
+        """Datum of a read-only catalog before version 5 (one ``datum`` row each)."""
         out: dict[str, dict] = {}
-        conn = self._conn()
-        ids = list(dict.fromkeys(datum_ids))
-        for chunk in _chunks(ids):
+        for chunk in _chunks(list(dict.fromkeys(ids))):
             rows = conn.execute(
                 "SELECT datum_id, resource, datum_kwargs FROM datum "
                 f"WHERE datum_id IN ({_marks(len(chunk))})", chunk).fetchall()
@@ -870,13 +866,14 @@ class SQLiteStore(Store):
 
     def datum_of_resource(self, resource_uid: str) -> Iterator[dict]:
         with self._snapshot() as conn:
-            cur = conn.execute(
-                "SELECT datum_id, datum_kwargs FROM datum WHERE resource = ? ORDER BY id",
-                (resource_uid,))
-            while rows := cur.fetchmany(1024):
-                for datum_id, kwargs in rows:
-                    yield {"datum_id": datum_id, "resource": resource_uid,
-                           "datum_kwargs": self._loads(kwargs)}
+            yield from sqlite_datum.of_resource(conn, resource_uid, self._loads)
+            if self._datum_rows:
+                cur = conn.execute("SELECT datum_id, datum_kwargs FROM datum WHERE resource = ? "
+                                   "ORDER BY id", (resource_uid,))
+                while rows := cur.fetchmany(1024):
+                    for datum_id, kwargs in rows:
+                        yield {"datum_id": datum_id, "resource": resource_uid,
+                               "datum_kwargs": self._loads(kwargs)}
 
     def event_counts(self, descriptor_uids: Sequence[str]) -> dict[str, tuple[int, int, int]]:
         out = {}

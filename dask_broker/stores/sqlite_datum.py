@@ -1,0 +1,240 @@
+"""Datum in the embedded catalog: a datum_page is stored as a page.
+
+A row of ``datum_page`` holds one page as it came: its resource, its datum ids
+(a JSON list) and its datum_kwargs as columns (a JSON object of lists), so a
+page of 10,000 datum is one row written and one JSON parse read back, and a
+catalog-wide B-tree of random datum ids is never updated.  Datum ids are found
+again two ways:
+
+- **Counted ids** (what event-model and ophyd write: ``"<resource uid>/<n>"``,
+  ``n`` a canonical non-negative integer): a page whose ids are all of its own
+  resource has the least and greatest ``n`` in ``first`` / ``last``, indexed with
+  the resource; ``"R/n"`` is looked for in the pages of ``R`` whose range holds ``n``.
+- **Any other ids**: their 64-bit hashes (:func:`~.uid_hashes.uid_hashes`) are
+  rows of ``datum_key`` (``hash``, ``page_id``); a hash found is only a candidate,
+  the page's ids decide.
+
+Uniqueness is checked the same way, inside the write transaction, before the
+page is written: a datum id already stored refuses the whole page.
+
+Examples
+--------
+>>> counted_range("r1", ["r1/0", "r1/1", "r1/7"])
+(0, 7)
+>>> counted_range("r1", ["r1/0", "r1/01"]) is None  # "01" is not how 1 is written
+True
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sqlite3
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from ..codec import dumps, dumps_strings
+from ..errors import DuplicateUidError
+from .base import first_repeat
+from .uid_hashes import uid_hashes
+
+__all__ = ["DDL", "counted_range", "insert_page", "find", "of_resource", "migrate_rows"]
+
+DDL = """
+CREATE TABLE IF NOT EXISTS datum_page (
+    id INTEGER PRIMARY KEY, resource TEXT NOT NULL, n INTEGER NOT NULL,
+    first INTEGER, last INTEGER, datum_id TEXT NOT NULL, datum_kwargs TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS datum_page_resource ON datum_page (resource, first);
+CREATE TABLE IF NOT EXISTS datum_key (
+    hash INTEGER NOT NULL, page_id INTEGER NOT NULL, PRIMARY KEY (hash, page_id)) WITHOUT ROWID;
+"""
+
+_INT64_MAX = 2**63 - 1
+_VARS = 900  # bound parameters per statement, below SQLite's limit
+
+#: Decodes a stored JSON text (the store's: damaged text is reported as such).
+Loads = Callable[[Any], Any]
+
+
+def counted_range(resource: str, ids: Sequence[str]) -> tuple[int, int] | None:
+    """``(least, greatest)`` n of ids that are all ``"<resource>/<n>"``, else None.
+
+    ``n`` must be written as ``str(n)`` writes it (no sign, no leading zero) and
+    fit 64 bits, so that ``"R/n"`` names exactly one integer and back.
+    """
+    prefix = resource + "/"
+    if not ids or not all(map(str.startswith, ids, itertools.repeat(prefix))):
+        return None
+    cut = len(prefix)
+    tails = [i[cut:] for i in ids]
+    if not all(map(str.isdigit, tails)):  # (also refuses "", "+1", "1_0", " 1")
+        return None
+    try:
+        numbers = list(map(int, tails))
+    except ValueError:  # digits int() does not read
+        return None
+    if list(map(str, numbers)) != tails:
+        return None
+    lo, hi = min(numbers), max(numbers)
+    return (lo, hi) if hi <= _INT64_MAX else None
+
+
+def _split(datum_id: Any) -> tuple[str, int] | None:
+    """``("R", n)`` of a counted id ``"R/n"``, else None."""
+    if type(datum_id) is not str:
+        return None
+    resource, sep, tail = datum_id.rpartition("/")
+    if not sep or not tail.isdigit():
+        return None
+    try:
+        n = int(tail)
+    except ValueError:
+        return None
+    return (resource, n) if str(n) == tail and n <= _INT64_MAX else None
+
+
+def _signed(hashes: np.ndarray) -> list[int]:
+    """uint64 hashes as SQLite integers (signed 64 bits)."""
+    return hashes.view(np.int64).tolist()
+
+
+def _candidate_pages(conn: sqlite3.Connection, ids: Sequence[str]) -> list[int]:
+    """Ids of the pages that may hold any of ``ids`` (ascending)."""
+    counted: dict[str, list[int]] = {}
+    for datum_id in ids:
+        parts = _split(datum_id)
+        if parts is not None:
+            counted.setdefault(parts[0], []).append(parts[1])
+    pages: set[int] = set()
+    for resource, numbers in counted.items():
+        wanted = np.unique(np.asarray(numbers, dtype=np.int64))
+        rows = conn.execute(
+            "SELECT id, first, last FROM datum_page WHERE resource = ? AND first <= ? "
+            "AND last >= ?", (resource, int(wanted[-1]), int(wanted[0]))).fetchall()
+        for page_id, lo, hi in rows:
+            at = np.searchsorted(wanted, lo)
+            if at < wanted.size and wanted[at] <= hi:
+                pages.add(page_id)
+    if conn.execute("SELECT 1 FROM datum_key LIMIT 1").fetchone() is not None:
+        hashes = _signed(uid_hashes(list(ids)))
+        for at in range(0, len(hashes), _VARS):
+            chunk = hashes[at:at + _VARS]
+            pages.update(r[0] for r in conn.execute(
+                f"SELECT page_id FROM datum_key WHERE hash IN ({','.join('?' * len(chunk))})",
+                chunk))
+    return sorted(pages)
+
+
+def _pages(conn: sqlite3.Connection, page_ids: list[int]) -> Iterator[tuple]:
+    """``(resource, n, datum_id text, datum_kwargs text)`` of each page, by id."""
+    for at in range(0, len(page_ids), _VARS):
+        chunk = page_ids[at:at + _VARS]
+        yield from conn.execute(
+            "SELECT resource, n, datum_id, datum_kwargs FROM datum_page "
+            f"WHERE id IN ({','.join('?' * len(chunk))}) ORDER BY id", chunk)
+
+
+def _rows(kwargs: Mapping[str, list], n: int) -> list[dict]:
+    """The datum_kwargs of each of ``n`` rows, from their columns."""
+    if not kwargs:
+        return [{} for _ in range(n)]
+    keys = list(kwargs)
+    return [dict(zip(keys, row)) for row in zip(*kwargs.values())]
+
+
+def insert_page(conn: sqlite3.Connection, page: Mapping) -> None:
+    """Write a datum_page as one row, in the caller's write transaction.
+
+    Raises
+    ------
+    DuplicateUidError
+        A datum id is repeated within the page or already stored (nothing written).
+    """
+    ids = list(page["datum_id"])
+    if not ids:
+        return
+    resource = page["resource"]
+    if len(set(ids)) != len(ids):
+        raise DuplicateUidError(
+            f"datum {first_repeat(ids)!r} (resource {resource!r}) is repeated within this "
+            "datum_page; nothing of it was written")
+    stored = find(conn, ids, json.loads)
+    dup = next((i for i in ids if i in stored), None)
+    if dup is not None:
+        raise DuplicateUidError(
+            f"datum {dup!r} (resource {resource!r}) is already stored; nothing of this "
+            "datum_page was written")
+    counted = counted_range(resource, ids)
+    first, last = counted if counted is not None else (None, None)
+    cur = conn.execute(
+        "INSERT INTO datum_page (resource, n, first, last, datum_id, datum_kwargs) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (resource, len(ids), first, last, dumps_strings(ids),
+         dumps(dict(page["datum_kwargs"]))))
+    if counted is None:
+        page_id = cur.lastrowid
+        conn.executemany("INSERT OR IGNORE INTO datum_key (hash, page_id) VALUES (?, ?)",
+                         zip(_signed(uid_hashes(ids)), itertools.repeat(page_id)))
+
+
+def find(conn: sqlite3.Connection, ids: Sequence[str], loads: Loads) -> dict[str, dict]:
+    """The stored datum of ``ids`` (those not stored are absent)."""
+    wanted = set(ids)
+    out: dict[str, dict] = {}
+    if not wanted:
+        return out
+    for resource, n, id_text, kwargs_text in _pages(conn, _candidate_pages(conn, list(wanted))):
+        page_ids = loads(id_text)
+        hits = [i for i, d in enumerate(page_ids) if d in wanted]
+        if not hits:
+            continue
+        kwargs = loads(kwargs_text)
+        keys = list(kwargs)
+        for i in hits:
+            out[page_ids[i]] = {"datum_id": page_ids[i], "resource": resource,
+                                "datum_kwargs": {k: kwargs[k][i] for k in keys}}
+    return out
+
+
+def of_resource(conn: sqlite3.Connection, resource: str, loads: Loads) -> Iterator[dict]:
+    """Every datum of a resource, in the order they were stored."""
+    cur = conn.execute("SELECT n, datum_id, datum_kwargs FROM datum_page WHERE resource = ? "
+                       "ORDER BY id", (resource,))
+    while rows := cur.fetchmany(16):
+        for n, id_text, kwargs_text in rows:
+            for datum_id, kwargs in zip(loads(id_text), _rows(loads(kwargs_text), n),
+                                        strict=True):
+                yield {"datum_id": datum_id, "resource": resource, "datum_kwargs": kwargs}
+
+
+def migrate_rows(conn: sqlite3.Connection) -> None:
+    """Migration to version 5: the ``datum`` table's rows (one per datum) become pages of
+    consecutive datum of one resource, then the table is dropped (in the migration's
+    transaction)."""
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'datum'"
+                        ).fetchone():
+        return
+    cur = conn.execute("SELECT datum_id, resource, datum_kwargs FROM datum ORDER BY id")
+    pending: list[tuple] = []
+
+    def flush() -> None:
+        if pending:
+            kwargs = [json.loads(text) for _, _, text in pending]
+            keys = list(kwargs[0])
+            if all(list(k) == keys for k in kwargs):  # one page: the same keys in each row
+                groups = [(pending, kwargs)]
+            else:  # rows of different keys: a page each
+                groups = [([row], [kw]) for row, kw in zip(pending, kwargs)]
+            for rows, kws in groups:
+                insert_page(conn, {"resource": rows[0][1], "datum_id": [r[0] for r in rows],
+                                   "datum_kwargs": {k: [kw[k] for kw in kws] for k in kws[0]}})
+            pending.clear()
+
+    while rows := cur.fetchmany(4096):
+        for row in rows:
+            if pending and (row[1] != pending[-1][1] or len(pending) >= 10_000):
+                flush()
+            pending.append(row)
+    flush()
+    conn.execute("DROP TABLE datum")

@@ -1,0 +1,119 @@
+"""Datum stored as pages in the embedded catalog (dask_broker.stores.sqlite_datum):
+look-ups of counted and other ids, uniqueness, and the migration of version-4 rows."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+
+import numpy as np
+import pytest
+
+from catalog_files import stored_version, tables, write_v1_catalog
+from dask_broker import DuplicateUidError
+from dask_broker.stores import sqlite_datum
+from dask_broker.stores.sqlite import SCHEMA_VERSION, SQLiteStore
+
+
+@pytest.mark.parametrize("ids, expected", [
+    (["r/0", "r/1", "r/12"], (0, 12)),
+    (["r/5"], (5, 5)),
+    (["r/0", "q/1"], None),            # another resource
+    (["r/01"], None),                  # not how 1 is written
+    (["r/+1"], None), (["r/-1"], None), (["r/1_0"], None), (["r/ 1"], None),
+    (["r/\u0661"], None),              # an Arabic-Indic digit int() reads
+    ([f"r/{2**63}"], None),            # beyond 64 bits
+    (["r/"], None), (["r"], None), ([], None),
+])
+def test_counted_range(ids, expected):
+    assert sqlite_datum.counted_range("r", ids) == expected
+
+
+def _page(resource: str, ids: list[str], **kwargs) -> dict:
+    return {"resource": resource, "datum_id": ids,
+            "datum_kwargs": kwargs or {"point_number": list(range(len(ids)))}}
+
+
+def _expected(*pages: dict) -> dict[str, dict]:
+    out = {}
+    for p in pages:
+        keys = list(p["datum_kwargs"])
+        for i, d in enumerate(p["datum_id"]):
+            out[d] = {"datum_id": d, "resource": p["resource"],
+                      "datum_kwargs": {k: p["datum_kwargs"][k][i] for k in keys}}
+    return out
+
+
+def test_counted_and_other_ids_are_found_and_unique(tmp_path):
+    store = SQLiteStore(tmp_path / "c.db")
+    counted = _page("R", ["R/9", "R/0", "R/4"])        # a range [0, 9] with gaps
+    other = _page("S", [str(uuid.uuid4()) for _ in range(3)], frame=["a", "b", "c"])
+    mixed = _page("T", ["R/5", "t-1"])                 # a counted-looking id of another page
+    for p in (counted, other, mixed):
+        store.insert_datum_page(p)
+    expected = _expected(counted, other, mixed)
+    assert store.datum([*expected, "R/1", "R/10", "nope"]) == expected
+    assert list(store.datum_of_resource("R")) == list(_expected(counted).values())
+    assert list(store.datum_of_resource("T")) == list(_expected(mixed).values())
+    # each id is refused again, whichever way it is found; nothing is written then
+    for dup in ("R/4", "R/5", other["datum_id"][1], "t-1"):
+        with pytest.raises(DuplicateUidError, match=dup):
+            store.insert_datum_page(_page("R", ["R/7", dup]))
+        assert store.datum(["R/7"]) == {}
+    # the gaps of a counted range are free
+    gaps = _page("R", ["R/1", "R/2", "R/3"])
+    store.insert_datum_page(gaps)
+    assert store.datum(["R/2", "R/9"]) == {k: v for k, v in _expected(gaps, counted).items()
+                                           if k in ("R/2", "R/9")}
+    with pytest.raises(DuplicateUidError, match="repeated within"):
+        store.insert_datum_page(_page("R", ["R/20", "R/20"]))
+
+
+def test_hash_collisions_only_make_candidates(tmp_path, monkeypatch):
+    """Every id hashed alike: look-ups and uniqueness still go by the ids themselves."""
+    monkeypatch.setattr(sqlite_datum, "uid_hashes",
+                        lambda ids: np.zeros(len(ids), dtype=np.uint64))
+    store = SQLiteStore(tmp_path / "c.db")
+    a, b = _page("S", ["a1", "a2"]), _page("S", ["b1"])
+    store.insert_datum_page(a)
+    store.insert_datum_page(b)  # same hashes as a's: not a duplicate
+    assert store.datum(["a2", "b1", "c1"]) == {k: v for k, v in _expected(a, b).items()
+                                               if k in ("a2", "b1")}
+    with pytest.raises(DuplicateUidError, match="b1"):
+        store.insert_datum_page(_page("S", ["c1", "b1"]))
+
+
+def _old_datum_rows(path) -> list[tuple]:
+    """Datum rows as versions 1-4 stored them: counted ids of r1 around uuid ids of r2,
+    one row of r1 with other keys."""
+    rows = [(f"r1/{i}", "r1", {"point_number": i}) for i in range(3)]
+    rows += [(str(uuid.uuid4()), "r2", {"frame": i, "tag": "x"}) for i in range(2)]
+    rows += [("r1/3", "r1", {"point_number": 3}), ("r1/4", "r1", {"other": [1, 2]})]
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executemany("INSERT INTO datum (datum_id, resource, datum_kwargs) VALUES (?, ?, ?)",
+                     [(d, r, json.dumps(k)) for d, r, k in rows])
+    conn.close()
+    return rows
+
+
+@pytest.mark.parametrize("read_only", [False, True], ids=["migrated", "read-only"])
+def test_datum_rows_of_an_older_catalog(tmp_path, read_only):
+    path = tmp_path / "v1.db"
+    write_v1_catalog(path)
+    rows = _old_datum_rows(path)
+    expected = {d: {"datum_id": d, "resource": r, "datum_kwargs": k} for d, r, k in rows}
+    store = SQLiteStore(path, read_only=read_only)
+    assert stored_version(path) == ("1" if read_only else str(SCHEMA_VERSION))
+    assert ("datum" in tables(path)) == read_only
+    assert store.datum([*expected, "r1/9"]) == expected
+    for resource in ("r1", "r2"):
+        assert list(store.datum_of_resource(resource)) == \
+            [v for v in expected.values() if v["resource"] == resource]
+    if not read_only:  # the migrated ids stay unique, counted or not
+        for dup in ("r1/2", rows[3][0]):
+            with pytest.raises(DuplicateUidError, match=dup):
+                store.insert_datum_page(_page("r1", ["r1/5", dup]))
+        store.insert_datum_page(_page("r1", ["r1/5"]))
+        assert set(store.datum(["r1/5", "r1/4"])) == {"r1/5", "r1/4"}
+    store.close()
