@@ -62,9 +62,13 @@ def dumps_strings(values: Sequence[str]) -> str:
     except TypeError:  # not all str
         return dumps(values)
     # what json.dumps escapes: all but printable ASCII, and " and \\
-    if joined.isascii() and joined.isprintable() and '"' not in joined and "\\" not in joined:
+    if joined.isascii() and not joined.encode("ascii").translate(None, _UNESCAPED):
         return '["' + '","'.join(values) + '"]' if values else "[]"
     return dumps(values)
+
+
+#: The ASCII characters JSON writes as they are (printable, but " and \\).
+_UNESCAPED = bytes(c for c in range(32, 127) if c not in b'"\\')
 
 
 def _json_default(obj: Any) -> Any:

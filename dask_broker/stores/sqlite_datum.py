@@ -63,21 +63,25 @@ def counted_range(resource: str, ids: Sequence[str]) -> tuple[int, int] | None:
     ``n`` must be written as ``str(n)`` writes it (no sign, no leading zero) and
     fit 64 bits, so that ``"R/n"`` names exactly one integer and back.
     """
+    numbers = _counted(resource, ids)
+    return None if numbers is None else (int(numbers.min()), int(numbers.max()))
+
+
+def _counted(resource: str, ids: Sequence[str]) -> np.ndarray | None:
+    """The n of ids that are all ``"<resource>/<n>"`` (see :func:`counted_range`), else None."""
     prefix = resource + "/"
     if not ids or not all(map(str.startswith, ids, itertools.repeat(prefix))):
         return None
     cut = len(prefix)
     tails = [i[cut:] for i in ids]
-    if not all(map(str.isdigit, tails)):  # (also refuses "", "+1", "1_0", " 1")
-        return None
     try:
         numbers = list(map(int, tails))
-    except ValueError:  # digits int() does not read
+    except ValueError:
         return None
-    if list(map(str, numbers)) != tails:
+    # written as str(n) writes it: refuses "", "+1", "-1", "01", "1_0", " 1", other digits
+    if list(map(str, numbers)) != tails or min(numbers) < 0 or max(numbers) > _INT64_MAX:
         return None
-    lo, hi = min(numbers), max(numbers)
-    return (lo, hi) if hi <= _INT64_MAX else None
+    return np.array(numbers, dtype=np.int64)
 
 
 def _split(datum_id: Any) -> tuple[str, int] | None:
@@ -99,19 +103,24 @@ def _signed(hashes: np.ndarray) -> list[int]:
     return hashes.view(np.int64).tolist()
 
 
-def _candidate_pages(conn: sqlite3.Connection, ids: Sequence[str]) -> list[int]:
-    """Ids of the pages that may hold any of ``ids`` (ascending)."""
-    counted: dict[str, list[int]] = {}
-    for datum_id in ids:
-        parts = _split(datum_id)
-        if parts is not None:
-            counted.setdefault(parts[0], []).append(parts[1])
+def _candidate_pages(conn: sqlite3.Connection, ids: Sequence[str],
+                     counted: Mapping[str, Any] | None = None) -> list[int]:
+    """Ids of the pages that may hold any of ``ids`` (ascending); ``counted``: the n of
+    the counted ids by resource, when the caller knows them."""
+    if counted is None:
+        counted = {}
+        for datum_id in ids:
+            parts = _split(datum_id)
+            if parts is not None:
+                counted.setdefault(parts[0], []).append(parts[1])
     pages: set[int] = set()
     for resource, numbers in counted.items():
-        wanted = np.unique(np.asarray(numbers, dtype=np.int64))
+        wanted = np.asarray(numbers, dtype=np.int64)
         rows = conn.execute(
             "SELECT id, first, last FROM datum_page WHERE resource = ? AND first <= ? "
-            "AND last >= ?", (resource, int(wanted[-1]), int(wanted[0]))).fetchall()
+            "AND last >= ?", (resource, int(wanted.max()), int(wanted.min()))).fetchall()
+        if rows:
+            wanted = np.sort(wanted)
         for page_id, lo, hi in rows:
             at = np.searchsorted(wanted, lo)
             if at < wanted.size and wanted[at] <= hi:
@@ -155,36 +164,46 @@ def insert_page(conn: sqlite3.Connection, page: Mapping) -> None:
     if not ids:
         return
     resource = page["resource"]
-    if len(set(ids)) != len(ids):
+    numbers = _counted(resource, ids)
+    if numbers is None:
+        repeated = len(set(ids)) != len(ids)
+    else:
+        ordered = np.sort(numbers)
+        repeated = bool((ordered[1:] == ordered[:-1]).any())
+    if repeated:
         raise DuplicateUidError(
             f"datum {first_repeat(ids)!r} (resource {resource!r}) is repeated within this "
             "datum_page; nothing of it was written")
-    stored = find(conn, ids, json.loads)
-    dup = next((i for i in ids if i in stored), None)
+    stored = find(conn, ids, json.loads,
+                  counted=None if numbers is None else {resource: numbers})
+    dup = next((i for i in ids if i in stored), None) if stored else None
     if dup is not None:
         raise DuplicateUidError(
             f"datum {dup!r} (resource {resource!r}) is already stored; nothing of this "
             "datum_page was written")
-    counted = counted_range(resource, ids)
-    first, last = counted if counted is not None else (None, None)
+    first, last = (None, None) if numbers is None else (int(numbers.min()),
+                                                         int(numbers.max()))
     cur = conn.execute(
         "INSERT INTO datum_page (resource, n, first, last, datum_id, datum_kwargs) "
         "VALUES (?, ?, ?, ?, ?, ?)",
         (resource, len(ids), first, last, dumps_strings(ids),
          dumps(dict(page["datum_kwargs"]))))
-    if counted is None:
+    if numbers is None:
         page_id = cur.lastrowid
         conn.executemany("INSERT OR IGNORE INTO datum_key (hash, page_id) VALUES (?, ?)",
                          zip(_signed(uid_hashes(ids)), itertools.repeat(page_id)))
 
 
-def find(conn: sqlite3.Connection, ids: Sequence[str], loads: Loads) -> dict[str, dict]:
-    """The stored datum of ``ids`` (those not stored are absent)."""
+def find(conn: sqlite3.Connection, ids: Sequence[str], loads: Loads, *,
+         counted: Mapping[str, Any] | None = None) -> dict[str, dict]:
+    """The stored datum of ``ids`` (those not stored are absent); ``counted`` as
+    :func:`_candidate_pages` takes it."""
     wanted = set(ids)
     out: dict[str, dict] = {}
     if not wanted:
         return out
-    for resource, n, id_text, kwargs_text in _pages(conn, _candidate_pages(conn, list(wanted))):
+    pages = _candidate_pages(conn, list(wanted), counted)
+    for resource, n, id_text, kwargs_text in _pages(conn, pages):
         page_ids = loads(id_text)
         hits = [i for i, d in enumerate(page_ids) if d in wanted]
         if not hits:

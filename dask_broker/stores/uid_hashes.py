@@ -71,7 +71,7 @@ def uid_hashes(uids: Sequence[str]) -> np.ndarray:
         return _splitmix64(np.zeros(words.shape[0], dtype=_U64))
     folded = words >> _U64(32)
     folded ^= words
-    return _splitmix64(folded @ _weights(words.shape[1]))
+    return _splitmix64(np.einsum("ij,j->i", folded, _weights(words.shape[1])))
 
 
 _MASK = 2**64 - 1
