@@ -17,7 +17,7 @@ seq_num and time fit 64 bits; a uid is not repeated within a page.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import event_model
 import jsonschema
@@ -252,6 +252,17 @@ class Inserter:
     >>> RE.subscribe(insert)      # doctest: +SKIP
     """
 
+    #: document name -> method; names, not bound methods, so that an Inserter holds no
+    #: reference to itself and its store's connections close as soon as it is dropped
+    _ROUTES = {
+        "start": "start", "stop": "stop", "descriptor": "descriptor",
+        "event": "event", "event_page": "event_page",
+        "resource": "resource", "datum": "datum", "datum_page": "datum_page",
+        "bulk_events": "bulk_events", "bulkevent": "bulk_events",
+        "bulk_datum": "bulk_datum", "bulkdatum": "bulk_datum",
+        "stream_resource": "stream_resource", "stream_datum": "stream_datum",
+    }
+
     def __init__(self, store: Store):
         self.store = store
         self._descriptor_keys: dict[str, frozenset] = {}
@@ -265,18 +276,9 @@ class Inserter:
         self._seq_ranges: dict[tuple[str, str, str], Intervals] = {}
         self._index_ranges: dict[str, Intervals] = {}
         self._loaded_streams: set[tuple[str, str]] = set()
-        self._routes: dict[str, Callable[[Mapping], None]] = {
-            "start": self.start, "stop": self.stop, "descriptor": self.descriptor,
-            "event": self.event, "event_page": self.event_page,
-            "resource": self.resource, "datum": self.datum, "datum_page": self.datum_page,
-            "bulk_events": self.bulk_events, "bulkevent": self.bulk_events,
-            "bulk_datum": self.bulk_datum, "bulkdatum": self.bulk_datum,
-            "stream_resource": self.stream_resource, "stream_datum": self.stream_datum,
-        }
-
     def __call__(self, name: str, doc: Mapping) -> None:
         try:
-            route = self._routes[name]
+            route = getattr(self, self._ROUTES[name])
         except (KeyError, TypeError):
             raise UnknownDocumentNameError(
                 f"unknown document name {name!r} (document {_uid_of(str(name), doc)!r}); "

@@ -269,6 +269,10 @@ def test_catalog_in_read_only_folder_or_file_is_readable(tmp_path):
         writer = sqlite3.connect(folders["folder_with_writer"] / "catalog.db",
                                  isolation_level=None)
         writer.execute("PRAGMA wal_autocheckpoint = 0")
+        # read once so that this connection is attached to the WAL: otherwise the
+        # Broker's connection, closed whenever the garbage collector gets to it, is the
+        # last one open and checkpoints and deletes the -wal file before it is copied
+        writer.execute("SELECT count(*) FROM sqlite_master").fetchone()
         Broker.from_uri(f"sqlite:///{folders['folder_with_writer']}/catalog.db").insert(
             "start", event_model.compose_run(metadata={"scan_id": 3}).start_doc)
         for suffix in ("", "-wal"):  # what a writer killed mid-run leaves, minus its -shm
