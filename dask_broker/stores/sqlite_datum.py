@@ -10,6 +10,8 @@ again two ways:
   ``n`` a canonical non-negative integer): a page whose ids are all of its own
   resource has the least and greatest ``n`` in ``first`` / ``last``, indexed with
   the resource; ``"R/n"`` is looked for in the pages of ``R`` whose range holds ``n``.
+  A page of consecutive ids in order (``dense``, the usual page) holds ``"R/n"``
+  at row ``n - first``: found without decoding its ids.
 - **Any other ids**: their 64-bit hashes (:func:`~.uid_hashes.uid_hashes`) are
   rows of ``datum_key`` (``hash``, ``page_id``); a hash found is only a candidate,
   the page's ids decide.
@@ -44,7 +46,8 @@ __all__ = ["DDL", "counted_range", "insert_page", "find", "of_resource", "migrat
 DDL = """
 CREATE TABLE IF NOT EXISTS datum_page (
     id INTEGER PRIMARY KEY, resource TEXT NOT NULL, n INTEGER NOT NULL,
-    first INTEGER, last INTEGER, datum_id TEXT NOT NULL, datum_kwargs TEXT NOT NULL);
+    first INTEGER, last INTEGER, dense INTEGER NOT NULL, datum_id TEXT NOT NULL,
+    datum_kwargs TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS datum_page_resource ON datum_page (resource, first);
 CREATE TABLE IF NOT EXISTS datum_key (
     hash INTEGER NOT NULL, page_id INTEGER NOT NULL, PRIMARY KEY (hash, page_id)) WITHOUT ROWID;
@@ -103,45 +106,57 @@ def _signed(hashes: np.ndarray) -> list[int]:
     return hashes.view(np.int64).tolist()
 
 
-def _candidate_pages(conn: sqlite3.Connection, ids: Sequence[str],
-                     counted: Mapping[str, Any] | None = None) -> list[int]:
-    """Ids of the pages that may hold any of ``ids`` (ascending); ``counted``: the n of
-    the counted ids by resource, when the caller knows them."""
+def _located(conn: sqlite3.Connection, ids: Sequence[str], loads: Loads,
+             counted: Mapping[str, Any] | None = None) -> dict[int, tuple[str, list]]:
+    """Where the stored ones of ``ids`` are: page id -> (resource, [(datum id, row)]).
+
+    ``counted``: the n of the counted ids by resource, when the caller knows them.
+    A page of a resource's consecutive ids in order (``dense``) answers from its
+    range alone; other candidate pages have their ids decoded.
+    """
     if counted is None:
         counted = {}
         for datum_id in ids:
             parts = _split(datum_id)
             if parts is not None:
                 counted.setdefault(parts[0], []).append(parts[1])
-    pages: set[int] = set()
+    found: dict[int, tuple[str, list]] = {}
+    undecided: set[int] = set()
     for resource, numbers in counted.items():
         wanted = np.asarray(numbers, dtype=np.int64)
         rows = conn.execute(
-            "SELECT id, first, last FROM datum_page WHERE resource = ? AND first <= ? "
+            "SELECT id, first, last, dense FROM datum_page WHERE resource = ? AND first <= ? "
             "AND last >= ?", (resource, int(wanted.max()), int(wanted.min()))).fetchall()
         if rows:
-            wanted = np.sort(wanted)
-        for page_id, lo, hi in rows:
-            at = np.searchsorted(wanted, lo)
-            if at < wanted.size and wanted[at] <= hi:
-                pages.add(page_id)
+            wanted = np.unique(wanted)
+        for page_id, lo, hi, dense in rows:
+            a, b = np.searchsorted(wanted, [lo, hi + 1])
+            if a == b:
+                continue
+            if dense:
+                found[page_id] = (resource, [(f"{resource}/{k}", k - lo)
+                                             for k in wanted[a:b].tolist()])
+            else:
+                undecided.add(page_id)
     if conn.execute("SELECT 1 FROM datum_key LIMIT 1").fetchone() is not None:
         hashes = _signed(uid_hashes(list(ids)))
         for at in range(0, len(hashes), _VARS):
             chunk = hashes[at:at + _VARS]
-            pages.update(r[0] for r in conn.execute(
+            undecided.update(r[0] for r in conn.execute(
                 f"SELECT page_id FROM datum_key WHERE hash IN ({','.join('?' * len(chunk))})",
                 chunk))
-    return sorted(pages)
-
-
-def _pages(conn: sqlite3.Connection, page_ids: list[int]) -> Iterator[tuple]:
-    """``(resource, n, datum_id text, datum_kwargs text)`` of each page, by id."""
-    for at in range(0, len(page_ids), _VARS):
-        chunk = page_ids[at:at + _VARS]
-        yield from conn.execute(
-            "SELECT resource, n, datum_id, datum_kwargs FROM datum_page "
-            f"WHERE id IN ({','.join('?' * len(chunk))}) ORDER BY id", chunk)
+    if undecided:
+        wanted_ids = set(ids)
+        pages = sorted(undecided)
+        for at in range(0, len(pages), _VARS):
+            chunk = pages[at:at + _VARS]
+            for page_id, resource, id_text in conn.execute(
+                    "SELECT id, resource, datum_id FROM datum_page "
+                    f"WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+                hits = [(d, i) for i, d in enumerate(loads(id_text)) if d in wanted_ids]
+                if hits:
+                    found[page_id] = (resource, hits)
+    return found
 
 
 def _rows(kwargs: Mapping[str, list], n: int) -> list[dict]:
@@ -174,19 +189,23 @@ def insert_page(conn: sqlite3.Connection, page: Mapping) -> None:
         raise DuplicateUidError(
             f"datum {first_repeat(ids)!r} (resource {resource!r}) is repeated within this "
             "datum_page; nothing of it was written")
-    stored = find(conn, ids, json.loads,
-                  counted=None if numbers is None else {resource: numbers})
+    located = _located(conn, ids, json.loads,
+                       None if numbers is None else {resource: numbers})
+    stored = {d for _, hits in located.values() for d, _ in hits}
     dup = next((i for i in ids if i in stored), None) if stored else None
     if dup is not None:
         raise DuplicateUidError(
             f"datum {dup!r} (resource {resource!r}) is already stored; nothing of this "
             "datum_page was written")
-    first, last = (None, None) if numbers is None else (int(numbers.min()),
-                                                         int(numbers.max()))
+    first = last = None
+    dense = False
+    if numbers is not None:
+        first, last = int(ordered[0]), int(ordered[-1])  # (numbers unique: see above)
+        dense = last - first + 1 == len(ids) and bool((numbers[1:] > numbers[:-1]).all())
     cur = conn.execute(
-        "INSERT INTO datum_page (resource, n, first, last, datum_id, datum_kwargs) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        (resource, len(ids), first, last, dumps_strings(ids),
+        "INSERT INTO datum_page (resource, n, first, last, dense, datum_id, datum_kwargs) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (resource, len(ids), first, last, dense, dumps_strings(ids),
          dumps(dict(page["datum_kwargs"]))))
     if numbers is None:
         page_id = cur.lastrowid
@@ -194,25 +213,19 @@ def insert_page(conn: sqlite3.Connection, page: Mapping) -> None:
                          zip(_signed(uid_hashes(ids)), itertools.repeat(page_id)))
 
 
-def find(conn: sqlite3.Connection, ids: Sequence[str], loads: Loads, *,
-         counted: Mapping[str, Any] | None = None) -> dict[str, dict]:
-    """The stored datum of ``ids`` (those not stored are absent); ``counted`` as
-    :func:`_candidate_pages` takes it."""
-    wanted = set(ids)
+def find(conn: sqlite3.Connection, ids: Sequence[str], loads: Loads) -> dict[str, dict]:
+    """The stored datum of ``ids`` (those not stored are absent)."""
     out: dict[str, dict] = {}
-    if not wanted:
+    if not ids:
         return out
-    pages = _candidate_pages(conn, list(wanted), counted)
-    for resource, n, id_text, kwargs_text in _pages(conn, pages):
-        page_ids = loads(id_text)
-        hits = [i for i, d in enumerate(page_ids) if d in wanted]
-        if not hits:
-            continue
-        kwargs = loads(kwargs_text)
+    for page_id, (resource, hits) in sorted(_located(conn, ids, loads).items()):
+        (text,) = conn.execute("SELECT datum_kwargs FROM datum_page WHERE id = ?",
+                               (page_id,)).fetchone()
+        kwargs = loads(text)
         keys = list(kwargs)
-        for i in hits:
-            out[page_ids[i]] = {"datum_id": page_ids[i], "resource": resource,
-                                "datum_kwargs": {k: kwargs[k][i] for k in keys}}
+        for datum_id, i in hits:
+            out[datum_id] = {"datum_id": datum_id, "resource": resource,
+                             "datum_kwargs": {k: kwargs[k][i] for k in keys}}
     return out
 
 
