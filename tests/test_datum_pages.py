@@ -66,6 +66,16 @@ def test_counted_and_other_ids_are_found_and_unique(tmp_path):
     store.insert_datum_page(gaps)
     assert store.datum(["R/2", "R/9"]) == {k: v for k, v in _expected(gaps, counted).items()
                                            if k in ("R/2", "R/9")}
+    # consecutive ids in order (found by their row) and in another order (by their ids)
+    dense, reverse = _page("R", ["R/20", "R/21", "R/22"]), _page("R", ["R/32", "R/31", "R/30"])
+    store.insert_datum_page(dense)
+    store.insert_datum_page(reverse)
+    both = _expected(dense, reverse)
+    assert store.datum(["R/21", "R/31", "R/23", "R/22"]) == {
+        k: both[k] for k in ("R/21", "R/31", "R/22")}
+    for dup in ("R/22", "R/30"):
+        with pytest.raises(DuplicateUidError, match=dup):
+            store.insert_datum_page(_page("R", ["R/40", dup]))
     with pytest.raises(DuplicateUidError, match="repeated within"):
         store.insert_datum_page(_page("R", ["R/20", "R/20"]))
 
