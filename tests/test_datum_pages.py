@@ -1,4 +1,4 @@
-"""Datum stored as pages in the embedded catalog (dask_broker.stores.sqlite_datum):
+"""Datum stored as pages in the embedded catalog (dask_broker.stores.datum_pages, sqlite_datum):
 look-ups of counted and other ids, uniqueness, and the migration of version-4 rows."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 from catalog_files import stored_version, tables, write_v1_catalog
 from dask_broker import DuplicateUidError
-from dask_broker.stores import sqlite_datum
+from dask_broker.stores import datum_pages
 from dask_broker.stores.sqlite import SCHEMA_VERSION, SQLiteStore
 
 
@@ -27,7 +27,7 @@ from dask_broker.stores.sqlite import SCHEMA_VERSION, SQLiteStore
     (["r/"], None), (["r"], None), ([], None),
 ])
 def test_counted_range(ids, expected):
-    assert sqlite_datum.counted_range("r", ids) == expected
+    assert datum_pages.counted_range("r", ids) == expected
 
 
 def _page(resource: str, ids: list[str], **kwargs) -> dict:
@@ -82,7 +82,7 @@ def test_counted_and_other_ids_are_found_and_unique(tmp_path):
 
 def test_hash_collisions_only_make_candidates(tmp_path, monkeypatch):
     """Every id hashed alike: look-ups and uniqueness still go by the ids themselves."""
-    monkeypatch.setattr(sqlite_datum, "uid_hashes",
+    monkeypatch.setattr(datum_pages, "uid_hashes",
                         lambda ids: np.zeros(len(ids), dtype=np.uint64))
     store = SQLiteStore(tmp_path / "c.db")
     a, b = _page("S", ["a1", "a2"]), _page("S", ["b1"])
