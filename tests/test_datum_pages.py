@@ -16,6 +16,17 @@ from dask_broker.stores import datum_pages
 from dask_broker.stores.sqlite import SCHEMA_VERSION, SQLiteStore
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def page_store(request, tmp_path):
+    """A new empty store of each kind that keeps datum as pages."""
+    if request.param == "sqlite":
+        return SQLiteStore(tmp_path / "c.db")
+    pytest.importorskip("psycopg")
+    from dask_broker.stores.postgres import PostgresStore
+
+    return PostgresStore.from_uri(request.getfixturevalue("postgres_uri"))
+
+
 @pytest.mark.parametrize("ids, expected", [
     (["r/0", "r/1", "r/12"], (0, 12)),
     (["r/5"], (5, 5)),
@@ -45,8 +56,8 @@ def _expected(*pages: dict) -> dict[str, dict]:
     return out
 
 
-def test_counted_and_other_ids_are_found_and_unique(tmp_path):
-    store = SQLiteStore(tmp_path / "c.db")
+def test_counted_and_other_ids_are_found_and_unique(page_store):
+    store = page_store
     counted = _page("R", ["R/9", "R/0", "R/4"])        # a range [0, 9] with gaps
     other = _page("S", [str(uuid.uuid4()) for _ in range(3)], frame=["a", "b", "c"])
     mixed = _page("T", ["R/5", "t-1"])                 # a counted-looking id of another page
@@ -80,11 +91,11 @@ def test_counted_and_other_ids_are_found_and_unique(tmp_path):
         store.insert_datum_page(_page("R", ["R/20", "R/20"]))
 
 
-def test_hash_collisions_only_make_candidates(tmp_path, monkeypatch):
+def test_hash_collisions_only_make_candidates(page_store, monkeypatch):
     """Every id hashed alike: look-ups and uniqueness still go by the ids themselves."""
     monkeypatch.setattr(datum_pages, "uid_hashes",
                         lambda ids: np.zeros(len(ids), dtype=np.uint64))
-    store = SQLiteStore(tmp_path / "c.db")
+    store = page_store
     a, b = _page("S", ["a1", "a2"]), _page("S", ["b1"])
     store.insert_datum_page(a)
     store.insert_datum_page(b)  # same hashes as a's: not a duplicate
@@ -127,3 +138,33 @@ def test_datum_rows_of_an_older_catalog(tmp_path, read_only):
         store.insert_datum_page(_page("r1", ["r1/5"]))
         assert set(store.datum(["r1/5", "r1/4"])) == {"r1/5", "r1/4"}
     store.close()
+
+
+@pytest.mark.postgres
+def test_postgres_version_1_datum_rows_become_pages(postgres_uri):
+    psycopg = pytest.importorskip("psycopg")
+    from dask_broker.stores.postgres import PostgresStore, schema
+
+    rows = [(f"r1/{i}", "r1", {"point_number": i}) for i in range(3)]
+    rows += [(str(uuid.uuid4()), "r2", {"frame": 1, "tag": "x"}), ("r1/4", "r1", {"o": [1]})]
+    with psycopg.connect(postgres_uri, autocommit=True) as conn:  # a catalog as version 1 made it
+        for statement in (s.strip() for s in schema.MIGRATIONS[1].split(";") if s.strip()):
+            conn.execute(statement)
+        conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '1')")
+        for d, r, k in rows:
+            conn.execute("INSERT INTO datum (datum_id, resource, datum_kwargs) "
+                         "VALUES (%s, %s, %s)", (d, r, json.dumps(k)))
+    store = PostgresStore.from_uri(postgres_uri)
+    expected = {d: {"datum_id": d, "resource": r, "datum_kwargs": k} for d, r, k in rows}
+    assert store.datum([*expected, "r1/3"]) == expected
+    assert list(store.datum_of_resource("r1")) == \
+        [v for v in expected.values() if v["resource"] == "r1"]
+    with pytest.raises(DuplicateUidError, match=rows[3][0]):
+        store.insert_datum_page(_page("r2", ["r2/0", rows[3][0]]))
+    with psycopg.connect(postgres_uri) as conn:
+        found = {r[0] for r in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = "
+            "current_schema()")}
+        version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    assert {"datum_page", "datum_key"} <= found and "datum" not in found
+    assert version == (str(schema.SCHEMA_VERSION),)
