@@ -340,7 +340,7 @@ def mongo_server(tmp_path_factory):
             time.sleep(0.1)
         yield server
     finally:
-        from dask_broker.stores.mongo_uri import close_clients
+        from dask_broker.stores.mongo.uri import close_clients
 
         close_clients()  # while the server still answers
         proc.terminate()

@@ -39,7 +39,7 @@ from dask_broker import (
 )
 from dask_broker.stores import StoreRef
 from dask_broker.stores.sqlite import SCHEMA_VERSION, SQLiteStore
-from dask_broker.stores.sqlite_check import check_catalog
+from dask_broker.stores.sqlite.check import check_catalog
 
 REPO = Path(__file__).resolve().parent.parent
 

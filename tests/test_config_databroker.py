@@ -26,7 +26,7 @@ from dask_broker.databroker_config import (
     intake_catalog_path,
 )
 from dask_broker.errors import HandlerNotFoundError
-from dask_broker.stores.mongo_uri import mask_uri
+from dask_broker.redact import mask_uri
 
 FRAME = np.arange(6.0).reshape(2, 3)
 SCALE = 10

@@ -1,4 +1,4 @@
-"""Datum stored as pages in the embedded catalog (dask_broker.stores.datum_pages, sqlite_datum):
+"""Datum stored as pages (dask_broker.stores.datum_pages, stores.sqlite.datum, stores.postgres.datum):
 look-ups of counted and other ids, uniqueness, and the migration of version-4 rows."""
 
 from __future__ import annotations

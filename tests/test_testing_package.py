@@ -24,11 +24,8 @@ class TestThirdPartyStorePassesTheSuite(StoreConformance):
 
 def test_old_import_paths_are_the_same_objects():
     from dask_broker.handlers import testing as handler_testing
-    from dask_broker.stores.conformance import StoreConformance as old
-    from dask_broker.stores.conformance_queries import QueryConformance
     from dask_broker.synthetic import scalar_scan_documents
 
-    assert old is StoreConformance and QueryConformance is testing.QueryConformance
     assert scalar_scan_documents is testing.scalar_scan_documents
     for name in ("write_ad_hdf5", "write_npy", "make_external_run", "ExternalRun"):
         assert getattr(handler_testing, name) is getattr(testing, name)

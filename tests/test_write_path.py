@@ -11,7 +11,7 @@ import pytest
 
 from dask_broker import Broker, DocumentValidationError, DuplicateUidError
 from dask_broker.compiled_checks import EventCheck
-from dask_broker.stores import sqlite as sqlite_store
+from dask_broker.stores.sqlite import event_writes as sqlite_store
 from dask_broker.stores.sqlite import SEAL_EVENTS, SQLiteStore
 from dask_broker.stores.uid_hashes import HashSet, uid_hashes
 

@@ -1,7 +1,7 @@
 """``dask-broker check CATALOG``: is the catalog file damaged, and which runs can be read?
 
 Runs SQLite's integrity check, then reads every run's documents and event pages
-(see :mod:`dask_broker.stores.sqlite_check`), printing one line per run.  Exit
+(see :mod:`dask_broker.stores.sqlite.check`), printing one line per run.  Exit
 status 1 when anything is damaged.  The catalog is opened read-only.
 """
 
@@ -17,7 +17,7 @@ __all__ = ["register"]
 def _run(args: argparse.Namespace) -> int:
     from ..config import open_catalog
     from ..stores.sqlite import SQLiteStore
-    from ..stores.sqlite_check import check_catalog
+    from ..stores.sqlite.check import check_catalog
 
     try:
         db = open_catalog(args.catalog, read_only=True)

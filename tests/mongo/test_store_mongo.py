@@ -27,7 +27,7 @@ from dask_broker.query import parse_query
 from dask_broker.stores import open_store, store_class
 from dask_broker.stores.mongo import reads as mongo_module
 from dask_broker.testing import StoreConformance
-from dask_broker.stores import mongo_uri, mongo_values
+from dask_broker.stores.mongo import uri as mongo_uri, values as mongo_values
 from dask_broker.stores.mongo import DEFAULT_SERVER_SELECTION_TIMEOUT_MS, MongoStore
 
 pytestmark = pytest.mark.mongo
@@ -607,7 +607,7 @@ def test_ndarray_values_read_as_lists_unless_declared_arrays(any_store):
 
 
 def test_projection_results_nested_or_flat():
-    from dask_broker.stores.mongo_values import sub_document as part
+    from dask_broker.stores.mongo.values import sub_document as part
     assert part({"data": {"x": 1}, "seq_num": 1}, "data", False) == {"x": 1}
     assert part({"seq_num": 1}, "data", False) == {}
     assert part({"data.x": 2, "data.y": 3, "timestamps.x": 4}, "data", True) == {"x": 2, "y": 3}

@@ -20,8 +20,6 @@ import weakref
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-import numpy as np
-
 from ...codec import dumps
 from ...errors import (
     DocumentValidationError,
@@ -39,9 +37,9 @@ from ..base import (
     Store,
     check_resource_changes,
     chunked,
-    consecutive_runs,
     first_repeat,
 )
+from ..pages import SEQ_RUN_COLUMNS, seq_runs
 from . import datum, schema
 from .connection import ConnectionPool
 from .reads import read_pages
@@ -451,16 +449,9 @@ class PostgresStore(Store):
 
     def seq_num_runs(self, descriptor_uids: Sequence[str]) -> list[tuple[int, int, int]]:
         """From page metadata; only pages whose seq_nums are not consecutive are decoded."""
-        runs: list[tuple[int, int, int]] = []
-        for n, lo, hi, blob in self._rows(
-                "SELECT n, seq_min, seq_max, CASE WHEN seq_max - seq_min + 1 = n THEN NULL "
-                "ELSE seq_num END FROM event_page WHERE descriptor = ANY(%s)",
-                (list(descriptor_uids),), binary=True):
-            if blob is None:
-                runs.append((int(lo), int(hi) + 1, int(n)))
-            else:
-                runs.extend(consecutive_runs(np.frombuffer(blob, dtype="<i8")))
-        return sorted(runs)
+        return sorted(seq_runs(self._rows(
+            f"SELECT {SEQ_RUN_COLUMNS} FROM event_page WHERE descriptor = ANY(%s)",
+            (list(descriptor_uids),), binary=True)))
 
     def iter_event_pages(
         self,

@@ -1,4 +1,5 @@
-"""Writing event pages to a PostgreSQL catalog: encoding, one statement per page, sealing.
+"""Writing event pages to a PostgreSQL catalog: one statement per page, sealing (pages are
+encoded and merged by :mod:`dask_broker.stores.pages`).
 
 Each page is one ``INSERT ... RETURNING`` of its ``event_page`` row chained with
 the insert of its ``page_column`` rows (one round trip); event uids go in one
@@ -15,18 +16,12 @@ different descriptors -- different runs -- do not wait for each other.
 
 from __future__ import annotations
 
-import itertools
 from typing import Mapping, Sequence
 
-import numpy as np
-
-from ...codec import column_to_list, dumps, encode_column
+from ..pages import MAX_PAGE_EVENTS, SEAL_EVENTS, encode_page, merge_pages
 from .reads import read_pages
 
-__all__ = ["SEAL_EVENTS", "MAX_PAGE_EVENTS", "write_event_pages", "lock_descriptors"]
-
-SEAL_EVENTS = 1024
-MAX_PAGE_EVENTS = 8192
+__all__ = ["write_event_pages", "lock_descriptors"]
 
 _INSERT_PAGE = (
     "WITH page AS (INSERT INTO event_page (id, descriptor, n, seq_min, seq_max, sealed, "
@@ -41,21 +36,6 @@ def lock_descriptors(conn, descriptors) -> None:
     """Take this transaction's advisory locks on these descriptors (in a fixed order)."""
     for descriptor in sorted(set(descriptors)):
         conn.execute("SELECT pg_advisory_xact_lock(1, hashtext(%s))", (descriptor,))
-
-
-def encode_page(page: Mapping, lo: int, hi: int) -> tuple[tuple, list[tuple]]:
-    """``(row, columns)`` of events ``lo:hi`` of an event_page."""
-    seq = np.asarray(page["seq_num"][lo:hi], dtype="<i8")
-    time = np.asarray(page["time"][lo:hi], dtype="<f8")
-    n = hi - lo
-    row = (page["descriptor"], n, int(seq.min()), int(seq.max()), n >= SEAL_EVENTS,
-           seq.tobytes(), time.tobytes(), dumps(list(page["uid"][lo:hi])))
-    columns = []
-    for field, values in page["data"].items():
-        codec, blob = encode_column(values[lo:hi])
-        ts_codec, ts_blob = encode_column(page["timestamps"][field][lo:hi])
-        columns.append((field, codec, blob, ts_codec, ts_blob))
-    return row, columns
 
 
 def _write_page(conn, row: tuple, columns: list[tuple], page_id: int | None = None) -> None:
@@ -100,17 +80,7 @@ def _maybe_seal(conn, descriptor: str, force: bool = False) -> None:
     pages = list(read_pages(conn, [descriptor], fields=None, timestamps=True, uids=True,
                             open_only=True))
     ids = [p.page_id for p in pages]
-    merged = {
-        "descriptor": descriptor,
-        "seq_num": np.concatenate([p.seq_num for p in pages]),
-        "time": np.concatenate([p.time for p in pages]),
-        "uid": list(itertools.chain.from_iterable(p.uid for p in pages)),
-        "data": {f: list(itertools.chain.from_iterable(column_to_list(p.data[f]) for p in pages))
-                 for f in pages[0].data},
-        "timestamps": {
-            f: list(itertools.chain.from_iterable(column_to_list(p.timestamps[f]) for p in pages))
-            for f in pages[0].timestamps},
-    }
+    merged = merge_pages(descriptor, pages)
     conn.execute("DELETE FROM page_column WHERE page_id = ANY(%s)", (ids,))
     conn.execute("DELETE FROM event_page WHERE id = ANY(%s)", (ids,))
     n = len(merged["uid"])

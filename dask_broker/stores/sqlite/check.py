@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import sqlite_file
+from .connection import connect
 
 if TYPE_CHECKING:
-    from .sqlite import SQLiteStore
+    from .store import SQLiteStore
 
 __all__ = ["CatalogCheck", "RunCheck", "check_catalog", "check_run"]
 
@@ -99,7 +99,7 @@ def _run_uids(path: Path) -> tuple[list[str], str | None]:
     """
     uids: dict[str, None] = {}
     notes = []
-    conn = sqlite_file.connect(path, read_only=True)
+    conn = connect(path, read_only=True)
     try:
         for table, sql in (("run_start", "SELECT uid FROM run_start ORDER BY id"),
                            ("descriptor", "SELECT run_start FROM descriptor "
@@ -117,7 +117,7 @@ def _run_uids(path: Path) -> tuple[list[str], str | None]:
 
 
 def _integrity(path: Path, max_errors: int) -> tuple[str, ...]:
-    conn = sqlite_file.connect(path, read_only=True)
+    conn = connect(path, read_only=True)
     try:
         rows = conn.execute(f"PRAGMA integrity_check({int(max_errors)})").fetchall()
         lines = [line for (text,) in rows for line in str(text).splitlines()]

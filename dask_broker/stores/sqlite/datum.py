@@ -1,5 +1,5 @@
-"""Datum pages in the embedded catalog (see :mod:`.datum_pages`): the SQLite tables and
-queries.
+"""Datum pages in the embedded catalog (see :mod:`dask_broker.stores.datum_pages`): the
+SQLite tables, queries and the migration of older catalogs' datum rows.
 
 A row of ``datum_page`` holds one page; ``(resource, first)`` is indexed for the
 counted ids; ``datum_key`` (hash, page id) holds the hashes of the other ids.
@@ -12,9 +12,9 @@ import json
 import sqlite3
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from ..codec import dumps, dumps_strings
-from . import datum_pages
-from .datum_pages import Loads, key_hashes
+from ...codec import dumps, dumps_strings
+from .. import datum_pages
+from ..datum_pages import Loads, key_hashes
 
 __all__ = ["DDL", "insert_page", "find", "of_resource", "migrate_rows"]
 
@@ -36,7 +36,7 @@ def _marks(n: int) -> str:
 
 
 class _Queries:
-    """:class:`~.datum_pages.PageQueries` on a SQLite connection."""
+    """:class:`~dask_broker.stores.datum_pages.PageQueries` on a SQLite connection."""
 
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
@@ -107,7 +107,8 @@ def of_resource(conn: sqlite3.Connection, resource: str, loads: Loads) -> Iterat
 
 def migrate_rows(conn: sqlite3.Connection) -> None:
     """Migration to version 5: the ``datum`` table's rows (one per datum) become pages
-    (:func:`~.datum_pages.pages_of_rows`), then the table is dropped (in the migration's
+    (:func:`~dask_broker.stores.datum_pages.pages_of_rows`), then the table is dropped (in
+    the migration's
     transaction)."""
     if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'datum'"
                         ).fetchone():
