@@ -172,6 +172,7 @@ def bench_datum(folder: Path, total: int) -> list[tuple[str, str, list[Result]]]
     row per datum (a unique datum_id, an index on the resource), as the catalog kept
     them before datum pages."""
     scenario, read_scenario = "datum_page 10k", "datum look-ups"
+    scan_scenario = "datum of a resource"
     db, bundle, _ = _new_run(folder, "datum.db")
     res = bundle.compose_resource(spec="AD_HDF5", root="/data", resource_path="a.h5",
                                   resource_kwargs={"frame_per_point": 1})
@@ -215,7 +216,8 @@ def bench_datum(folder: Path, total: int) -> list[tuple[str, str, list[Result]]]
     windows = [ids[at:at + 1000] for at in range(0, total - 1000, max(1, total // 50))]
     baseline = "sqlite3 executemany JSON rows"
     read_baseline = "sqlite3 rows: datum_id IN (...) of 1,000 ids"
-    results, read_results = [], []
+    scan_baseline = "sqlite3 rows: one resource's datum"
+    results, read_results, scan_results = [], [], []
 
     def timed(rows, scenario_, method, size, fn):
         load = os.getloadavg()[0]
@@ -233,13 +235,13 @@ def bench_datum(folder: Path, total: int) -> list[tuple[str, str, list[Result]]]
           lambda: [naive_lookup(w) for w in windows])
     timed(read_results, read_scenario, "store.datum of 1,000 ids", n,
           lambda: [db.store.datum(w) for w in windows])
-    timed(read_results, read_scenario, "sqlite3 rows: one resource's datum", total,
-          naive_of_resource)
-    timed(read_results, read_scenario, "store.datum_of_resource", total,
+    timed(scan_results, scan_scenario, scan_baseline, total, naive_of_resource)
+    timed(scan_results, scan_scenario, "store.datum_of_resource", total,
           lambda: sum(1 for _ in db.store.datum_of_resource(resource)))
     conn.close()
     db.store.close()
-    return [(scenario, baseline, results), (read_scenario, read_baseline, read_results)]
+    return [(scenario, baseline, results), (read_scenario, read_baseline, read_results),
+            (scan_scenario, scan_baseline, scan_results)]
 
 
 def bench_single(folder: Path, n: int) -> tuple[str, str, list[Result]]:

@@ -60,8 +60,8 @@ class _Queries:
         for at in range(0, len(page_ids), _VARS):
             chunk = page_ids[at:at + _VARS]
             yield from self.conn.execute(
-                f"SELECT id, resource, datum_id FROM datum_page WHERE id IN ({_marks(len(chunk))})",
-                chunk)
+                "SELECT id, resource, datum_id FROM datum_page "
+                f"WHERE id IN ({_marks(len(chunk))})", chunk)
 
     def kwargs_of(self, page_id: int) -> Any:
         return self.conn.execute("SELECT datum_kwargs FROM datum_page WHERE id = ?",
