@@ -103,6 +103,28 @@ def test_two_writers_see_each_others_uids_and_open_pages(tmp_path):
     assert open_events == 10
 
 
+def test_uids_another_writer_stored_are_seen_after_a_reconnect(tmp_path):
+    """A writer skips reading the stored uid hashes while no other connection has committed
+    (``PRAGMA data_version``); that count is one connection's, so after ``close()`` its new
+    connection still reads what another writer stored meanwhile."""
+    a = SQLiteStore(tmp_path / "c.db")
+    b = SQLiteStore(tmp_path / "c.db")
+    _, desc = _run(a)
+    events = [_event(desc, i) for i in range(1, 8)]
+    for e in events[:3]:  # a alone: no other commits, no re-reading
+        a.insert_event_page(event_model.pack_event_page(e))
+    b.insert_event_page(event_model.pack_event_page(events[3]))
+    a.close()
+    b.insert_event_page(event_model.pack_event_page(events[4]))
+    for dup in (events[3], events[4], events[0]):
+        with pytest.raises(DuplicateUidError, match=dup["uid"]):
+            a.insert_event_page(event_model.pack_event_page(dict(dup, seq_num=99)))
+    a.insert_event_page(event_model.pack_event_page(events[5]))
+    with pytest.raises(DuplicateUidError, match=events[5]["uid"]):
+        b.insert_event_page(event_model.pack_event_page(dict(events[5], seq_num=98)))
+    assert [e[0] for e in _events(b, desc.descriptor_doc["uid"])] == [1, 2, 3, 4, 5, 6]
+
+
 def test_a_refused_page_leaves_the_open_count_alone(tmp_path):
     store = SQLiteStore(tmp_path / "c.db")
     _, desc = _run(store)
