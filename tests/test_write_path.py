@@ -63,6 +63,23 @@ def test_hash_set_finds_what_it_holds_across_levels():
     assert s.contains(values[[5, 25_000]]).tolist() == [True, False]
 
 
+def test_hash_set_bitmap_grows_and_only_narrows():
+    """The bitmap grows with the set (8+ bits a hash), is never wrong about a hash the set
+    holds, and leaves only a few of the others to search for."""
+    rng = np.random.default_rng(1)
+    held = rng.integers(0, 2**64, 300_000, dtype=np.uint64)
+    s = HashSet()
+    widths = set()
+    for at in range(0, held.size, 10_000):
+        s.add(held[at:at + 10_000])
+        widths.add(s._width)
+        assert s._bits.size * 8 >= 8 * len(s)  # at least 8 bits a hash
+    assert len(widths) > 1  # it grew
+    others = rng.integers(0, 2**64, 100_000, dtype=np.uint64)
+    assert s._maybe(held).all() and s._maybe(others).mean() < 0.15
+    assert s.contains(held).all() and not s.contains(others).any()
+
+
 def test_hash_collision_is_not_a_duplicate(tmp_path, monkeypatch):
     """Two different uids with one hash: both go in; a real repeat is still refused."""
     monkeypatch.setattr(sqlite_store, "uid_hashes",
