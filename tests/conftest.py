@@ -531,8 +531,11 @@ def postgres_uri(new_postgres_uri):
 
 
 # ------------------------------------------------------------------ any store
-@pytest.fixture(params=["sqlite", pytest.param("mongo", marks=pytest.mark.mongo),
-                        pytest.param("postgres", marks=pytest.mark.postgres)])
+STORES = ["sqlite", pytest.param("mongo", marks=pytest.mark.mongo),
+          pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=STORES)
 def any_db(request):
     """A new empty Broker over each store backend: embedded SQLite, MongoDB, PostgreSQL."""
     if request.param == "sqlite":
@@ -540,6 +543,19 @@ def any_db(request):
     if request.param == "postgres":
         return Broker.from_uri(request.getfixturevalue("postgres_uri"))
     return Broker(MongoStore.from_uri(request.getfixturevalue("mongo_uri")))
+
+
+@pytest.fixture(params=STORES)
+def any_uri(request, tmp_path):
+    """``any_uri()``: the URI of a new, empty catalog on each store backend in turn --
+    ``sqlite:///<tmp_path>/catalogN.db``, a database on the session's MongoDB server, a
+    schema on its PostgreSQL server -- for tests that open catalogs by URI (the CLI)."""
+    if request.param == "mongo":
+        return request.getfixturevalue("new_mongo_uri")
+    if request.param == "postgres":
+        return request.getfixturevalue("new_postgres_uri")
+    counter = itertools.count()
+    return lambda: f"sqlite:///{tmp_path}/catalog{next(counter)}.db"
 
 
 @pytest.fixture

@@ -1,8 +1,10 @@
-"""The per-process pool of frame blocks: reused only once nothing refers to them."""
+"""The per-process pool of blocks (frames, scalar columns): reused only once nothing refers
+to them."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from dask_broker.read.blocks import BlockPool
@@ -45,3 +47,37 @@ def test_objects_and_small_blocks_are_not_pooled(dtype, shape):
     pool = BlockPool(max_blocks=2, min_bytes=1024)
     pool.empty(shape, dtype)
     assert len(pool) == 0
+
+
+@pytest.fixture
+def fresh_pool(monkeypatch):
+    """This process's pool, empty and pooling blocks of any size."""
+    from dask_broker.read import blocks
+
+    pool = BlockPool(max_blocks=4, min_bytes=0)
+    monkeypatch.setattr(blocks, "_pool", pool)
+    return pool
+
+
+def test_scalar_partitions_reuse_a_dropped_partitions_memory_never_a_live_ones(
+        db, make_run, insert, fresh_pool):
+    run = insert(db, make_run(n_primary=30, n_baseline=0, external=False))
+    plan = db[run.uid].event_source.plan(db[run.uid], "primary")
+    (spec,) = plan.specs
+    reader = plan.reader()
+    first = reader(spec)
+    numbers = [c for c in first.columns if first[c].dtype.kind in "fib"]
+    assert len(numbers) >= 2
+    kept = first.copy(deep=True)
+    memory = {address(first[c].to_numpy()) for c in numbers} | {address(first.index.to_numpy())}
+    second = reader(spec)                  # ``first`` lives: other memory
+    assert all(not np.shares_memory(second[c].to_numpy(), first[c].to_numpy())
+               for c in numbers)
+    second.iloc[:, :] = second.iloc[::-1].to_numpy()  # scribble on the second partition
+    pd.testing.assert_frame_equal(first, kept)
+    del first, second
+    third = reader(spec)                   # both dropped: a block is written again
+    assert any(address(third[c].to_numpy()) in memory for c in numbers)
+    assert all(any(np.shares_memory(third[c].to_numpy(), block) for block in fresh_pool._blocks)
+               for c in numbers)  # every number column lives in a pooled block
+    pd.testing.assert_frame_equal(third, kept)

@@ -1,4 +1,9 @@
-"""The ``dask-broker`` command line: ingest, ls, export, bench, named catalogs, errors, --help."""
+"""The ``dask-broker`` command line: ingest, ls, export, bench, named catalogs, errors, --help.
+
+Commands about a catalog's contents run against every store by its URI (``any_uri``:
+sqlite:///..., mongodb://..., postgresql://...); what is about a SQLite file (its
+path as CATALOG, schema versions, damage, ``check``) and about the entry points runs
+on SQLite files only."""
 
 from __future__ import annotations
 
@@ -86,15 +91,34 @@ def uri_of(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
+def catalog_created(uri: str) -> bool:
+    """Whether a command left a catalog at ``uri``: the SQLite file, the MongoDB database,
+    tables in the PostgreSQL schema (found without opening a catalog, which creates one)."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///")).exists()
+    if uri.startswith("mongodb"):
+        from pymongo import MongoClient, uri_parser
+
+        with MongoClient(uri, serverSelectionTimeoutMS=5000) as client:
+            return uri_parser.parse_uri(uri)["database"] in client.list_database_names()
+    import psycopg
+
+    with psycopg.connect(uri) as conn:
+        (tables,) = conn.execute("SELECT count(*) FROM information_schema.tables "
+                                 "WHERE table_schema = current_schema()").fetchone()
+    return tables > 0
+
+
 # ------------------------------------------------------------------ ingest
 @pytest.mark.parametrize("fmt", ["msgpack", "jsonl"])
-def test_ingest_matches_direct_insert(fmt, tmp_path, capsys, make_run, dump):
+def test_ingest_matches_direct_insert(fmt, any_uri, tmp_path, capsys, make_run, dump):
     runs = [make_run(n_primary=6, metadata={"scan_id": 1, "plan_name": "scan"}),
             make_run(n_primary=3, external=False, metadata={"scan_id": 2})]
     files = [serialize(fmt, run.docs, tmp_path / "saved") for run in runs]
     assert all(f.suffix == f".{fmt}" for f in files)
 
-    code, out, err = run_cli(capsys, "ingest", uri_of(tmp_path / "cat.db"), *files, "--no-progress")
+    cat = any_uri()
+    code, out, err = run_cli(capsys, "ingest", cat, *files, "--no-progress")
     assert code == 0, err
     assert "ingested 2 run(s)" in out
 
@@ -102,7 +126,7 @@ def test_ingest_matches_direct_insert(fmt, tmp_path, capsys, make_run, dump):
     for run in runs:
         for name, doc in run.docs:
             reference.insert(name, doc)
-    ingested = Broker.from_uri(uri_of(tmp_path / "cat.db"))
+    ingested = Broker.from_uri(cat)
     assert dump(ingested) == dump(reference)
     for run in runs:
         h = ingested[run.uid]
@@ -113,26 +137,27 @@ def test_ingest_matches_direct_insert(fmt, tmp_path, capsys, make_run, dump):
 
 
 @pytest.mark.parametrize("fmt", ["msgpack", "jsonl"])
-def test_ingest_numpy_values(fmt, tmp_path, capsys):
+def test_ingest_numpy_values(fmt, any_uri, tmp_path, capsys):
     docs = array_run()
     path = serialize(fmt, docs, tmp_path / "saved")
-    code, _, err = run_cli(capsys, "ingest", tmp_path / "cat.db", path, "--no-progress")
+    cat = any_uri()
+    code, _, err = run_cli(capsys, "ingest", cat, path, "--no-progress")
     assert code == 0, err
     reference = Broker.temp()
     for name, doc in docs:
         reference.insert(name, doc)
-    got = Broker.from_uri(uri_of(tmp_path / "cat.db"))[-1].table().compute()
+    got = Broker.from_uri(cat)[-1].table().compute()
     want = reference[-1].table().compute()
     pd.testing.assert_frame_equal(got.drop(columns="spectrum"), want.drop(columns="spectrum"))
     for a, b in zip(got["spectrum"], want["spectrum"], strict=True):
         np.testing.assert_array_equal(a, b)
 
 
-def test_ingest_folder_skip_existing_and_duplicates(tmp_path, capsys, make_run):
+def test_ingest_folder_skip_existing_and_duplicates(any_uri, tmp_path, capsys, make_run):
     runs = [make_run(external=False), make_run(external=False)]
     serialize("msgpack", runs[0].docs, tmp_path / "saved")
     serialize("jsonl", runs[1].docs, tmp_path / "saved")
-    cat = tmp_path / "cat.db"
+    cat = any_uri()
     code, out, _ = run_cli(capsys, "ingest", cat, tmp_path / "saved", "--no-progress")
     assert code == 0 and "ingested 2 run(s)" in out
     code, _, err = run_cli(capsys, "ingest", cat, tmp_path / "saved", "--no-progress")
@@ -140,14 +165,14 @@ def test_ingest_folder_skip_existing_and_duplicates(tmp_path, capsys, make_run):
     code, out, _ = run_cli(capsys, "ingest", cat, tmp_path / "saved", "--no-progress",
                            "--skip-existing")
     assert code == 0 and "skipped 2 run(s)" in out
-    assert len(Broker.from_uri(uri_of(cat))) == 2
+    assert len(Broker.from_uri(cat)) == 2
 
 
-def test_ingest_bad_files(tmp_path, capsys):
-    cat = tmp_path / "cat.db"
+def test_ingest_bad_files(any_uri, tmp_path, capsys):
+    cat = any_uri()
     code, _, err = run_cli(capsys, "ingest", cat, tmp_path / "missing.jsonl")
     assert_clean_error(code, err, "missing.jsonl", "no such file")
-    assert not cat.exists()  # nothing created for a bad command line
+    assert not catalog_created(cat)  # nothing created for a bad command line
 
     (tmp_path / "notes.txt").write_text("hello")
     code, _, err = run_cli(capsys, "ingest", cat, tmp_path / "notes.txt")
@@ -164,28 +189,42 @@ def test_ingest_bad_files(tmp_path, capsys):
     good = serialize("msgpack", array_run(), tmp_path / "saved")
     truncated = tmp_path / "truncated.msgpack"
     truncated.write_bytes(good.read_bytes()[:-20])
-    code, _, err = run_cli(capsys, "ingest", tmp_path / "other.db", truncated, "--no-progress")
+    code, _, err = run_cli(capsys, "ingest", any_uri(), truncated, "--no-progress")
     assert_clean_error(code, err, "truncated.msgpack")
+    assert len(Broker.from_uri(cat)) == 0  # no bad file stored a run
 
 
 # ------------------------------------------------------------------ ls
-@pytest.fixture
-def catalog(tmp_path, make_run, insert):
-    """A catalog file with three runs (scan_id 1..3, the last still running)."""
-    path = tmp_path / "catalog.db"
-    db = Broker.from_uri(uri_of(path))
-    runs = [insert(db, make_run(n_primary=4, n_baseline=2,
+def insert_three_runs(db, make_run, insert):
+    """Three runs (scan_id 1..3, the last still running)."""
+    return [insert(db, make_run(n_primary=4, n_baseline=2,
                                 metadata={"scan_id": 1, "plan_name": "scan"})),
             insert(db, make_run(n_primary=5, n_baseline=0, external=False,
                                 metadata={"scan_id": 2, "plan_name": "count"})),
             insert(db, make_run(n_primary=2, stop=False,
                                 metadata={"scan_id": 3, "plan_name": "scan"}))]
-    return path, db, runs
+
+
+@pytest.fixture
+def catalog(any_uri, make_run, insert):
+    """``(uri, db, runs)``: a catalog with three runs (see :func:`insert_three_runs`), on
+    each store."""
+    uri = any_uri()
+    db = Broker.from_uri(uri)
+    return uri, db, insert_three_runs(db, make_run, insert)
+
+
+@pytest.fixture
+def sqlite_catalog(tmp_path, make_run, insert):
+    """``(path, db, runs)``: the same three runs in a SQLite catalog file."""
+    path = tmp_path / "catalog.db"
+    db = Broker.from_uri(uri_of(path))
+    return path, db, insert_three_runs(db, make_run, insert)
 
 
 def test_ls(catalog, capsys):
-    path, db, runs = catalog
-    code, out, err = run_cli(capsys, "ls", uri_of(path))
+    uri, db, runs = catalog
+    code, out, err = run_cli(capsys, "ls", uri)
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].split() == ["uid", "scan_id", "plan_name", "start", "time", "events",
@@ -198,43 +237,43 @@ def test_ls(catalog, capsys):
 
 
 def test_ls_query_and_limit(catalog, capsys):
-    path, db, runs = catalog
-    code, out, _ = run_cli(capsys, "ls", path, "--query", '{"plan_name": "scan"}')
+    uri, db, runs = catalog
+    code, out, _ = run_cli(capsys, "ls", uri, "--query", '{"plan_name": "scan"}')
     assert code == 0
     assert [line.split()[0] for line in out.splitlines()[1:]] == [runs[2].uid[:8], runs[0].uid[:8]]
-    code, out, _ = run_cli(capsys, "ls", path, "--limit", "1")
+    code, out, _ = run_cli(capsys, "ls", uri, "--limit", "1")
     assert code == 0
     assert out.splitlines()[1].startswith(runs[2].uid[:8]) and "more runs" in out
-    code, out, _ = run_cli(capsys, "ls", path, "--query", '{"scan_id": {"$gt": 10}}')
+    code, out, _ = run_cli(capsys, "ls", uri, "--query", '{"scan_id": {"$gt": 10}}')
     assert code == 0 and "no runs match" in out
-    code, _, err = run_cli(capsys, "ls", path, "--query", "{plan_name: scan}")
+    code, _, err = run_cli(capsys, "ls", uri, "--query", "{plan_name: scan}")
     assert_clean_error(code, err, "--query", "JSON")
-    code, _, err = run_cli(capsys, "ls", path, "--query", '{"scan_id": {"$size": 1}}')
+    code, _, err = run_cli(capsys, "ls", uri, "--query", '{"scan_id": {"$size": 1}}')
     assert_clean_error(code, err)
-    code, _, err = run_cli(capsys, "ls", path, "--query", '{"$or": []}')
+    code, _, err = run_cli(capsys, "ls", uri, "--query", '{"$or": []}')
     assert_clean_error(code, err, "$or")
 
 
 def test_ls_text(catalog, capsys):
-    path, db, runs = catalog
-    code, out, _ = run_cli(capsys, "ls", path, "--text", "SCAN")
+    uri, db, runs = catalog
+    code, out, _ = run_cli(capsys, "ls", uri, "--text", "SCAN")
     assert code == 0
     assert [line.split()[0] for line in out.splitlines()[1:]] == [runs[2].uid[:8], runs[0].uid[:8]]
-    code, out, _ = run_cli(capsys, "ls", path, "--text", "scan", "--query", '{"scan_id": 1}')
+    code, out, _ = run_cli(capsys, "ls", uri, "--text", "scan", "--query", '{"scan_id": 1}')
     assert [line.split()[0] for line in out.splitlines()[1:]] == [runs[0].uid[:8]]
-    code, out, _ = run_cli(capsys, "ls", path, "--text", "germanium")
+    code, out, _ = run_cli(capsys, "ls", uri, "--text", "germanium")
     assert code == 0 and "no runs match" in out
-    code, _, err = run_cli(capsys, "ls", path, "--text", "!?")
+    code, _, err = run_cli(capsys, "ls", uri, "--text", "!?")
     assert_clean_error(code, err, "no word")
 
 
 # ------------------------------------------------------------------ export
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
 def test_export_roundtrip(fmt, catalog, tmp_path, capsys):
-    path, db, runs = catalog
+    uri, db, runs = catalog
     out_file = tmp_path / f"table.{fmt}"
     h = db[runs[1].uid]
-    code, out, err = run_cli(capsys, "export", path, runs[1].uid[:8], out_file, "--no-progress")
+    code, out, err = run_cli(capsys, "export", uri, runs[1].uid[:8], out_file, "--no-progress")
     assert code == 0, err
     assert "wrote 5 row(s)" in out
     want = h.table().compute()
@@ -251,10 +290,10 @@ def test_export_roundtrip(fmt, catalog, tmp_path, capsys):
 
 
 def test_export_options(catalog, tmp_path, capsys):
-    path, db, runs = catalog
+    uri, db, runs = catalog
     h = db[runs[0].uid]
     out_file = tmp_path / "base.data"
-    code, _, err = run_cli(capsys, "export", path, "1", out_file, "--stream", "baseline",
+    code, _, err = run_cli(capsys, "export", uri, "1", out_file, "--stream", "baseline",
                            "--format", "csv", "--fields", "temp", "--no-progress")
     assert code == 0, err
     got = pd.read_csv(out_file, index_col="seq_num", parse_dates=["time"])
@@ -262,7 +301,7 @@ def test_export_options(catalog, tmp_path, capsys):
                                   check_dtype=False)
     # many partitions: still one file, every row in order
     many = tmp_path / "many.parquet"
-    db2 = Broker.from_uri(uri_of(path))
+    db2 = Broker.from_uri(uri)
     from dask_broker import export_table
 
     df = db2[runs[0].uid].table(chunk_size=1)
@@ -270,21 +309,20 @@ def test_export_options(catalog, tmp_path, capsys):
     assert export_table(df, many, "parquet", progress=False) == 4
     pd.testing.assert_frame_equal(pd.read_parquet(many), df.compute())
 
-    code, _, err = run_cli(capsys, "export", path, "1", out_file, "--format", "csv")
+    code, _, err = run_cli(capsys, "export", uri, "1", out_file, "--format", "csv")
     assert_clean_error(code, err, "exists", "--overwrite")
-    code, _, err = run_cli(capsys, "export", path, "1", out_file, "--format", "csv",
+    code, _, err = run_cli(capsys, "export", uri, "1", out_file, "--format", "csv",
                            "--overwrite", "--no-progress")
     assert code == 0, err
-    code, _, err = run_cli(capsys, "export", path, "1", tmp_path / "x.txt")
+    code, _, err = run_cli(capsys, "export", uri, "1", tmp_path / "x.txt")
     assert_clean_error(code, err, "--format")
-    code, _, err = run_cli(capsys, "export", path, "1", tmp_path / "x.csv", "--stream", "nope")
+    code, _, err = run_cli(capsys, "export", uri, "1", tmp_path / "x.csv", "--stream", "nope")
     assert_clean_error(code, err, "nope")
     assert not (tmp_path / "x.csv").exists() and not (tmp_path / "x.csv.partial").exists()
 
 
 # ------------------------------------------------------------------ errors
-def test_bad_catalog_run_and_uri(catalog, tmp_path, capsys):
-    path, db, runs = catalog
+def test_bad_catalog_uri(tmp_path, capsys):
     code, _, err = run_cli(capsys, "ls", "nosuchscheme://host/db")
     assert_clean_error(code, err, "nosuchscheme")
     code, _, err = run_cli(capsys, "ls", uri_of(tmp_path / "absent.db"))
@@ -297,10 +335,17 @@ def test_bad_catalog_run_and_uri(catalog, tmp_path, capsys):
     (tmp_path / "junk.db").write_bytes(b"this is not sqlite" * 100)
     code, _, err = run_cli(capsys, "ls", tmp_path / "junk.db")
     assert_clean_error(code, err, "junk.db")
-    code, _, err = run_cli(capsys, "export", path, "ffffffffff", tmp_path / "o.csv")
+
+
+def test_unknown_run(catalog, tmp_path, capsys):
+    uri, db, runs = catalog
+    code, _, err = run_cli(capsys, "export", uri, "ffffffffff", tmp_path / "o.csv")
     assert_clean_error(code, err, "ffffffffff")
-    code, _, err = run_cli(capsys, "export", path, "99", tmp_path / "o.csv")
+    code, _, err = run_cli(capsys, "export", uri, "99", tmp_path / "o.csv")
     assert_clean_error(code, err, "99")
+    code, _, err = run_cli(capsys, "files", "list", uri, "ffffffffff")
+    assert_clean_error(code, err, "ffffffffff")
+    assert not (tmp_path / "o.csv").exists()
 
 
 def test_help_for_every_command(capsys):
@@ -332,12 +377,12 @@ def test_usage_errors_exit_nonzero(capsys):
 
 # ------------------------------------------------------------------ named catalogs
 def test_named_catalogs_toml(catalog, tmp_path, monkeypatch, capsys):
-    path, db, runs = catalog
+    uri, db, runs = catalog
     config = tmp_path / "conf" / "catalogs.toml"
     config.parent.mkdir()
     config.write_text(f"""
 [catalogs.beamline]
-uri = "{uri_of(path)}"
+uri = "{uri}"
 root_map = {{ "/old/root" = "/new/root" }}
 
 [catalogs]
@@ -363,8 +408,9 @@ relative = "sqlite:///data/rel.db"
     assert_clean_error(code, err, "'other'", "beamline")
 
 
-def test_named_catalogs_json_and_default_location(catalog, tmp_path, monkeypatch, capsys):
-    path, db, runs = catalog
+def test_named_catalogs_json_and_default_location(sqlite_catalog, tmp_path, monkeypatch,
+                                                 capsys):
+    path, db, runs = sqlite_catalog
     xdg = tmp_path / "xdg" / "dask_broker"
     xdg.mkdir(parents=True)
     (xdg / "catalogs.json").write_text(json.dumps({"catalogs": {"js": {"uri": uri_of(path)}}}))
@@ -394,8 +440,10 @@ def test_named_catalogs_bad_config(tmp_path, monkeypatch, capsys):
 
 
 # ------------------------------------------------------------------ real processes
-def test_console_script(catalog, tmp_path):
-    path, db, runs = catalog
+def test_console_script(sqlite_catalog, tmp_path):
+    """The installed script, in a process of its own (SQLite only: the commands' work on
+    each store is tested in-process above; here the catalog is a file path)."""
+    path, db, runs = sqlite_catalog
     if CONSOLE_SCRIPT.exists():
         cmd = [str(CONSOLE_SCRIPT)]
     else:  # pragma: no cover - not installed as a script
@@ -433,20 +481,20 @@ def test_bench_forwards_or_explains(tmp_path):
     assert "python -m benchmarks" in proc.stdout
 
 
-def test_ingest_resumes_a_partial_ingest(tmp_path, capsys, make_run):
+def test_ingest_resumes_a_partial_ingest(any_uri, tmp_path, capsys, make_run):
     """An ingest interrupted half-way is finished by running it again with --skip-existing;
     the catalog then holds exactly the saved documents."""
     run = make_run(external=False)
     serialize("jsonl", run.docs, tmp_path / "saved")
-    cat = tmp_path / "cat.db"
-    db = Broker.from_uri(uri_of(cat))
+    cat = any_uri()
+    db = Broker.from_uri(cat)
     half = len(run.docs) // 2
     for name, doc in run.docs[:half]:  # what an interrupted ingest left behind
         db.insert(name, doc)
     code, out, _ = run_cli(capsys, "ingest", cat, tmp_path / "saved", "--no-progress",
                            "--skip-existing")
     assert code == 0, out
-    again = Broker.from_uri(uri_of(cat))
+    again = Broker.from_uri(cat)
     h = again[run.docs[0][1]["uid"]]
     stored = [(n, d["uid"] if "uid" in d else d["datum_id"]) for n, d in h.docs()]
     saved = [(n, d.get("uid", d.get("datum_id"))) for n, d in run.docs]
@@ -496,6 +544,19 @@ def test_check_command(tmp_path, capsys):
     assert ".recover" in out
 
 
+@pytest.mark.parametrize("store", [pytest.param("mongo", marks=pytest.mark.mongo),
+                                   pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_check_names_the_store_it_does_not_read(store, request, make_run, insert, capsys):
+    """``check`` reads SQLite files; on a server's catalog it says so and touches nothing."""
+    uri = request.getfixturevalue(f"{store}_uri")
+    db = Broker.from_uri(uri)
+    run = insert(db, make_run(n_primary=2))
+    code, out, err = run_cli(capsys, "check", uri)
+    assert_clean_error(code, err, "check reads SQLite catalogs", "Store")
+    assert out == ""
+    assert [h.uid for h in Broker.from_uri(uri)] == [run.uid]
+
+
 def test_damaged_catalog_is_a_one_line_error(tmp_path, capsys):
     path = tmp_path / "catalog.db"
     uids = write_runs(path, 3)
@@ -522,17 +583,17 @@ def test_damaged_catalog_is_a_one_line_error(tmp_path, capsys):
 
 # ------------------------------------------------------------------ no tracebacks
 def test_ls_queries_that_raised(catalog, capsys):
-    path, db, runs = catalog
-    code, out, err = run_cli(capsys, "ls", path, "--query", '{"scan_id": 99999999999999999999999}')
+    uri, db, runs = catalog
+    code, out, err = run_cli(capsys, "ls", uri, "--query", '{"scan_id": 99999999999999999999999}')
     assert_clean_error(code, err, "64 bits")  # a QueryError in one line, as from every store
     deep = '{"$and": [' * 5000 + "{}" + "]}" * 5000
-    code, _, err = run_cli(capsys, "ls", path, "--query", deep)
+    code, _, err = run_cli(capsys, "ls", uri, "--query", deep)
     assert code == 1
     assert_clean_error(code, err, "--query", "nested too deeply")
 
 
 @pytest.mark.parametrize("where", ["start", "event"])
-def test_ingest_msgpack_holding_bytes(where, tmp_path, capsys):
+def test_ingest_msgpack_holding_bytes(where, any_uri, tmp_path, capsys):
     msgpack = pytest.importorskip("msgpack")
     docs = array_run()
     if where == "start":
@@ -544,7 +605,7 @@ def test_ingest_msgpack_holding_bytes(where, tmp_path, capsys):
                                                          else v) for k, v in doc.items()}],
                                              default=lambda o: o.tolist(), use_bin_type=True)
                                for name, doc in docs))
-    code, _, err = run_cli(capsys, "ingest", tmp_path / "cat.db", saved, "--no-progress")
+    code, _, err = run_cli(capsys, "ingest", any_uri(), saved, "--no-progress")
     assert code == 1
     assert_clean_error(code, err, "bytes.msgpack", where, "bytes", "JSON")
 

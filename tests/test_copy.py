@@ -148,16 +148,18 @@ def test_a_copy_that_reads_back_different_is_an_error(source, postgres_uri, monk
     assert len(Broker.from_uri(postgres_uri)) == 0  # its start was not written
 
 
-def test_cli_copy(source, postgres_uri, capsys, dump):
+def test_cli_copy(source, any_uri, capsys, dump):
+    """``dask-broker copy`` from a SQLite catalog into each store."""
     db, runs = source
-    assert main(["copy", db.uri, postgres_uri, "--query", '{"scan_id": 1}',
+    dst = any_uri()
+    assert main(["copy", db.uri, dst, "--query", '{"scan_id": 1}',
                  "--no-progress"]) == 0
     assert capsys.readouterr().out.strip() == "copied 1 run (3,002 events), skipped 0 already " \
-        f"in {Broker.from_uri(postgres_uri).store.display_uri}"
-    assert main(["copy", db.uri, postgres_uri, "--no-progress"]) == 0
+        f"in {Broker.from_uri(dst).store.display_uri}"
+    assert main(["copy", db.uri, dst, "--no-progress"]) == 0
     assert "copied 2 runs" in capsys.readouterr().out
-    assert dump(Broker.from_uri(postgres_uri)) == dump(db)
-    assert main(["copy", db.uri, postgres_uri, "--query", "[1]"]) == 1
+    assert dump(Broker.from_uri(dst)) == dump(db)
+    assert main(["copy", db.uri, dst, "--query", "[1]"]) == 1
     assert "--query must be a JSON object" in capsys.readouterr().err
 
 

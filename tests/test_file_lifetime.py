@@ -418,3 +418,28 @@ def test_slow_open_does_not_stall_other_keys():
         t.join(10)
     assert opened == ["slow"]  # opened once, although two threads asked
     assert cache.close_all() == 2
+
+
+def test_dropped_broker_closes_its_catalog_without_the_garbage_collector(tmp_path):
+    """A Broker that goes out of scope closes its catalog file at once (no reference
+    cycle that waits for the cyclic garbage collector), so another process sees the
+    catalog checkpointed and its -wal file gone."""
+    import event_model
+
+    from dask_broker import Broker
+
+    catalog = tmp_path / "catalog.db"
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        db = Broker.from_uri(f"sqlite:///{catalog}")
+        run = event_model.compose_run()
+        db.insert("start", run.start_doc)
+        db.insert("stop", run.compose_stop())
+        assert open_files_under(tmp_path)
+        del db
+        assert open_files_under(tmp_path) == []
+        assert not (tmp_path / "catalog.db-wal").exists()
+    finally:
+        if enabled:
+            gc.enable()

@@ -1,4 +1,5 @@
-"""file_list / copy_files / move_files: results, crash safety at each step, dry runs, the CLI."""
+"""file_list / copy_files / move_files: results, crash safety at each step, dry runs, the CLI;
+on each store (``any_uri``, ``any_db``)."""
 
 from __future__ import annotations
 
@@ -32,14 +33,17 @@ from dask_broker.stores.sqlite import SQLiteStore
 
 # ---------------------------------------------------------------- helpers
 class Setup:
-    def __init__(self, tmp_path):
+    """A run whose 6 resources (AD_HDF5 and NPY) point at files under ``raw/``, in the
+    catalog at ``uri``."""
+
+    def __init__(self, tmp_path, uri: str):
         self.raw = tmp_path / "raw"
         self.archive = tmp_path / "archive"
         # Files in raw/2024/, resources rooted at raw/: resource_path "2024/<file>".
         (self.raw / "2024").mkdir(parents=True)
         self.ext = make_external_run(self.raw / "2024", root=str(self.raw), n_files=2,
                                      points_per_file=2)
-        self.uri = f"sqlite:///{tmp_path}/catalog.db"
+        self.uri = uri
         self.db = Broker.from_uri(self.uri)
         for name, doc in self.ext.documents:
             self.db.insert(name, doc)
@@ -97,8 +101,14 @@ def assert_moved(s: Setup, report: FilesReport) -> None:
 
 
 @pytest.fixture
-def s(tmp_path) -> Setup:
-    return Setup(tmp_path)
+def s(tmp_path, any_uri) -> Setup:
+    return Setup(tmp_path, any_uri())
+
+
+@pytest.fixture
+def s_sqlite(tmp_path) -> Setup:
+    """The same, in a SQLite catalog file (for what needs its path)."""
+    return Setup(tmp_path, f"sqlite:///{tmp_path}/catalog.db")
 
 
 # ---------------------------------------------------------------- file_list
@@ -240,10 +250,10 @@ def test_progress_bar(s, capsys):
     assert capsys.readouterr().err == ""
 
 
-def test_resource_without_root(tmp_path):
+def test_resource_without_root(any_db, tmp_path):
     (tmp_path / "d").mkdir()
     ext = make_external_run(tmp_path / "d", root="", n_files=1, points_per_file=1, npy=False)
-    db = Broker.temp()
+    db = any_db
     for name, doc in ext.documents:
         db.insert(name, doc)
     with pytest.raises(InvalidArgumentError, match="no root"):
@@ -251,7 +261,9 @@ def test_resource_without_root(tmp_path):
     assert os.path.exists(ext.files[0])
 
 
-def test_backend_without_updates_copies_nothing(s):
+def test_backend_without_updates_copies_nothing(s_sqlite):
+    s = s_sqlite  # a store class without resource updates: a subclass of SQLiteStore's
+
     class Minimal(SQLiteStore):
         update_resource = Store.update_resource
 
@@ -379,6 +391,10 @@ def test_cli_list(s, main, capsys):
     assert capsys.readouterr().out.split() == s.ext.files
     assert main(["files", "list", s.uri, s.h.uid[:8]]) == 0
     assert capsys.readouterr().out.split() == s.ext.files
+
+
+def test_cli_list_takes_a_catalog_file_path(s_sqlite, main, capsys):
+    s = s_sqlite
     res = s.resources()[1]
     assert main(["files", "list", str(s.db.store.path), res["uid"]]) == 0
     assert capsys.readouterr().out.split() == [s.ext.files[1]]
@@ -419,7 +435,10 @@ def test_cli_errors(s, main, capsys, tmp_path):
 _CLI = [sys.executable, "-c", "import sys; from dask_broker.cli import main; sys.exit(main())"]
 
 
-def test_cli_subprocess(s):
+def test_cli_subprocess(s_sqlite):
+    """The command in a process of its own (SQLite only: the in-process tests above run
+    the same command on each store)."""
+    s = s_sqlite
     proc = subprocess.run([*_CLI, "files", "move", s.uri, "-1", str(s.archive)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -430,18 +449,15 @@ def test_cli_subprocess(s):
     assert proc.returncode == 1 and "no-such-run" in proc.stderr
 
 
-def test_move_resources_sharing_a_file(tmp_path):
+def test_move_resources_sharing_a_file(any_db, tmp_path):
     """Two resources pointing at one file: the move re-points both before deleting it."""
     import event_model
-    import numpy as np
-
-    from dask_broker import Broker, move_files
 
     old, new = tmp_path / "old", tmp_path / "new"
     old.mkdir()
     frame = np.arange(6.0).reshape(2, 3)
     np.save(old / "a.npy", frame)
-    db = Broker.temp()
+    db = any_db
     bundle = event_model.compose_run()
     db.insert("start", bundle.start_doc)
     desc = bundle.compose_descriptor(name="primary", data_keys={
@@ -466,19 +482,16 @@ def test_move_resources_sharing_a_file(tmp_path):
     np.testing.assert_array_equal(row["b"], frame)
 
 
-def test_move_keeps_files_another_run_still_uses(tmp_path):
+def test_move_keeps_files_another_run_still_uses(any_db, tmp_path):
     """A file shared with a resource of another run is copied and re-pointed for the moved
     run, but kept in place, since the other run still points at it."""
     import event_model
-    import numpy as np
-
-    from dask_broker import Broker, move_files
 
     old, new = tmp_path / "old", tmp_path / "new"
     old.mkdir()
     frame = np.arange(4.0)
     np.save(old / "shared.npy", frame)
-    db = Broker.temp()
+    db = any_db
     heads = []
     for _ in range(2):
         bundle = event_model.compose_run()

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from streamdata import record
 
-from dask_broker import Broker, InvalidArgumentError, copy_files, file_list, move_files
+from dask_broker import InvalidArgumentError, copy_files, file_list, move_files
 from dask_broker.errors import FilesLockedError
 
 
@@ -320,8 +320,8 @@ def _nested_run(db, raw: Path):
     return db[bundle.start_doc["uid"]]
 
 
-def test_move_removes_the_source_folders_it_empties(tmp_path):
-    db = Broker.from_uri(f"sqlite:///{tmp_path}/catalog.db")
+def test_move_removes_the_source_folders_it_empties(any_db, tmp_path):
+    db = any_db
     raw = tmp_path / "raw"
     h = _nested_run(db, raw)
     (raw / "2024" / "b" / "notes.txt").write_text("not the run's")
@@ -339,8 +339,8 @@ def test_move_removes_the_source_folders_it_empties(tmp_path):
     assert list((tmp_path / "raw2").iterdir()) == []
 
 
-def test_move_keeps_folders_on_request_or_when_not_empty(tmp_path):
-    db = Broker.from_uri(f"sqlite:///{tmp_path}/catalog.db")
+def test_move_keeps_folders_on_request_or_when_not_empty(any_db, tmp_path):
+    db = any_db
     raw = tmp_path / "raw"
     h = _nested_run(db, raw)
     report = move_files(db, h, tmp_path / "new", progress=False, remove_empty_dirs=False)

@@ -1,5 +1,5 @@
 """file_list / copy_files / move_files on stream_resource documents (HDF5 files, TIFF
-directories, the pre-1.21 form), on SQLite and MongoDB."""
+directories, the pre-1.21 form), and the ``files`` command, on each store."""
 
 from __future__ import annotations
 
@@ -165,12 +165,11 @@ def test_copy_stream_resources_through_a_root_map(any_db, tmp_path):
     np.testing.assert_array_equal(_filled(h), rec.expected["primary"]["img"])
 
 
-def test_move_a_run_with_resources_and_stream_resources(tmp_path):
+def test_move_a_run_with_resources_and_stream_resources(any_db, tmp_path):
     """One call relocates both kinds of document."""
-    from dask_broker import Broker
     from dask_broker.handlers.testing import make_external_run
 
-    db = Broker.from_uri(f"sqlite:///{tmp_path}/catalog.db")
+    db = any_db
     (tmp_path / "raw").mkdir()
     ext = make_external_run(tmp_path / "raw", root=str(tmp_path / "raw"), n_files=1,
                             points_per_file=2)
@@ -195,11 +194,11 @@ def test_move_a_run_with_resources_and_stream_resources(tmp_path):
 
 
 # ---------------------------------------------------------------- CLI
-def test_cli_on_stream_resources(tmp_path, monkeypatch, capsys):
+def test_cli_on_stream_resources(any_uri, tmp_path, monkeypatch, capsys):
     from dask_broker import Broker
 
     monkeypatch.setattr(cli, "COMMAND_MODULES", ["dask_broker.cli.files"])
-    uri = f"sqlite:///{tmp_path}/catalog.db"
+    uri = any_uri()
     db = Broker.from_uri(uri)
     rec, h = _recorded(db, "tiff_directory", tmp_path / "raw")
     (sr,) = _srs(db, h)

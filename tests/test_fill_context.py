@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dask_broker import Broker
 from dask_broker.errors import (
     HandlerError,
     HandlerNotFoundError,
@@ -91,8 +90,8 @@ def test_fill_event_of_unknown_descriptor(run):
         ctx.fill({**run.events[0], "descriptor": "not-a-descriptor"})
 
 
-def test_store_backed_lookups(run):
-    db = Broker.temp()
+def test_store_backed_lookups(run, any_db):
+    db = any_db
     for name, doc in run.documents:
         db.insert(name, doc)
     store = db.store

@@ -22,6 +22,12 @@ from dask_broker import (
 
 
 @pytest.fixture
+def db(any_db):
+    """Every insert test runs on each store backend: the rules are the Broker's."""
+    return any_db
+
+
+@pytest.fixture
 def catalog(db, make_run, insert):
     """A catalog holding a stopped run and a run in progress."""
     done = insert(db, make_run(metadata={"scan_id": 1}))
@@ -362,11 +368,12 @@ def test_unknown_document_name_not_a_string(db):
 # ---------------------------------------------------------------- bulk names
 @pytest.mark.parametrize("events_name", ["bulk_events", "bulkevent"])
 @pytest.mark.parametrize("datum_name", ["bulk_datum", "bulkdatum"])
-def test_bulk_names_equal_unpacked_docs(make_run, insert, dump, events_name, datum_name):
+def test_bulk_names_equal_unpacked_docs(any_uri, make_run, insert, dump, events_name,
+                                        datum_name):
     run = make_run(n_primary=6, n_baseline=3)
-    plain = Broker.temp()
+    plain = Broker.from_uri(any_uri())
     insert(plain, run)
-    bulk = Broker.temp()
+    bulk = Broker.from_uri(any_uri())
     for name in ("start", "descriptor", "resource"):
         for doc in run.of(name):
             bulk.insert(name, doc)
@@ -385,11 +392,11 @@ def test_bulk_names_equal_unpacked_docs(make_run, insert, dump, events_name, dat
     assert [doc for name, doc in bulk[run.uid].docs("primary") if name == "event"] == expected
 
 
-def test_event_page_and_datum_page_equal_unpacked_docs(make_run, insert, dump):
+def test_event_page_and_datum_page_equal_unpacked_docs(any_uri, make_run, insert, dump):
     run = make_run(n_primary=7)
-    plain = Broker.temp()
+    plain = Broker.from_uri(any_uri())
     insert(plain, run)
-    paged = Broker.temp()
+    paged = Broker.from_uri(any_uri())
     for name in ("start", "descriptor", "resource"):
         for doc in run.of(name):
             paged.insert(name, doc)

@@ -1,4 +1,5 @@
-"""What the CLI calls, as a library: ingest, read_documents, export_table, one run-key resolver."""
+"""What the CLI calls, as a library: ingest, read_documents, export_table, one run-key resolver;
+on each store where a catalog is read or written."""
 
 from __future__ import annotations
 
@@ -36,10 +37,10 @@ def test_public_names():
     assert {"ingest", "read_documents", "export_table", "IngestError"} <= set(dask_broker.__all__)
 
 
-def test_ingest_returns_a_report_and_matches_direct_insert(tmp_path, make_run, dump):
+def test_ingest_returns_a_report_and_matches_direct_insert(any_db, tmp_path, make_run, dump):
     run = make_run(metadata={"scan_id": 3})
     path = _write_msgpack(tmp_path / "run.msgpack", run.docs)
-    db = Broker.from_uri(f"sqlite:///{tmp_path / 'a.db'}")
+    db = any_db
     report = ingest(db, [path], progress=False)
     assert isinstance(report, IngestReport) and report.runs == 1
     assert str(report).startswith("ingested 1 run(s)")
@@ -50,7 +51,7 @@ def test_ingest_returns_a_report_and_matches_direct_insert(tmp_path, make_run, d
     assert [name for name, _ in read_documents(path)] == [name for name, _ in run.docs]
 
 
-def test_ingest_numpy_values_from_msgpack(tmp_path):
+def test_ingest_numpy_values_from_msgpack(any_db, tmp_path):
     msgpack_numpy = pytest.importorskip("msgpack_numpy")
     run = event_model.compose_run()
     desc = run.compose_descriptor(name="primary", data_keys={
@@ -62,7 +63,7 @@ def test_ingest_numpy_values_from_msgpack(tmp_path):
     docs = [("start", run.start_doc), ("descriptor", desc.descriptor_doc),
             *[("event", e) for e in events], ("stop", run.compose_stop())]
     path = _write_msgpack(tmp_path / "np.msgpack", docs, default=msgpack_numpy.encode)
-    db = Broker.temp()
+    db = any_db
     ingest(db, [path], progress=False)
     table = db[-1].table().compute()
     assert table["x"].tolist() == [1.0, 2.0, 3.0]
@@ -70,14 +71,14 @@ def test_ingest_numpy_values_from_msgpack(tmp_path):
                                                                   for e in events]))
 
 
-def test_ingest_names_a_bad_event_in_a_batch(tmp_path, make_run):
+def test_ingest_names_a_bad_event_in_a_batch(any_db, tmp_path, make_run):
     run = make_run()
     docs = [(n, dict(d)) for n, d in run.docs]
     events = [d for n, d in docs if n == "event"]
     del events[2]["time"]  # a malformed event in the middle of a batch
     path = _write_msgpack(tmp_path / "bad.msgpack", docs)
     with pytest.raises(IngestError, match=events[2]["uid"]):
-        ingest(Broker.temp(), [path], progress=False)
+        ingest(any_db, [path], progress=False)
 
 
 @pytest.mark.parametrize("case", ["regular", "other keys", "no filled", "partly filled"])
@@ -96,8 +97,8 @@ def test_pack_events_is_event_models(case):
     assert pack_events(events) == event_model.pack_event_page(*events)
 
 
-def test_export_table(tmp_path, make_run, insert):
-    db = Broker.temp()
+def test_export_table(any_db, tmp_path, make_run, insert):
+    db = any_db
     run = insert(db, make_run())
     df = db[-1].table("baseline")
     out = tmp_path / "t.csv"
@@ -112,8 +113,8 @@ def test_export_table(tmp_path, make_run, insert):
     assert run.uid == db[-1].uid
 
 
-def test_one_run_key_resolver(make_run, insert):
-    db = Broker.temp()
+def test_one_run_key_resolver(any_db, make_run, insert):
+    db = any_db
     first = insert(db, make_run(metadata={"scan_id": 42}))
     second = insert(db, make_run(metadata={"scan_id": 7}))
     assert find_start(db.store, "-1")["uid"] == second.uid == db["-1"].uid
@@ -131,12 +132,13 @@ def test_one_run_key_resolver(make_run, insert):
     assert run_or_asset(db, "-1").uid == second.uid
 
 
-def test_cli_files_takes_a_scan_id(tmp_path, capsys, make_run, insert):
+def test_cli_files_takes_a_scan_id(any_uri, capsys, make_run, insert):
     from dask_broker.cli import main
 
-    db = Broker.from_uri(f"sqlite:///{tmp_path / 'c.db'}")
+    uri = any_uri()
+    db = Broker.from_uri(uri)
     run = insert(db, make_run(metadata={"scan_id": 5}))
     db.store.close()
-    assert main(["files", "list", f"sqlite:///{tmp_path / 'c.db'}", "5"]) == 0
+    assert main(["files", "list", uri, "5"]) == 0
     listed = capsys.readouterr().out.split()
     assert listed == dask_broker.file_list(db, db[run.uid])

@@ -14,13 +14,24 @@ from dask_broker.handlers.testing import make_external_run
 from dask_broker.read import FrameSpec, ReadPlan, plan_read
 
 
-@pytest.fixture
-def run(tmp_path):
+def _external_run(db, tmp_path):
     ext = make_external_run(tmp_path, n_files=3, points_per_file=4, npy=False)
-    db = Broker.temp()
     for name, doc in ext.documents:
         db.insert(name, doc)
-    yield db, db[-1], ext
+    return db, db[-1], ext
+
+
+@pytest.fixture
+def run(any_db, tmp_path):
+    """``(db, header, ext)``: 12 AD_HDF5 frames in 3 files, on each store."""
+    yield _external_run(any_db, tmp_path)
+    close_shared_handlers()
+
+
+@pytest.fixture
+def sqlite_run(tmp_path):
+    """The same run in an embedded SQLite catalog."""
+    yield _external_run(Broker.temp(), tmp_path)
     close_shared_handlers()
 
 
@@ -161,8 +172,8 @@ def test_table_cells_are_views_of_one_block_per_partition(run):
     assert len({id(c.base) for c in cells}) == 1  # rows of one block
 
 
-def test_sqlite_datum_kwargs_decoded_in_bulk(run):
-    db, h, ext = run
+def test_sqlite_datum_kwargs_decoded_in_bulk(sqlite_run):
+    db, h, ext = sqlite_run
     ids = [e["data"]["img"] for e in ext.events]
     got = db.store.datum(ids)
     assert {i: d["datum_kwargs"] for i, d in got.items()} == \

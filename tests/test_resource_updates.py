@@ -20,15 +20,25 @@ from dask_broker.stores.base import Store
 from dask_broker.stores.sqlite import SQLiteStore
 
 
-@pytest.fixture
-def run(tmp_path):
+def _external_run(db, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     ext = make_external_run(data, n_files=2, points_per_file=2)
-    db = Broker.from_uri(f"sqlite:///{tmp_path}/catalog.db")
     for name, doc in ext.documents:
         db.insert(name, doc)
     return db, db[-1], ext
+
+
+@pytest.fixture
+def run(any_db, tmp_path):
+    """``(db, header, ext)``: a run with resources of AD_HDF5 and NPY files, on each store."""
+    return _external_run(any_db, tmp_path)
+
+
+@pytest.fixture
+def sqlite_run(tmp_path):
+    """The same run in a SQLite catalog file."""
+    return _external_run(Broker.from_uri(f"sqlite:///{tmp_path}/catalog.db"), tmp_path)
 
 
 def _frames(df):
@@ -110,8 +120,8 @@ def test_reading_after_update_uses_new_location(run, tmp_path):
     np.testing.assert_array_equal(events[0]["data"]["img"], before["img"][0])
 
 
-def test_existing_catalog_without_history_table(tmp_path, run):
-    db, h, _ = run
+def test_existing_catalog_without_history_table(tmp_path, sqlite_run):
+    db, h, _ = sqlite_run
     path = db.store.path
     db.store.close()
     with sqlite3.connect(path) as conn:  # a catalog written before resource updates existed

@@ -8,8 +8,6 @@ import json
 import numpy as np
 import pytest
 
-from dask_broker import Broker
-
 bluesky = pytest.importorskip("bluesky")
 pytest.importorskip("ophyd")
 
@@ -31,12 +29,12 @@ def devices(tmp_path):
 
 
 @pytest.fixture
-def engine():
-    """A RunEngine whose documents go to a new catalog and to a plain list."""
+def engine(any_db):
+    """A RunEngine whose documents go to a new catalog (of each store) and to a plain list."""
     from bluesky import RunEngine
 
     RE = RunEngine({})
-    db = Broker.temp()
+    db = any_db
     emitted: list[tuple[str, dict]] = []
     RE.subscribe(db.insert)
     RE.subscribe(lambda name, doc: emitted.append((name, copy.deepcopy(doc))))

@@ -1,4 +1,5 @@
-"""ingest / export of runs with stream_resource and stream_datum (ophyd-async detectors)."""
+"""ingest / export of runs with stream_resource and stream_datum (ophyd-async detectors),
+on each store (``any_uri``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pandas as pd
 import pytest
 
 from dask_broker import Broker
-from test_cli import run_cli, uri_of
+from test_cli import run_cli
 
 
 def serialize(fmt, docs, folder):
@@ -37,13 +38,15 @@ def serialize(fmt, docs, folder):
 
 @pytest.mark.parametrize("fmt", ["msgpack", "jsonl"])
 @pytest.mark.parametrize("case", ["scan_blob_motor", "fly_two_dets"])
-def test_ingest_keeps_stream_documents(fmt, case, streamdata_recordings, tmp_path, capsys):
+def test_ingest_keeps_stream_documents(fmt, case, streamdata_recordings, any_uri, tmp_path,
+                                       capsys):
     rec = streamdata_recordings[case]
     path = serialize(fmt, rec.docs, tmp_path / "saved")
     names = [n for n, _ in rec.docs]
-    code, out, err = run_cli(capsys, "ingest", uri_of(tmp_path / "cat.db"), path, "--no-progress")
+    cat = any_uri()
+    code, out, err = run_cli(capsys, "ingest", cat, path, "--no-progress")
     assert code == 0, err
-    db = Broker.from_uri(uri_of(tmp_path / "cat.db"))
+    db = Broker.from_uri(cat)
     h = db[rec.uid]
     replay = list(h.docs())
     for name in ("stream_resource", "stream_datum", "event"):
@@ -53,19 +56,19 @@ def test_ingest_keeps_stream_documents(fmt, case, streamdata_recordings, tmp_pat
         got = h.to_xarray()[key].values
         np.testing.assert_array_equal(got.reshape(want.shape), want)
     # ingesting again with --skip-existing skips every document, stream ones included
-    code, out, err = run_cli(capsys, "ingest", uri_of(tmp_path / "cat.db"), path,
-                             "--no-progress", "--skip-existing")
+    code, out, err = run_cli(capsys, "ingest", cat, path, "--no-progress", "--skip-existing")
     assert code == 0, err
     assert len(list(db[rec.uid].docs())) == len(replay)
 
 
-def test_export_of_a_fly_scan(streamdata_recordings, tmp_path, capsys):
+def test_export_of_a_fly_scan(streamdata_recordings, any_uri, tmp_path, capsys):
     rec = streamdata_recordings["fly_blob"]
-    db = Broker.from_uri(uri_of(tmp_path / "cat.db"))
+    cat = any_uri()
+    db = Broker.from_uri(cat)
     for name, doc in rec.docs:
         db.insert(name, doc)
     out_file = tmp_path / "fly.parquet"
-    code, out, err = run_cli(capsys, "export", tmp_path / "cat.db", rec.uid, out_file,
+    code, out, err = run_cli(capsys, "export", cat, rec.uid, out_file,
                              "--no-progress")
     assert code == 0, err
     got = pd.read_parquet(out_file)

@@ -254,6 +254,29 @@ def test_rows_are_events_and_stream_datum_unfilled_cells_are_references(any_db, 
         assert df["time"].isna().all() and df["x"].isna().all()  # no invented time
 
 
+def test_layout_references_name_resource_and_row_and_none_where_uncovered():
+    """Cells of an unfilled STREAM: key, made in bulk, equal stream_reference per row."""
+    from dask_broker.stream_data import StreamLayout, stream_reference
+
+    def datum(resource, seq, index):
+        return {"stream_resource": resource, "seq_nums": {"start": seq[0], "stop": seq[1]},
+                "indices": {"start": index[0], "stop": index[1]}}
+
+    layout = StreamLayout.build(
+        [{"data_keys": {"img": {"external": "STREAM:"}}}],
+        # two consecutive blocks of "a" (merged), a gap at 6..7, then "b" from its row 10
+        [datum("a", (1, 3), (0, 2)), datum("a", (3, 6), (2, 5)), datum("b", (8, 10), (10, 12))],
+        [{"uid": "a", "data_key": "img"}, {"uid": "b", "data_key": "img"}])
+    seq = np.array([0, 1, 2, 5, 6, 7, 8, 9, 12, 3])
+    want = {1: ("a", 0), 2: ("a", 1), 5: ("a", 4), 8: ("b", 10), 9: ("b", 11), 3: ("a", 2)}
+    got = layout.references("img", seq)
+    assert got.dtype == object
+    assert got.tolist() == [stream_reference(*want[s]) if s in want else None
+                            for s in seq.tolist()]
+    assert layout.references("img", np.empty(0, dtype="i8")).tolist() == []
+    assert layout.references("img", np.array([6, 7])).tolist() == [None, None]
+
+
 def test_fly_rows_beyond_the_events(any_db, tmp_path):
     """Events for the first rows only: later rows come from stream_datum alone."""
     run = StreamRun(tmp_path)

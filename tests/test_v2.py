@@ -23,6 +23,12 @@ from dask_broker.handlers.testing import make_external_run, write_npy
 from dask_broker.v2 import BlueskyEventStream, BlueskyRun, Document
 
 
+@pytest.fixture
+def db(any_db):
+    """The tests that name ``db`` run on each store backend too."""
+    return any_db
+
+
 def _runs(db, make_run, insert, n=3):
     """``n`` runs, oldest first: scan_ids 10, 11, ...; plan_name 'scan' for even i;
     uids ``run<i>-<uuid>``."""

@@ -1,13 +1,15 @@
-"""Reusable memory for blocks of frames: a small per-process pool.
+"""Reusable memory for blocks of frames and of scalar columns: a small per-process pool.
 
-Every partition of filled frames is read into a fresh block of tens of MB.  A
-fresh block costs the kernel a page fault (and zeroing) per page at first touch
--- on a Dask worker, whose nanny sets ``MALLOC_TRIM_THRESHOLD_`` so that freed
-memory goes back to the system at once, that is every block, and it costs as
-much as reading the frames from the page cache.  :class:`BlockPool` keeps a few
-blocks per process and hands one out again once nothing refers to it any more
-(no array is a view of it), so that a worker reading partition after partition
-writes into memory that is already mapped.
+Every partition of filled frames is read into a fresh block of tens of MB, and
+the scalar columns of a partition into a block per dtype (88 MB for a million
+events of eleven fields).  A fresh block costs the kernel a page fault (and
+zeroing) per page at first touch -- on a Dask worker, whose nanny sets
+``MALLOC_TRIM_THRESHOLD_`` so that freed memory goes back to the system at once,
+that is every block, and it costs as much as reading the frames from the page
+cache.  :class:`BlockPool` keeps a few blocks per process and hands one out
+again once nothing refers to it any more (no array is a view of it), so that a
+worker reading partition after partition writes into memory that is already
+mapped.
 
 A block is idle when its reference count is the pool's own (CPython's
 ``sys.getrefcount``; every numpy view of a block holds a reference to it, and

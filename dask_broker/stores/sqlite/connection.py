@@ -205,6 +205,13 @@ class Connections:
                 pass
         conn.close()
 
+    def after_fork(self) -> None:
+        """Forget, without closing, the connections a forked child inherited (they
+        belong to the parent)."""
+        self._lock = threading.Lock()
+        self._conns = []
+        self.generation += 1
+
     def close_all(self) -> None:
         with self._lock:
             conns, self._conns = self._conns, []
@@ -229,7 +236,7 @@ class ConnectionMethods:
         """This thread's connection (re-created after a fork, and after :meth:`close`)."""
         if self._pid != os.getpid():
             self._local = threading.local()
-            self._open = Connections()  # the parent's belong to the parent
+            self._open.after_fork()
             self._pid = os.getpid()
             self._uids.lock = threading.Lock()  # another thread may have held it at the fork
         conn = getattr(self._local, "conn", None)
@@ -311,7 +318,7 @@ class ConnectionMethods:
         """This thread's idle read connections (emptied when they may no longer be used)."""
         if self._pid != os.getpid():
             self._local = threading.local()
-            self._open = Connections()  # the parent's belong to the parent
+            self._open.after_fork()
             self._pid = os.getpid()
         local = self._local
         pool = getattr(local, "read_pool", None)

@@ -95,6 +95,10 @@ class SQLiteStore(ConnectionMethods, WriteMethods, EventWriteMethods, ReadMethod
         self._datum_rows = False  # ... before version 5 has a row per datum, no datum pages
         self._local = threading.local()
         self._open = Connections()
+        # a store dropped without close() closes its connections at once (sqlite3
+        # connections of Python 3.11 sit in a reference cycle with their statement
+        # cache, so without this they wait for the cyclic garbage collector)
+        weakref.finalize(self, self._open.close_all)
         self._pid = os.getpid()
         self._uids = StoredUids()
         if self._read_only_reason is None:
