@@ -111,6 +111,8 @@ def _old_datum_rows(path) -> list[tuple]:
     rows = [(f"r1/{i}", "r1", {"point_number": i}) for i in range(3)]
     rows += [(str(uuid.uuid4()), "r2", {"frame": i, "tag": "x"}) for i in range(2)]
     rows += [("r1/3", "r1", {"point_number": 3}), ("r1/4", "r1", {"other": [1, 2]})]
+    # a long run: more than a batch read (4,096) and than a page (MIGRATED_PAGE)
+    rows += [(f"r3/{i}", "r3", {"i": i}) for i in range(datum_pages.MIGRATED_PAGE + 2_000)]
     conn = sqlite3.connect(path, isolation_level=None)
     conn.executemany("INSERT INTO datum (datum_id, resource, datum_kwargs) VALUES (?, ?, ?)",
                      [(d, r, json.dumps(k)) for d, r, k in rows])
@@ -128,7 +130,7 @@ def test_datum_rows_of_an_older_catalog(tmp_path, read_only):
     assert stored_version(path) == ("1" if read_only else str(SCHEMA_VERSION))
     assert ("datum" in tables(path)) == read_only
     assert store.datum([*expected, "r1/9"]) == expected
-    for resource in ("r1", "r2"):
+    for resource in ("r1", "r2", "r3"):
         assert list(store.datum_of_resource(resource)) == \
             [v for v in expected.values() if v["resource"] == resource]
     if not read_only:  # the migrated ids stay unique, counted or not
@@ -147,18 +149,20 @@ def test_postgres_version_1_datum_rows_become_pages(postgres_uri):
 
     rows = [(f"r1/{i}", "r1", {"point_number": i}) for i in range(3)]
     rows += [(str(uuid.uuid4()), "r2", {"frame": 1, "tag": "x"}), ("r1/4", "r1", {"o": [1]})]
+    rows += [(f"r3/{i}", "r3", {"i": i}) for i in range(datum_pages.MIGRATED_PAGE + 2_000)]
     with psycopg.connect(postgres_uri, autocommit=True) as conn:  # a catalog as version 1 made it
         for statement in (s.strip() for s in schema.MIGRATIONS[1].split(";") if s.strip()):
             conn.execute(statement)
         conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '1')")
-        for d, r, k in rows:
-            conn.execute("INSERT INTO datum (datum_id, resource, datum_kwargs) "
-                         "VALUES (%s, %s, %s)", (d, r, json.dumps(k)))
+        conn.cursor().executemany(
+            "INSERT INTO datum (datum_id, resource, datum_kwargs) VALUES (%s, %s, %s)",
+            [(d, r, json.dumps(k)) for d, r, k in rows])
     store = PostgresStore.from_uri(postgres_uri)
     expected = {d: {"datum_id": d, "resource": r, "datum_kwargs": k} for d, r, k in rows}
     assert store.datum([*expected, "r1/3"]) == expected
-    assert list(store.datum_of_resource("r1")) == \
-        [v for v in expected.values() if v["resource"] == "r1"]
+    for resource in ("r1", "r3"):
+        assert list(store.datum_of_resource(resource)) == \
+            [v for v in expected.values() if v["resource"] == resource]
     with pytest.raises(DuplicateUidError, match=rows[3][0]):
         store.insert_datum_page(_page("r2", ["r2/0", rows[3][0]]))
     with psycopg.connect(postgres_uri) as conn:
