@@ -15,8 +15,17 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 from ...codec import dumps, dumps_strings
 from .. import datum_pages
 from ..datum_pages import Loads, key_hashes
+from ..base import chunked
 
 __all__ = ["DDL", "insert_page", "find", "of_resource", "migrate_rows"]
+
+#: Bound parameters per statement (as ``connection.SQL_VARS``; the schema, which
+#: imports this module, is imported by ``connection``).
+_VARS = 900
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
 
 DDL = """
 CREATE TABLE IF NOT EXISTS datum_page (
@@ -27,13 +36,6 @@ CREATE INDEX IF NOT EXISTS datum_page_resource ON datum_page (resource, first);
 CREATE TABLE IF NOT EXISTS datum_key (
     hash INTEGER NOT NULL, page_id INTEGER NOT NULL, PRIMARY KEY (hash, page_id)) WITHOUT ROWID;
 """
-
-_VARS = 900  # bound parameters per statement, below SQLite's limit
-
-
-def _marks(n: int) -> str:
-    return ",".join("?" * n)
-
 
 class _Queries:
     """:class:`~dask_broker.stores.datum_pages.PageQueries` on a SQLite connection."""
@@ -49,16 +51,14 @@ class _Queries:
     def with_keys(self, ids: Sequence[str]) -> Iterable[int]:
         if self.conn.execute("SELECT 1 FROM datum_key LIMIT 1").fetchone() is None:
             return []
-        hashes, pages = key_hashes(ids), set()
-        for at in range(0, len(hashes), _VARS):
-            chunk = hashes[at:at + _VARS]
+        pages = set()
+        for chunk in chunked(key_hashes(ids), _VARS):
             pages.update(r[0] for r in self.conn.execute(
                 f"SELECT page_id FROM datum_key WHERE hash IN ({_marks(len(chunk))})", chunk))
         return pages
 
     def ids_of(self, page_ids: list[int]) -> Iterator[tuple[int, str, Any]]:
-        for at in range(0, len(page_ids), _VARS):
-            chunk = page_ids[at:at + _VARS]
+        for chunk in chunked(page_ids, _VARS):
             yield from self.conn.execute(
                 "SELECT id, resource, datum_id FROM datum_page "
                 f"WHERE id IN ({_marks(len(chunk))})", chunk)
@@ -107,9 +107,8 @@ def of_resource(conn: sqlite3.Connection, resource: str, loads: Loads) -> Iterat
 
 def migrate_rows(conn: sqlite3.Connection) -> None:
     """Migration to version 5: the ``datum`` table's rows (one per datum) become pages
-    (:func:`~dask_broker.stores.datum_pages.pages_of_rows`), then the table is dropped (in
-    the migration's
-    transaction)."""
+    (:func:`~dask_broker.stores.datum_pages.pages_of_rows`), then the table is dropped
+    (in the migration's transaction)."""
     if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'datum'"
                         ).fetchone():
         return
