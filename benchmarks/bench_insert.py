@@ -10,6 +10,8 @@ Scenarios (quick / ``--full`` sizes)
   page by page.
 - ``event_page numpy``: the same with numpy columns (target: >= 1M events/s).
 - ``datum_page``: pages of 10,000 datum; baseline: ``executemany`` of JSON rows.
+  Then ``datum look-ups``: ``store.datum`` of 1,000 consecutive ids and
+  ``datum_of_resource``, against the same queries on the rows.
 - ``single events``: one ``db.insert("event", ...)`` per event, as a RunEngine
   emits them; baseline: one committed JSON row per event.
 
@@ -163,12 +165,18 @@ def bench_pages(folder: Path, total: int, lists: bool) -> tuple[str, str, list[R
     return scenario, baseline, results
 
 
-def bench_datum(folder: Path, total: int) -> tuple[str, str, list[Result]]:
-    scenario = "datum_page 10k"
+def bench_datum(folder: Path, total: int) -> list[tuple[str, str, list[Result]]]:
+    """Insert ``total`` datum in pages of 10k, then read them back: ``store.datum`` of
+    1,000 consecutive ids (a partition's frames) and ``datum_of_resource``; baseline: a
+    row per datum (a unique datum_id, an index on the resource), as the catalog kept
+    them before datum pages."""
+    scenario, read_scenario = "datum_page 10k", "datum look-ups"
+    scan_scenario = "datum of a resource"
     db, bundle, _ = _new_run(folder, "datum.db")
     res = bundle.compose_resource(spec="AD_HDF5", root="/data", resource_path="a.h5",
                                   resource_kwargs={"frame_per_point": 1})
     db.insert("resource", res.resource_doc)
+    resource = res.resource_doc["uid"]
     pages = [res.compose_datum_page(datum_kwargs={"point_number": list(range(i, i + PAGE))})
              for i in range(0, total, PAGE)]
 
@@ -176,6 +184,7 @@ def bench_datum(folder: Path, total: int) -> tuple[str, str, list[Result]]:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("CREATE TABLE datum (id INTEGER PRIMARY KEY, datum_id TEXT UNIQUE, "
                  "resource TEXT, datum_kwargs TEXT)")
+    conn.execute("CREATE INDEX datum_resource ON datum (resource, id)")
 
     def naive():
         for p in pages:
@@ -186,19 +195,52 @@ def bench_datum(folder: Path, total: int) -> tuple[str, str, list[Result]]:
                               for d, k in zip(p["datum_id"], p["datum_kwargs"]["point_number"])])
             conn.execute("COMMIT")
 
+    def naive_lookup(ids):
+        out = {}
+        for at in range(0, len(ids), 900):
+            chunk = ids[at:at + 900]
+            for d, r, k in conn.execute(
+                    "SELECT datum_id, resource, datum_kwargs FROM datum WHERE datum_id IN "
+                    f"({','.join('?' * len(chunk))})", chunk):
+                out[d] = {"datum_id": d, "resource": r, "datum_kwargs": json.loads(k)}
+        return out
+
+    def naive_of_resource():
+        return sum(1 for _ in ({"datum_id": d, "resource": resource,
+                                "datum_kwargs": json.loads(k)} for d, k in conn.execute(
+            "SELECT datum_id, datum_kwargs FROM datum WHERE resource = ? ORDER BY id",
+            (resource,))))
+
+    ids = [d for p in pages for d in p["datum_id"]]
+    windows = [ids[at:at + 1000] for at in range(0, total - 1000, max(1, total // 50))]
     baseline = "sqlite3 executemany JSON rows"
-    results = []
-    for method, fn in ((baseline, naive),
-                       ("db.insert datum_page", lambda: [db.insert("datum_page", p)
-                                                         for p in pages])):
+    read_baseline = "sqlite3 rows: datum_id IN (...) of 1,000 ids"
+    scan_baseline = "sqlite3 rows: one resource's datum"
+    results, read_results, scan_results = [], [], []
+
+    def timed(rows, scenario_, method, size, fn):
         load = os.getloadavg()[0]
         t0 = time.perf_counter()
         fn()
         s = time.perf_counter() - t0
-        results.append(Result(scenario, method, total, s, [s], unit="datum",
-                              extra={"load": (round(load, 2), round(os.getloadavg()[0], 2))}))
+        rows.append(Result(scenario_, method, size, s, [s], unit="datum",
+                           extra={"load": (round(load, 2), round(os.getloadavg()[0], 2))}))
+
+    timed(results, scenario, baseline, total, naive)
+    timed(results, scenario, "db.insert datum_page", total,
+          lambda: [db.insert("datum_page", p) for p in pages])
+    n = 1000 * len(windows)
+    timed(read_results, read_scenario, read_baseline, n,
+          lambda: [naive_lookup(w) for w in windows])
+    timed(read_results, read_scenario, "store.datum of 1,000 ids", n,
+          lambda: [db.store.datum(w) for w in windows])
+    timed(scan_results, scan_scenario, scan_baseline, total, naive_of_resource)
+    timed(scan_results, scan_scenario, "store.datum_of_resource", total,
+          lambda: sum(1 for _ in db.store.datum_of_resource(resource)))
     conn.close()
-    return scenario, baseline, results
+    db.store.close()
+    return [(scenario, baseline, results), (read_scenario, read_baseline, read_results),
+            (scan_scenario, scan_baseline, scan_results)]
 
 
 def bench_single(folder: Path, n: int) -> tuple[str, str, list[Result]]:
@@ -241,18 +283,20 @@ def run(quick: bool = True):
     total = 1_000_000 if quick else 10_000_000
     results: list[Result] = []
     baselines: dict[str, str] = {}
-    parts = [lambda f: bench_pages(f, total, lists=True),
-             lambda f: bench_pages(f, total, lists=False),
+    # each part: a list of (scenario, baseline, rows)
+    parts = [lambda f: [bench_pages(f, total, lists=True)],
+             lambda f: [bench_pages(f, total, lists=False)],
              lambda f: bench_datum(f, 200_000 if quick else 1_000_000),
-             lambda f: bench_single(f, 2_000 if quick else 20_000)]
+             lambda f: [bench_single(f, 2_000 if quick else 20_000)]]
     only = os.environ.get("DASK_BROKER_BENCH_INSERT_ONLY")  # e.g. "0,2": a subset, by index
     for i, part in enumerate(parts):
         if only and str(i) not in only.split(","):
             continue
         with tempfile.TemporaryDirectory(prefix="dask-broker-bench-") as tmp:
-            scenario, baseline, rows = part(Path(tmp))
-        baselines[scenario] = baseline
-        results += rows
+            scenarios = part(Path(tmp))
+        for scenario, baseline, rows in scenarios:
+            baselines[scenario] = baseline
+            results += rows
     notes = ["targets (issue #13): event_page lists <= 1.5x the naive writer's time per event, "
              "flat across the run; numpy pages >= 1M events/s; datum_page >= 1M datum/s; "
              "single events (synchronous=normal) >= 5k/s"]

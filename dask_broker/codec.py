@@ -12,9 +12,8 @@ document read back has the same Python types that went in.
 from __future__ import annotations
 
 import json
-import math
 import struct
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -63,49 +62,13 @@ def dumps_strings(values: Sequence[str]) -> str:
     except TypeError:  # not all str
         return dumps(values)
     # what json.dumps escapes: all but printable ASCII, and " and \\
-    if joined.isascii() and joined.isprintable() and '"' not in joined and "\\" not in joined:
+    if joined.isascii() and not joined.encode("ascii").translate(None, _UNESCAPED):
         return '["' + '","'.join(values) + '"]' if values else "[]"
     return dumps(values)
 
 
-def dumps_rows(columns: Mapping[str, Sequence[Any]], n: int) -> list[str]:
-    """``dumps({key: column[i] for key in columns})`` for each of the ``n`` rows, encoded
-    a column at a time: ints, floats, bools and plain strings without a call per value.
-
-    Examples
-    --------
-    >>> dumps_rows({"point_number": [0, 1], "tag": ["a", "b"]}, 2)
-    ['{"point_number":0,"tag":"a"}', '{"point_number":1,"tag":"b"}']
-    >>> dumps_rows({}, 2)
-    ['{}', '{}']
-    """
-    if not columns:
-        return ["{}"] * n
-    parts = [_json_values(column, dumps(key) + ":") for key, column in columns.items()]
-    if len(parts) == 1:
-        return ["{" + v + "}" for v in parts[0]]
-    return ["{" + ",".join(row) + "}" for row in zip(*parts)]
-
-
-def _json_values(column: Sequence[Any], prefix: str) -> list[str]:
-    """``prefix + dumps(value)`` for each value of a column."""
-    if isinstance(column, np.ndarray) and column.ndim == 1 and (
-            column.dtype.kind in "biu" or column.dtype == np.float64):
-        column = column.tolist()
-    values = list(column)
-    types = set(map(type, values))
-    if types == {int}:
-        return [prefix + v for v in map(int.__repr__, values)]
-    if types == {float} and all(map(math.isfinite, values)):
-        return [prefix + v for v in map(float.__repr__, values)]
-    if types == {bool}:
-        return [prefix + ("true" if v else "false") for v in values]
-    if types == {str}:
-        joined = "".join(values)
-        if joined.isascii() and joined.isprintable() and '"' not in joined and \
-                "\\" not in joined:
-            return [f'{prefix}"{v}"' for v in values]
-    return [prefix + dumps(v) for v in values]
+#: The ASCII characters JSON writes as they are (printable, but " and \\).
+_UNESCAPED = bytes(c for c in range(32, 127) if c not in b'"\\')
 
 
 def _json_default(obj: Any) -> Any:

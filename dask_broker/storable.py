@@ -290,7 +290,7 @@ def checked_column(name: str, uid: str, where: tuple[str, ...], column: Any,
     A list of only floats, only ints (within 64 bits) or only bools comes back
     as a float64, int64 or bool array -- whose ``tolist()`` gives the very same
     values, so every store keeps the same document -- made by one
-    ``np.array`` call; any other column comes back as it was given.
+    ``np.fromiter`` call; any other column comes back as it was given.
 
     Returns
     -------
@@ -347,8 +347,8 @@ def _list_column(column: list | tuple, depth: int, int64: bool) -> tuple[str, An
         exact = _EXACT.get(next(iter(types)))
         if exact is not None:
             kind, dtype = exact
-            try:
-                return kind, np.array(column, dtype=dtype)
+            try:  # (fromiter: no type inference, which the count above made moot)
+                return kind, np.fromiter(column, dtype=dtype, count=len(column))
             except OverflowError:  # ints beyond 64 bits: checked below, kept as they are
                 pass
     if types <= _PLAIN_NUMBERS:

@@ -69,13 +69,13 @@ def assert_v1_run_reads(db: Broker, v1: dict) -> None:
 
 
 # ---------------------------------------------------------------- schema versions
-def test_schema_version_is_4_with_stream_text_and_uid_hash_tables(tmp_path):
+def test_schema_version_is_5_with_stream_text_uid_hash_and_datum_page_tables(tmp_path):
     store = SQLiteStore(tmp_path / "c.db")
-    assert SCHEMA_VERSION == 4
-    assert stored_version(store.path) == "4"
+    assert SCHEMA_VERSION == 5
+    assert stored_version(store.path) == "5"
     assert {"stream_resource", "stream_datum", "run_start_text",
-            "event_uid_hash"} <= tables(store.path)
-    assert "event_uid" not in tables(store.path)
+            "event_uid_hash", "datum_page", "datum_key"} <= tables(store.path)
+    assert not {"event_uid", "datum"} & tables(store.path)
 
 
 def test_version_1_catalog_is_migrated_in_place(tmp_path):
@@ -85,8 +85,9 @@ def test_version_1_catalog_is_migrated_in_place(tmp_path):
 
     db = Broker.from_uri(f"sqlite:///{path}")  # a writable open migrates
     assert stored_version(path) == str(SCHEMA_VERSION)
-    assert {"stream_resource", "stream_datum", "run_start_text", "event_uid_hash"} <= tables(path)
-    assert "event_uid" not in tables(path)
+    assert {"stream_resource", "stream_datum", "run_start_text", "event_uid_hash",
+            "datum_page"} <= tables(path)
+    assert not {"event_uid", "datum"} & tables(path)
     assert_v1_run_reads(db, v1)
     assert [h.uid for h in db("count")] == [v1["start"]["uid"]]  # its run is text-indexed
     assert db.store.stream_resources(v1["start"]["uid"]) == []

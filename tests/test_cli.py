@@ -22,6 +22,7 @@ from catalog_files import damage_events_of_run, stored_version, tables, write_ru
 from dask_broker import Broker
 from dask_broker.cli import build_parser, main
 from dask_broker.config import CatalogNotFoundError, ConfigError, list_catalogs, lookup
+from dask_broker.stores.sqlite import SCHEMA_VERSION
 
 REPO = Path(__file__).resolve().parent.parent
 CONSOLE_SCRIPT = Path(sys.executable).parent / "dask-broker"
@@ -517,7 +518,7 @@ def test_reading_commands_open_read_only(tmp_path, capsys):
     saved = serialize("jsonl", array_run(), tmp_path / "saved")
     code, _, err = run_cli(capsys, "ingest", path, saved, "--no-progress")
     assert code == 0, err
-    assert stored_version(path) == "4"
+    assert stored_version(path) == str(SCHEMA_VERSION)
     assert {"stream_resource", "stream_datum", "run_start_text", "event_uid_hash"} <= tables(path)
 
 

@@ -63,6 +63,23 @@ def test_hash_set_finds_what_it_holds_across_levels():
     assert s.contains(values[[5, 25_000]]).tolist() == [True, False]
 
 
+def test_hash_set_bitmap_grows_and_only_narrows():
+    """The bitmap grows with the set (8+ bits a hash), is never wrong about a hash the set
+    holds, and leaves only a few of the others to search for."""
+    rng = np.random.default_rng(1)
+    held = rng.integers(0, 2**64, 300_000, dtype=np.uint64)
+    s = HashSet()
+    widths = set()
+    for at in range(0, held.size, 10_000):
+        s.add(held[at:at + 10_000])
+        widths.add(s._width)
+        assert s._bits.size * 8 >= 8 * len(s)  # at least 8 bits a hash
+    assert len(widths) > 1  # it grew
+    others = rng.integers(0, 2**64, 100_000, dtype=np.uint64)
+    assert s._maybe(held).all() and s._maybe(others).mean() < 0.15
+    assert s.contains(held).all() and not s.contains(others).any()
+
+
 def test_hash_collision_is_not_a_duplicate(tmp_path, monkeypatch):
     """Two different uids with one hash: both go in; a real repeat is still refused."""
     monkeypatch.setattr(sqlite_store, "uid_hashes",
@@ -101,6 +118,28 @@ def test_two_writers_see_each_others_uids_and_open_pages(tmp_path):
         "SELECT COALESCE(SUM(n), 0) FROM event_page WHERE descriptor = ? AND sealed = 0",
         (d,)).fetchone()
     assert open_events == 10
+
+
+def test_uids_another_writer_stored_are_seen_after_a_reconnect(tmp_path):
+    """A writer skips reading the stored uid hashes while no other connection has committed
+    (``PRAGMA data_version``); that count is one connection's, so after ``close()`` its new
+    connection still reads what another writer stored meanwhile."""
+    a = SQLiteStore(tmp_path / "c.db")
+    b = SQLiteStore(tmp_path / "c.db")
+    _, desc = _run(a)
+    events = [_event(desc, i) for i in range(1, 8)]
+    for e in events[:3]:  # a alone: no other commits, no re-reading
+        a.insert_event_page(event_model.pack_event_page(e))
+    b.insert_event_page(event_model.pack_event_page(events[3]))
+    a.close()
+    b.insert_event_page(event_model.pack_event_page(events[4]))
+    for dup in (events[3], events[4], events[0]):
+        with pytest.raises(DuplicateUidError, match=dup["uid"]):
+            a.insert_event_page(event_model.pack_event_page(dict(dup, seq_num=99)))
+    a.insert_event_page(event_model.pack_event_page(events[5]))
+    with pytest.raises(DuplicateUidError, match=events[5]["uid"]):
+        b.insert_event_page(event_model.pack_event_page(dict(events[5], seq_num=98)))
+    assert [e[0] for e in _events(b, desc.descriptor_doc["uid"])] == [1, 2, 3, 4, 5, 6]
 
 
 def test_a_refused_page_leaves_the_open_count_alone(tmp_path):

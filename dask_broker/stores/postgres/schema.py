@@ -17,12 +17,16 @@ would reorder keys, turn ``1e300`` into an integer and refuse NaN.  Start docume
 also have a ``search`` jsonb copy for queries (see :mod:`.search`), with a GIN index.
 Event pages are the embedded store's layout: one ``event_page`` row per page, one
 ``page_column`` row per field with the packed buffers of :mod:`dask_broker.codec`
-(``bytea`` stored uncompressed: numbers do not compress).
+(``bytea`` stored uncompressed: numbers do not compress).  So are datum pages
+(version 2, :mod:`.datum`).
 """
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 from ...errors import CatalogVersionError, StoreURIError
+from . import datum
 
 __all__ = ["SCHEMA_VERSION", "MIGRATIONS", "TABLES", "schema_version", "check_version",
            "create_or_migrate", "check_existing"]
@@ -81,13 +85,15 @@ CREATE INDEX stream_datum_descriptor ON stream_datum (descriptor, id);
 CREATE INDEX stream_datum_resource ON stream_datum (stream_resource, id);
 """
 
-#: version -> the DDL that makes it from the version before.
-MIGRATIONS: dict[int, str] = {1: _V1}
+#: version -> what makes it from the version before: DDL, or a function of the connection
+#: (version 2: datum pages, see :mod:`.datum`; version 1's datum rows become pages).
+MIGRATIONS: dict[int, str | Callable[[Any], None]] = {1: _V1, 2: datum.migrate_rows}
 #: The layout this dask_broker writes.
 SCHEMA_VERSION = max(MIGRATIONS)
 #: The tables of a catalog (a schema holding some of them but no ``meta`` is not one).
-TABLES = ("meta", "run_start", "run_stop", "descriptor", "resource", "datum", "event_page",
-          "page_column", "event_uid", "resource_update", "stream_resource", "stream_datum")
+TABLES = ("meta", "run_start", "run_stop", "descriptor", "resource", "datum", "datum_page",
+          "datum_key", "event_page", "page_column", "event_uid", "resource_update",
+          "stream_resource", "stream_datum")
 
 #: Advisory lock key (with the schema's name) held while creating or migrating.
 _LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('dask_broker schema ' || current_schema()))"
@@ -163,8 +169,12 @@ def create_or_migrate(conn, where: str) -> int | None:
                 check_version(found, where)
             for version in sorted(MIGRATIONS):
                 if found is None or version > found:
-                    for statement in _statements(MIGRATIONS[version]):
-                        conn.execute(statement)
+                    step = MIGRATIONS[version]
+                    if callable(step):
+                        step(conn)
+                    else:
+                        for statement in _statements(step):
+                            conn.execute(statement)
             conn.execute(
                 "INSERT INTO meta (key, value) VALUES ('schema_version', %s) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))

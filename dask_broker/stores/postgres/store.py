@@ -40,7 +40,7 @@ from ..base import (
     first_repeat,
 )
 from ..pages import SEQ_RUN_COLUMNS, seq_runs
-from . import schema
+from . import datum, schema
 from .connection import ConnectionPool
 from .reads import read_pages
 from .search import exact_number, search_copy, where_clause
@@ -246,25 +246,9 @@ class PostgresStore(Store):
             "resource", doc["uid"])
 
     def insert_datum_page(self, page: Mapping) -> None:
-        import psycopg
-
-        ids = list(page["datum_id"])
-        if not ids:
-            return
-        kwargs = page["datum_kwargs"]
-        keys = list(kwargs)
-        texts = [dumps({k: kwargs[k][i] for k in keys}) for i in range(len(ids))]
-        try:
-            with self._write() as conn:
-                conn.execute(
-                    "INSERT INTO datum (datum_id, resource, datum_kwargs) "
-                    "SELECT d, %s, k FROM unnest(%s::text[], %s::text[]) AS t(d, k)",
-                    (page["resource"], ids, texts))
-        except psycopg.errors.UniqueViolation as err:
-            dup = self._first_duplicate("datum", "datum_id", ids)
-            raise DuplicateUidError(
-                f"datum {dup!r} (resource {page['resource']!r}) is already stored; "
-                "nothing of this datum_page was written") from err
+        """Store a datum_page as one page (see :mod:`.datum`)."""
+        with self._write() as conn:
+            datum.insert_page(conn, page)
 
     def insert_stream_resource(self, doc: Mapping) -> None:
         self._insert_unique(
@@ -449,21 +433,13 @@ class PostgresStore(Store):
                 for (doc,) in self._stream("SELECT doc FROM stream_resource ORDER BY id"))
 
     def datum(self, datum_ids: Sequence[str]) -> dict[str, dict]:
-        out: dict[str, dict] = {}
-        for chunk in chunked(list(dict.fromkeys(datum_ids)), _IN_CHUNK):
-            for datum_id, resource, kwargs in self._rows(
-                    "SELECT datum_id, resource, datum_kwargs FROM datum WHERE datum_id = ANY(%s)",
-                    (list(chunk),)):
-                out[datum_id] = {"datum_id": datum_id, "resource": resource,
-                                 "datum_kwargs": json.loads(kwargs)}
-        return out
+        with self._snapshot() as conn:
+            return datum.find(conn, datum_ids)
 
     def datum_of_resource(self, resource_uid: str) -> Iterator[dict]:
-        for datum_id, kwargs in self._stream(
-                "SELECT datum_id, datum_kwargs FROM datum WHERE resource = %s ORDER BY id",
-                (resource_uid,), size=4096):
-            yield {"datum_id": datum_id, "resource": resource_uid,
-                   "datum_kwargs": json.loads(kwargs)}
+        return datum.datum_of_rows(self._stream(
+            "SELECT n, datum_id, datum_kwargs FROM datum_page WHERE resource = %s ORDER BY id",
+            (resource_uid,), size=16), resource_uid)
 
     def event_counts(self, descriptor_uids: Sequence[str]) -> dict[str, tuple[int, int, int]]:
         rows = self._rows(

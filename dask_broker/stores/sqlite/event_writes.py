@@ -100,9 +100,10 @@ class EventWriteMethods:
         self._conn()  # (after a fork: this process's connections and lock)
         with self._uids.lock:
             with self._write() as conn:
-                known_open = self._open_events(conn)
+                known_open, others_wrote = self._open_events(conn)
                 open_events = dict(known_open)  # updated as pages are written and sealed
-                self._uids.sync(conn)
+                if others_wrote:  # (else this process knows every stored uid already)
+                    self._uids.sync(conn)
                 dup = self._uids.first_stored(conn, uids, hashes)
                 if dup is not None:
                     descriptor = next(p["descriptor"] for p in pages if dup in p["uid"])
@@ -127,17 +128,20 @@ class EventWriteMethods:
             known_open.update(open_events)
             self._uids.added(hashes, last)
 
-    def _open_events(self, conn: sqlite3.Connection) -> dict[str, int]:
-        """Descriptor -> events in its open pages, as this connection last left them.
+    def _open_events(self, conn: sqlite3.Connection) -> tuple[dict[str, int], bool]:
+        """Descriptor -> events in its open pages, as this connection last left them, and
+        whether another connection has committed since (``PRAGMA data_version``).
 
-        Forgotten when another connection has committed since (``PRAGMA
-        data_version``): what is missing is summed from the file again.
+        Forgotten when another connection has committed: what is missing is summed
+        from the file again.
         """
         (version,) = conn.execute("PRAGMA data_version").fetchone()
         local = self._local
-        if getattr(local, "data_version", None) != version:
-            local.data_version, local.open_events = version, {}
-        return local.open_events
+        # (a version is of one connection: a new one, after close(), starts its own count)
+        others_wrote = getattr(local, "data_version", None) != (conn, version)
+        if others_wrote:
+            local.data_version, local.open_events = (conn, version), {}
+        return local.open_events, others_wrote
 
     @staticmethod
     def _write_page(conn: sqlite3.Connection, row: tuple, columns: list[tuple],

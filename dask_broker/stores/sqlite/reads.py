@@ -1,4 +1,5 @@
-"""Reading a SQLite catalog: documents, datum, event counts and event pages.
+"""Reading a SQLite catalog: documents, datum (pages: :mod:`.datum`), event counts and
+event pages.
 
 Pages come in the order they were stored, a bounded batch of events at a time:
 one indexed range query over pages, then one query for the wanted fields'
@@ -13,6 +14,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from ..base import EventPageColumns
 from ..pages import (SEAL_EVENTS, SEQ_RUN_COLUMNS, PageColumns, batches, decoded_pages,
                      seq_runs)
+from . import datum
 from .connection import SQL_VARS, chunks, damaged, marks
 
 __all__ = ["ReadMethods"]
@@ -57,10 +59,16 @@ class ReadMethods:
         return self._docs("SELECT doc FROM resource WHERE run_start = ? ORDER BY id", (run_uid,))
 
     def datum(self, datum_ids: Sequence[str]) -> dict[str, dict]:
+        with self._snapshot() as conn:
+            found = datum.find(conn, datum_ids, self._loads)
+            if self._datum_rows:
+                found.update(self._datum_of_rows(conn, [i for i in datum_ids if i not in found]))
+        return found
+
+    def _datum_of_rows(self, conn, ids: list[str]) -> dict[str, dict]:
+        """Datum of a read-only catalog before version 5 (one ``datum`` row each)."""
         out: dict[str, dict] = {}
-        conn = self._conn()
-        ids = list(dict.fromkeys(datum_ids))
-        for chunk in chunks(ids):
+        for chunk in chunks(list(dict.fromkeys(ids))):
             rows = conn.execute(
                 "SELECT datum_id, resource, datum_kwargs FROM datum "
                 f"WHERE datum_id IN ({marks(len(chunk))})", chunk).fetchall()
@@ -83,13 +91,14 @@ class ReadMethods:
 
     def datum_of_resource(self, resource_uid: str) -> Iterator[dict]:
         with self._snapshot() as conn:
-            cur = conn.execute(
-                "SELECT datum_id, datum_kwargs FROM datum WHERE resource = ? ORDER BY id",
-                (resource_uid,))
-            while rows := cur.fetchmany(1024):
-                for datum_id, kwargs in rows:
-                    yield {"datum_id": datum_id, "resource": resource_uid,
-                           "datum_kwargs": self._loads(kwargs)}
+            yield from datum.of_resource(conn, resource_uid, self._loads)
+            if self._datum_rows:
+                cur = conn.execute("SELECT datum_id, datum_kwargs FROM datum WHERE resource = ? "
+                                   "ORDER BY id", (resource_uid,))
+                while rows := cur.fetchmany(1024):
+                    for datum_id, kwargs in rows:
+                        yield {"datum_id": datum_id, "resource": resource_uid,
+                               "datum_kwargs": self._loads(kwargs)}
 
     def event_counts(self, descriptor_uids: Sequence[str]) -> dict[str, tuple[int, int, int]]:
         out = {}

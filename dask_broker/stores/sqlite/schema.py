@@ -6,15 +6,17 @@ Schema versions
 tables and indexes to the one before (version 1 catalogs may lack
 ``resource_update``, ``stream_resource`` and ``stream_datum``, which version 2
 has; version 3 adds the full-text table ``run_start_text``; version 4 keeps event
-uids unique through ``event_uid_hash`` instead of ``event_uid``), so the current
+uids unique through ``event_uid_hash`` instead of ``event_uid``; version 5 keeps
+datum as pages, ``datum_page``, instead of a ``datum`` row each), so the current
 DDL, all ``IF NOT EXISTS``, migrates an older catalog in place:
 :func:`create_or_migrate` runs it, then the data migrations of the versions the
 catalog lacks (version 3: index the start documents already stored; version 4:
-hash the event uids already stored), and
+hash the event uids already stored; version 5: the datum rows become pages), and
 records the version, in one ``BEGIN IMMEDIATE`` transaction.  A read-only store
 cannot migrate: it reads an older catalog as it is, with the tables it lacks
 made empty ``TEMP`` tables of each connection (:func:`shadow_missing_tables`;
-the store searches text without the full-text table).  A catalog of a newer
+the store searches text without the full-text table, and reads the datum rows
+of a catalog before version 5).  A catalog of a newer
 version is refused (:class:`~dask_broker.errors.CatalogVersionError`).
 
 """
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 from ...errors import CatalogVersionError, StoreURIError
 from ...text_search import index_text
 from ..uid_hashes import uid_hashes
+from . import datum
 
 if TYPE_CHECKING:
     from .connection import CatalogConnection
@@ -50,8 +53,10 @@ __all__ = [
 #: tables; 3: the full-text table run_start_text; 4: event uids unique through
 #: ``event_uid_hash`` (see :mod:`.uid_hashes`), not the ``event_uid`` B-tree.  An
 #: older catalog is migrated in place (see :func:`create_or_migrate`); version 3's migration
-#: indexes the stored start documents, version 4's hashes the stored event uids.
-SCHEMA_VERSION = 4
+#: indexes the stored start documents, version 4's hashes the stored event uids;
+#: 5: datum stored as pages (``datum_page``, see :mod:`.datum`), whose migration turns
+#: the ``datum`` table's rows into pages.
+SCHEMA_VERSION = 5
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -70,10 +75,6 @@ CREATE INDEX IF NOT EXISTS descriptor_run ON descriptor (run_start, id);
 CREATE TABLE IF NOT EXISTS resource (
     id INTEGER PRIMARY KEY, uid TEXT NOT NULL UNIQUE, run_start TEXT, doc TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS resource_run ON resource (run_start, id);
-CREATE TABLE IF NOT EXISTS datum (
-    id INTEGER PRIMARY KEY, datum_id TEXT NOT NULL UNIQUE, resource TEXT NOT NULL,
-    datum_kwargs TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS datum_resource ON datum (resource, id);
 CREATE TABLE IF NOT EXISTS event_page (
     id INTEGER PRIMARY KEY, descriptor TEXT NOT NULL, n INTEGER NOT NULL,
     seq_min INTEGER NOT NULL, seq_max INTEGER NOT NULL, sealed INTEGER NOT NULL,
@@ -101,7 +102,7 @@ CREATE INDEX IF NOT EXISTS stream_datum_descriptor ON stream_datum (descriptor, 
 CREATE INDEX IF NOT EXISTS stream_datum_resource ON stream_datum (stream_resource, id);
 CREATE VIRTUAL TABLE IF NOT EXISTS run_start_text USING fts5(
     words, content='', tokenize="ascii tokenchars '''_'");
-"""
+""" + datum.DDL
 
 #: The full-text table: rowid = run_start.id, ``words`` = text_search.index_text(doc)
 #: (contentless: it answers MATCH with rowids).  Its ``ascii`` tokenizer keeps ``_``
@@ -133,7 +134,7 @@ def _hash_stored_event_uids(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX event_page_open ON event_page (descriptor, sealed, n)")
 
 
-MIGRATIONS = {3: _index_stored_starts, 4: _hash_stored_event_uids}
+MIGRATIONS = {3: _index_stored_starts, 4: _hash_stored_event_uids, 5: datum.migrate_rows}
 
 
 def _statements(ddl: str) -> Iterator[str]:

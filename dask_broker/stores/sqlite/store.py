@@ -92,6 +92,7 @@ class SQLiteStore(ConnectionMethods, WriteMethods, EventWriteMethods, ReadMethod
             if self._path.exists() and not writable(self._path) else None)
         self._shadow_tables = False
         self._text_table = True  # a read-only open of a catalog before version 3 lacks it
+        self._datum_rows = False  # ... before version 5 has a row per datum, no datum pages
         self._local = threading.local()
         self._open = Connections()
         # a store dropped without close() closes its connections at once (sqlite3
@@ -116,6 +117,7 @@ class SQLiteStore(ConnectionMethods, WriteMethods, EventWriteMethods, ReadMethod
                     check_version(self._path, found, SCHEMA_VERSION)
                     self._shadow_tables = found < SCHEMA_VERSION
                     self._text_table = found >= 3
+                    self._datum_rows = found < 5
             finally:
                 conn.close()
         except StoreURIError:

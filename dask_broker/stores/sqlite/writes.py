@@ -6,16 +6,16 @@ Every write is one ``BEGIN IMMEDIATE`` transaction (:meth:`ConnectionMethods._wr
 
 from __future__ import annotations
 
-import itertools
 import json
 import sqlite3
 import time
 from typing import Any, Mapping, Sequence
 
-from ...codec import dumps, dumps_rows
+from ...codec import dumps
 from ...errors import DuplicateUidError, RunAlreadyStoppedError, UnknownReferenceError
 from ...text_search import index_text
 from ..base import check_resource_changes, first_repeat
+from . import datum
 from .connection import chunks, marks
 from .schema import TEXT_TABLE
 
@@ -89,20 +89,9 @@ class WriteMethods:
         )
 
     def insert_datum_page(self, page: Mapping) -> None:
-        ids = list(page["datum_id"])
-        resource = page["resource"]
-        rows = list(zip(ids, itertools.repeat(resource),
-                        dumps_rows(page["datum_kwargs"], len(ids))))
-        try:
-            with self._write() as conn:
-                conn.executemany(
-                    "INSERT INTO datum (datum_id, resource, datum_kwargs) VALUES (?, ?, ?)", rows)
-        except sqlite3.IntegrityError as err:
-            dup = self._first_duplicate("datum", "datum_id", ids)
-            raise DuplicateUidError(
-                f"datum {dup!r} (resource {page['resource']!r}) is already stored; "
-                "nothing of this datum_page was written"
-            ) from err
+        """Store a datum_page as one page (see :mod:`.datum`)."""
+        with self._write() as conn:
+            datum.insert_page(conn, page)
 
     supports_stream_data = True
 
