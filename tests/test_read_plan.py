@@ -268,3 +268,15 @@ def test_files_of_about_one_row_are_not_read_when_planning(tmp_path, monkeypatch
     with dask.config.set({"dask_broker.frame-partition-bytes": 2 * (6 * 8 + 16)}):
         plan = h.event_source.plan(h, fields=["spectrum"], fill=True)
     assert [s.rows for s in plan.specs] == [2, 2]
+
+
+def test_meta_is_built_once_one_block_per_dtype_and_each_copy_is_its_own(sqlite_run):
+    db, h, ext = sqlite_run
+    plan = plan_read(db.event_source, h, "primary", fields=["motor"], timestamps=True)
+    first, second = plan.meta(), plan.meta()
+    assert len(first) == 0 and list(first.columns) == ["time", "motor", "ts_motor"]
+    assert first.dtypes.tolist() == plan.reader()(plan.specs[0]).dtypes.tolist()
+    assert len(first._mgr.blocks) == first.dtypes.nunique()  # dask copies it per collection
+    first["extra"] = np.empty(0)                              # the caller's own frame
+    del first["motor"]
+    assert list(plan.meta().columns) == list(second.columns) == ["time", "motor", "ts_motor"]
