@@ -247,6 +247,7 @@ class PartitionReader:
                         f"{page.seq_num[0]}..{page.seq_num[-1]}): {err}; read this field with "
                         "docs() to see the stored values") from None
             pos += k
+            page = page_seq = source = None  # copied: let it go before the next is read
         n = pos
         seq = blocks.seq[:n]
         out = {name: v[:n] for name, v in out.items()}
