@@ -140,6 +140,31 @@ def test_ad_hdf5_opens_lazily_and_closes(h5file):
     assert h5file not in _open_paths()
 
 
+@needs_proc
+def test_ad_hdf5_keeps_its_dataset_and_the_handler_cache_still_closes_the_file(tmp_path, frames):
+    from dask_broker.handlers import HandlerCache
+
+    first = write_ad_hdf5(tmp_path / "a.h5", frames)
+    second = write_ad_hdf5(tmp_path / "b.h5", frames)
+    cache = HandlerCache(maxsize=1)
+    with cache.acquire(("a", first), lambda: AreaDetectorHDF5Handler(first)) as (h, _):
+        h(point_number=0)
+        dataset = h._dataset()
+        out = np.empty((2, *frames.shape[1:]), dtype=frames.dtype)
+        h.read_into([{"point_number": 3}, {"point_number": 4}], out)
+        assert h._dataset() is dataset                 # looked up once, kept with the file
+        np.testing.assert_array_equal(out, frames[3:5])
+    assert _open_paths().count(first) == 1
+    with cache.acquire(("b", second), lambda: AreaDetectorHDF5Handler(second)) as (other, _):
+        other(point_number=0)                          # evicting the first closes its file
+    assert first not in _open_paths()
+    assert h._data is None
+    np.testing.assert_array_equal(h(point_number=5), frames[5:6])  # re-opens, looks up again
+    h.close()
+    cache.close_all()
+    assert first not in _open_paths() and second not in _open_paths()
+
+
 def test_ad_hdf5_get_file_list(h5file):
     h = AreaDetectorHDF5Handler(h5file)
     assert h.get_file_list([{"point_number": 0}, {"point_number": 1}]) == [h5file]

@@ -268,3 +268,43 @@ def test_files_of_about_one_row_are_not_read_when_planning(tmp_path, monkeypatch
     with dask.config.set({"dask_broker.frame-partition-bytes": 2 * (6 * 8 + 16)}):
         plan = h.event_source.plan(h, fields=["spectrum"], fill=True)
     assert [s.rows for s in plan.specs] == [2, 2]
+
+
+def test_meta_is_built_once_one_block_per_dtype_and_each_copy_is_its_own(sqlite_run):
+    db, h, ext = sqlite_run
+    plan = plan_read(db.event_source, h, "primary", fields=["motor"], timestamps=True)
+    first, second = plan.meta(), plan.meta()
+    assert len(first) == 0 and list(first.columns) == ["time", "motor", "ts_motor"]
+    assert first.dtypes.tolist() == plan.reader()(plan.specs[0]).dtypes.tolist()
+    assert len(first._mgr.blocks) == first.dtypes.nunique()  # dask copies it per collection
+    first["extra"] = np.empty(0)                              # the caller's own frame
+    del first["motor"]
+    assert list(plan.meta().columns) == list(second.columns) == ["time", "motor", "ts_motor"]
+
+
+def test_each_page_is_released_before_the_next_is_read(sqlite_run):
+    import dataclasses
+    import weakref
+
+    db, h, ext = sqlite_run
+    plan = plan_read(db.event_source, h, "primary", fields=["motor"])
+    reader = plan.reader()
+    spec = plan.specs[0]
+    pages = list(db.store.iter_event_pages(spec.descriptors, fields=["motor"]))
+    pages = [dataclasses.replace(p) for p in pages for _ in range(2)]  # several pages
+    released = []
+
+    def stream():
+        previous = None
+        while pages:
+            released.append(previous is None or previous() is None)
+            page = pages.pop(0)
+            previous = weakref.ref(page)
+            yield page
+            del page
+
+    rows = sum(len(p) for p in pages)
+    seq, values = reader.assemble(stream(), [c for c in plan.columns if c.name == "motor"],
+                                  capacity=rows)
+    assert len(released) > 1 and all(released)
+    assert 2 * len(seq) == rows  # each seq_num twice: the last stored is kept

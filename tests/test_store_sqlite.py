@@ -75,6 +75,18 @@ def test_synchronous_option(tmp_path, sync):
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == levels[sync.lower()]
 
 
+def test_read_snapshots_keep_a_small_page_cache(tmp_path):
+    from dask_broker.stores.sqlite.connection import READ_CACHE_KIB
+
+    store = SQLiteStore.from_uri(f"sqlite:///{tmp_path}/c.db")
+    default = store._conn().execute("PRAGMA cache_size").fetchone()[0]
+    for _ in range(2):  # a new connection, then the pooled one again
+        with store._snapshot() as conn:
+            assert conn.execute("PRAGMA cache_size").fetchone()[0] == -READ_CACHE_KIB
+    assert -READ_CACHE_KIB > default  # smaller than SQLite's default (negative: KiB)
+    assert store._conn().execute("PRAGMA cache_size").fetchone()[0] == default
+
+
 @pytest.mark.parametrize("uri", [
     "sqlite://catalog.db",
     "sqlite:/catalog.db",

@@ -1,7 +1,8 @@
 """The built-in ``AD_HDF5`` handler: area-detector frames in one HDF5 dataset.
 
-The file is opened on the first read and stays open until :meth:`close`; every
-h5py call holds :data:`~dask_broker.handlers.locks.HDF5_LOCK`.
+The file is opened on the first read and stays open until :meth:`close`, and
+its dataset is looked up once and kept with it (both live exactly as long as the
+open file); every h5py call holds :data:`~dask_broker.handlers.locks.HDF5_LOCK`.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class AreaDetectorHDF5Handler:
         self.filename = os.fspath(filename)
         self.frame_per_point = fpp
         self._file: h5py.File | None = None
+        self._data: h5py.Dataset | None = None
 
     def __repr__(self) -> str:
         state = "open" if self._file is not None else "closed"
@@ -78,13 +80,16 @@ class AreaDetectorHDF5Handler:
                 f"frame_per_point={self.frame_per_point}) <{state}>")
 
     def _dataset(self) -> h5py.Dataset:
-        # Caller holds HDF5_LOCK.
+        """The open file's dataset, looked up on the first read only (caller holds HDF5_LOCK)."""
+        if self._data is not None:
+            return self._data
         if self._file is None:
             self._file = h5py.File(self.filename, "r")
         try:
-            return self._file[self.dataset_path]
+            self._data = self._file[self.dataset_path]
         except KeyError as err:
             raise KeyError(f"{self.filename!r} has no dataset {self.dataset_path!r}") from err
+        return self._data
 
     def __call__(self, point_number: int) -> np.ndarray:
         """The frame(s) of one point."""
@@ -177,7 +182,7 @@ class AreaDetectorHDF5Handler:
     def close(self) -> None:
         """Close the HDF5 file (idempotent; a later read re-opens it)."""
         with HDF5_LOCK:
-            file, self._file = self._file, None
+            file, self._file, self._data = self._file, None, None
             if file is not None:
                 file.close()
 

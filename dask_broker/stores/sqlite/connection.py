@@ -58,6 +58,8 @@ __all__ = [
 ]
 
 SQL_VARS = 900  # stay below SQLite's bound-parameter limit
+#: page cache of a read snapshot's connection, KiB (SQLite's default: 2 MiB per connection)
+READ_CACHE_KIB = 256
 
 _CORRUPT_CODES = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
 
@@ -297,6 +299,9 @@ class ConnectionMethods:
         conn = pool.pop() if pool else None
         if conn is None:
             conn = self._connect()
+            # Snapshots stream pages of blobs, read once: a page cache gains them nothing
+            # and would hold its 2 MiB per pooled connection (index pages stay cached).
+            conn.execute(f"PRAGMA cache_size=-{READ_CACHE_KIB}")
             self._open.add(conn)
         reusable = False
         try:
