@@ -243,7 +243,9 @@ def test_rows_are_events_and_stream_datum_unfilled_cells_are_references(any_db, 
                                                                          events):
     run = StreamRun(tmp_path, events=events)
     _insert(any_db, run.docs)
-    df = any_db[run.uid].table().compute()
+    lazy = any_db[run.uid].table()
+    df = lazy.compute()
+    assert df.dtypes.to_dict() == lazy.dtypes.to_dict()  # as dask's meta promised
     assert list(df.index) == list(range(1, run.rows + 1))
     sr = run.of("stream_resource")[0]["uid"]
     assert list(df["img"]) == [f"{sr}/{i}" for i in range(run.rows)]

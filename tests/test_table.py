@@ -318,6 +318,10 @@ def test_external_field_holds_datum_ids_unless_filled(db, tmp_path):
                                               timestamps={"img": 0.0}, filled={"img": False}))
     h = db[-1]
     assert list(h.table().compute()["img"]) == ids
+    for fill in (False, True):  # partitions have the dtypes dask's meta promised
+        lazy = h.table(fill=fill)
+        assert lazy.compute().dtypes.to_dict() == lazy.dtypes.to_dict() == {
+            "time": np.dtype("datetime64[ns]"), "img": np.dtype(object)}
     filled = h.table(fill=True).compute()["img"]
     assert all(np.array_equal(a, frame) for a in filled)
 

@@ -123,6 +123,10 @@ class PartitionReader:
                 column = self.time_struct.apply(column)
             elif c.dtype == "string":
                 column = pd.array(column, dtype=pd.StringDtype())
+            elif column.dtype == object:
+                # as the meta says: pandas 3 would make an object array of str (unfilled
+                # datum ids) a "str" column
+                column = pd.Series(column, index=index, dtype=object, copy=False)
             data[c.name] = column  # arrays, not Series: half the cost of a small partition
         return pd.DataFrame(data, index=index, copy=False)
 
