@@ -186,7 +186,9 @@ class HashSet:
         if not len(hashes):
             return
         levels = self._levels
-        added = np.unique(hashes)  # sorted, each once
+        added = np.sort(hashes)
+        if (added[1:] == added[:-1]).any():  # (np.unique is 20 times slower)
+            added = added[np.concatenate(([True], added[1:] != added[:-1]))]
         levels.append(added)
         self._count += added.size
         if self._count > self._bits.size:  # fewer than 8 bits a hash: 32 or more again
