@@ -11,7 +11,8 @@ import pytest
 
 from catalog_files import stored_version, tables, write_v2_catalog
 from dask_broker import Broker, DuplicateUidError, StoreURIError
-from dask_broker.stores.mongo import MongoStore, _is_wildcard_text_index
+from dask_broker.stores.mongo import MongoStore
+from dask_broker.stores.mongo.indexes import _is_wildcard_text_index
 from dask_broker.stores.sqlite import SCHEMA_VERSION
 from dask_broker.text_search import (
     MONGO_STOP_WORDS,

@@ -4,6 +4,7 @@ checks -- each as strict as the full validation, and leaving the same catalog.""
 from __future__ import annotations
 
 import copy
+import uuid
 
 import event_model
 import numpy as np
@@ -47,6 +48,37 @@ def test_uid_hashes_are_stable_and_padding_free():
     assert len(set(one_by_one.tolist())) == len(uids)
     # the same in every process and version: persisted in catalogs
     assert int(uid_hashes(["abc"])[0]) == int(uid_hashes(["abc", "longer uid"])[0])
+
+
+@pytest.mark.parametrize("uids", [
+    [str(uuid.UUID(int=i)) for i in range(300)],  # one even width (the usual uuid4)
+    [f"u{i:04d}" for i in range(300)],  # one odd width
+    ["ab", "cd\0", "e\0"],  # NULs inside uids
+    ["a\0", "bc"],  # one width, a NUL where the padding goes
+    ["\u00e9t\u00e9", "abc"],  # non-ASCII
+    ["abc", "de", "fgh"],  # total length of one width, lengths that differ
+], ids=["uuid", "odd", "nul", "nul-at-pad", "non-ascii", "mixed"])
+def test_uid_hashes_of_a_list_equal_each_uids_own_hash(uids):
+    """A list of uids takes the fast path of one width where it can; every path gives the
+    hash of each uid alone (what catalogs stored)."""
+    one_by_one = np.array([uid_hashes([u])[0] for u in uids], dtype=np.uint64)
+    np.testing.assert_array_equal(uid_hashes(uids), one_by_one)
+    np.testing.assert_array_equal(uid_hashes(np.array(uids)), one_by_one)
+
+
+def test_hash_set_holds_each_hash_once():
+    s = HashSet()
+    values = np.arange(1, 10_001, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    s.add(values[:6000])
+    s.add(values[3000:])  # half of it held already
+    s.add(np.concatenate([values[:5], values[:5]]))  # small and repeated: buffered
+    for v in values[:100]:
+        s.add(v[None])
+    s.add(np.repeat(values[:100], 3))
+    assert len(s) == values.size
+    assert sum(level.size for level in s._levels) == np.unique(
+        np.concatenate(s._levels)).size
+    assert s.contains(values).all()
 
 
 def test_hash_set_finds_what_it_holds_across_levels():
@@ -118,6 +150,28 @@ def test_two_writers_see_each_others_uids_and_open_pages(tmp_path):
         "SELECT COALESCE(SUM(n), 0) FROM event_page WHERE descriptor = ? AND sealed = 0",
         (d,)).fetchone()
     assert open_events == 10
+
+
+def test_sealed_pages_leave_each_uid_hash_held_once(tmp_path):
+    """Two writers of single events: each reads the rows the other appended, among them
+    the sealed pages that repeat the hashes of open pages it knew; it holds each once."""
+    a = SQLiteStore(tmp_path / "c.db")
+    b = SQLiteStore(tmp_path / "c.db")
+    _, desc = _run(a)
+    n = 3 * SEAL_EVENTS + 10
+    for i in range(1, n + 1):
+        (a if i % 3 else b).insert_event_page(event_model.pack_event_page(_event(desc, i)))
+    a.insert_event_page(event_model.pack_event_page(_event(desc, n + 1)))
+    b.insert_event_page(event_model.pack_event_page(_event(desc, n + 2)))
+    assert len(b._uids.known) == n + 2  # b knows every stored uid, each once
+    assert len(a._uids.known) == n + 1  # (a has not read b's last one yet)
+    conn = a._conn()
+    stored = np.concatenate([np.frombuffer(blob, dtype=np.uint64) for (blob,) in
+                             conn.execute("SELECT hashes FROM event_uid_hash")])
+    assert stored.size == n + 2 and b._uids.known.contains(stored).all()
+    last = _events(a, desc.descriptor_doc["uid"])[-1][1]  # b's: a reads it now
+    with pytest.raises(DuplicateUidError, match=last):
+        a.insert_event_page(event_model.pack_event_page(dict(_event(desc, 1), uid=last)))
 
 
 def test_uids_another_writer_stored_are_seen_after_a_reconnect(tmp_path):

@@ -101,18 +101,22 @@ def _words(uids: Sequence[str]) -> np.ndarray | None:
     n = len(uids)
     if not n:
         return None
-    if isinstance(uids, list) and all(type(u) is str for u in uids[:1]):
-        # Uids of one even length (a uuid4 has 36 characters): the code points of their
-        # concatenation, viewed as words, without a fixed-width str array.
+    if isinstance(uids, list) and type(uids[0]) is str:
+        # Uids of one length (a uuid4 has 36 characters): the code points of their
+        # concatenation, each uid followed by one or two NULs to end on a whole word.
         width = len(uids[0])
-        if width % 2 == 0:
-            try:
-                points = "".join(uids).encode("utf-32-le")
-            except (TypeError, UnicodeEncodeError):  # not str, or a lone surrogate
-                points = b""
-            if len(points) == 4 * n * width and (
-                    np.fromiter(map(len, uids), np.int64, n) == width).all():
-                return np.frombuffer(points, dtype=_U64).reshape(n, width // 2)
+        pad = 2 - width % 2
+        try:
+            points = (("\0" * pad).join(uids) + "\0" * pad).encode("utf-32-le")
+        except (TypeError, UnicodeEncodeError):  # not str, or a lone surrogate
+            points = b""
+        if len(points) == 4 * n * (width + pad):
+            cells = np.frombuffer(points, dtype=np.uint32)
+            rows = cells.reshape(n, width + pad)
+            # Exactly n * pad NULs, all where each row's padding is: every uid has
+            # ``width`` characters, none of them NUL.
+            if np.count_nonzero(cells) == n * width and not rows[:, width:].any():
+                return cells.view(_U64).reshape(n, (width + pad) // 2)
     chars = np.asarray(uids, dtype=np.str_)
     width = chars.dtype.itemsize // 4
     if width % 2:
@@ -131,7 +135,8 @@ class HashSet:
     of the others -- is searched for (``np.searchsorted``) in the arrays, so a
     look-up costs about the same at 10 million hashes as at 100 thousand.
     Small batches (single events) wait in a Python set until there are
-    :attr:`BUFFER` of them.
+    :attr:`BUFFER` of them.  A hash is held once however often it is added (a
+    sealed page brings back the hashes of the open pages it replaces).
 
     Examples
     --------
@@ -139,6 +144,9 @@ class HashSet:
     >>> s.add(np.array([5, 1, 9], dtype=np.uint64))
     >>> s.contains(np.array([9, 2], dtype=np.uint64)).tolist(), len(s)
     ([True, False], 3)
+    >>> s.add(np.array([9, 9, 4], dtype=np.uint64))
+    >>> len(s)
+    4
     """
 
     #: Hashes kept in a Python set before they become one sorted array.
@@ -154,16 +162,33 @@ class HashSet:
     def __len__(self) -> int:
         return sum(level.size for level in self._levels) + len(self._recent)
 
-    def add(self, hashes: np.ndarray) -> None:
+    def add(self, hashes: np.ndarray, *, held: np.ndarray | None = None) -> None:
+        """Add hashes; each is held once, however often it is added.
+
+        Parameters
+        ----------
+        hashes
+            uint64 hashes, in any order, repeats allowed.
+        held
+            ``self.contains(hashes)``, where the caller has it already (saves
+            looking the hashes up again).
+        """
+        hashes = np.asarray(hashes, dtype=_U64)
+        if held is None:
+            held = self.contains(hashes)
+        if held.any():
+            hashes = hashes[~held]
         if len(hashes) < 64:
-            self._recent.update(np.asarray(hashes, dtype=_U64).tolist())
+            self._recent.update(hashes.tolist())
             if len(self._recent) < self.BUFFER:
                 return
             hashes, self._recent = np.fromiter(self._recent, _U64, len(self._recent)), set()
         if not len(hashes):
             return
         levels = self._levels
-        added = np.sort(np.asarray(hashes, dtype=_U64))
+        added = np.sort(hashes)
+        if (added[1:] == added[:-1]).any():  # (np.unique is 20 times slower)
+            added = added[np.concatenate(([True], added[1:] != added[:-1]))]
         levels.append(added)
         self._count += added.size
         if self._count > self._bits.size:  # fewer than 8 bits a hash: 32 or more again

@@ -10,9 +10,6 @@ text), :mod:`.store` (the :class:`MongoStore` that joins them).
 
 from __future__ import annotations
 
-# also the names older code and tests import from here
-from .indexes import _is_wildcard_text_index  # noqa: F401
-from .reads import MAX_PAGE_EVENTS, TARGET_BATCH_BYTES  # noqa: F401
 from .store import MongoStore
 from .uri import DEFAULT_SERVER_SELECTION_TIMEOUT_MS
 

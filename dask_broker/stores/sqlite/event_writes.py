@@ -30,7 +30,8 @@ class StoredUids:
 
     ``sync`` reads, inside a write transaction, the ``event_uid_hash`` rows
     appended since the last look (all of them, the first time); ``added``
-    records what this process committed.  The rows' ids never repeat
+    records what this process committed.  A sealed page's row repeats the hashes
+    of the open pages it replaced; the :class:`HashSet` holds each once.  The rows' ids never repeat
     (AUTOINCREMENT), so rows another process appended are never missed.
     """
 
@@ -50,21 +51,25 @@ class StoredUids:
             self.known.add(np.frombuffer(b"".join(batch), dtype=np.uint64))
             self.last_id = last
 
-    def added(self, hashes: np.ndarray, last_id: int | None) -> None:
-        self.known.add(hashes)
+    def added(self, hashes: np.ndarray, last_id: int | None, held: np.ndarray) -> None:
+        """Record what this process committed: ``hashes``, of which ``held`` were known
+        already (:meth:`first_stored`'s look-up), up to ``event_uid_hash`` row ``last_id``."""
+        self.known.add(hashes, held=held)
         self.last_id = max(self.last_id, last_id or 0)
 
     def first_stored(self, conn: sqlite3.Connection, uids: list[str],
-                     hashes: np.ndarray) -> str | None:
-        """The first of ``uids`` repeated among them or already stored, or None."""
+                     hashes: np.ndarray) -> tuple[str | None, np.ndarray]:
+        """The first of ``uids`` repeated among them or already stored (or None), and
+        which of ``hashes`` are known (a stored uid, or another with the same hash)."""
+        held = self.known.contains(hashes)
         ordered = np.sort(hashes)
         if (ordered[1:] == ordered[:-1]).any():  # a repeat, or two uids with one hash
             repeated = first_repeat(uids)
             if repeated is not None:
-                return repeated
-        hits = np.flatnonzero(self.known.contains(hashes))
+                return repeated, held
+        hits = np.flatnonzero(held)
         if not hits.size:
-            return None
+            return None, held
         # Candidates: compare the uids themselves, in the pages whose hashes hold them.
         wanted = {uids[i]: i for i in hits}
         candidates = np.unique(hashes[hits])
@@ -77,7 +82,7 @@ class StoredUids:
             for (text,) in conn.execute(
                     f"SELECT uid FROM event_page WHERE id IN ({marks(len(chunk))})", chunk):
                 stored.update(u for u in json.loads(text) if u in wanted)
-        return min(stored, key=wanted.__getitem__) if stored else None
+        return (min(stored, key=wanted.__getitem__) if stored else None), held
 
 
 class EventWriteMethods:
@@ -104,7 +109,7 @@ class EventWriteMethods:
                 open_events = dict(known_open)  # updated as pages are written and sealed
                 if others_wrote:  # (else this process knows every stored uid already)
                     self._uids.sync(conn)
-                dup = self._uids.first_stored(conn, uids, hashes)
+                dup, held = self._uids.first_stored(conn, uids, hashes)
                 if dup is not None:
                     descriptor = next(p["descriptor"] for p in pages if dup in p["uid"])
                     raise DuplicateUidError(
@@ -126,7 +131,7 @@ class EventWriteMethods:
                         last = self._maybe_seal(conn, descriptor, open_events) or last
             known_open.clear()  # committed: what this transaction left open
             known_open.update(open_events)
-            self._uids.added(hashes, last)
+            self._uids.added(hashes, last, held)
 
     def _open_events(self, conn: sqlite3.Connection) -> tuple[dict[str, int], bool]:
         """Descriptor -> events in its open pages, as this connection last left them, and
