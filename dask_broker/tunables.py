@@ -20,6 +20,9 @@ Keys:
     an int or a string that :func:`dask.utils.parse_bytes` reads (``"64MiB"``).
 ``dask_broker.frame-partition-bytes``
     The same for partitions holding filled frames (``table(fill=True)``, ``to_xarray``).
+``dask_broker.block-pool-bytes``
+    Most memory each process keeps for reuse as partition blocks (``0``: no reuse);
+    see :mod:`dask_broker.read.blocks`.
 ``dask_broker.max-open-files``
     Most handlers / stream readers each process keeps open (``null``: unbounded);
     see :func:`~dask_broker.handlers.cache.shared_handler_cache`.
@@ -39,12 +42,14 @@ from dask.utils import parse_bytes
 from .errors import InvalidArgumentError
 
 __all__ = ["PARTITION_BYTES", "FRAME_PARTITION_BYTES", "MAX_OPEN_FILES", "RETRY_INTERVALS",
-           "partition_bytes", "frame_partition_bytes", "max_open_files", "parse_size",
+           "BLOCK_POOL_BYTES", "partition_bytes", "frame_partition_bytes", "max_open_files",
+           "block_pool_bytes", "parse_size",
            "defaults"]
 
 PARTITION_BYTES = "dask_broker.partition-bytes"
 FRAME_PARTITION_BYTES = "dask_broker.frame-partition-bytes"
 MAX_OPEN_FILES = "dask_broker.max-open-files"
+BLOCK_POOL_BYTES = "dask_broker.block-pool-bytes"
 RETRY_INTERVALS = "dask_broker.fill-retry-intervals"
 
 _FILE = os.path.join(os.path.dirname(__file__), "dask_broker.yaml")
@@ -94,6 +99,14 @@ def frame_partition_bytes() -> int:
     return parse_size(dask.config.get(FRAME_PARTITION_BYTES,
                                       default=_default(FRAME_PARTITION_BYTES)),
                       f"the dask config {FRAME_PARTITION_BYTES!r}")
+
+
+def block_pool_bytes() -> int:
+    """The configured bound on the memory each process keeps for reusing blocks (0: none)."""
+    value = dask.config.get(BLOCK_POOL_BYTES, default=_default(BLOCK_POOL_BYTES))
+    if value in (0, "0"):
+        return 0
+    return parse_size(value, f"the dask config {BLOCK_POOL_BYTES!r}")
 
 
 def max_open_files() -> int | None:

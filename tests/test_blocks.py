@@ -81,3 +81,36 @@ def test_scalar_partitions_reuse_a_dropped_partitions_memory_never_a_live_ones(
     assert all(any(np.shares_memory(third[c].to_numpy(), block) for block in fresh_pool._blocks)
                for c in numbers)  # every number column lives in a pooled block
     pd.testing.assert_frame_equal(third, kept)
+
+
+def test_bounded_by_bytes_evicting_idle_blocks_never_busy_ones():
+    pool = BlockPool(max_blocks=4, min_bytes=0, max_bytes=100)
+    a = pool.empty((5,), "f8")             # 40 B pooled
+    b = pool.empty((6,), "f8")             # 48 B pooled: 88 B
+    c = pool.empty((3,), "f8")             # 24 B more would pass 100 B: a plain array
+    assert len(pool) == 2 and pool.nbytes == 88
+    assert not any(np.shares_memory(c, x) for x in (a, b))
+    del a
+    d = pool.empty((6,), "f8")             # a's idle 40 B make room for 48 B
+    assert len(pool) == 2 and pool.nbytes == 96 and not np.shares_memory(d, b)
+    assert pool.empty((20,), "f8").nbytes == 160 and pool.nbytes == 96  # larger than the bound
+
+
+def test_process_pool_follows_the_dask_config():
+    import dask
+
+    from dask_broker.read.blocks import block_pool
+
+    with dask.config.set({"dask_broker.block-pool-bytes": 0}):
+        pool = block_pool()
+        pool.clear()
+        a = pool.empty((1 << 18,), "f8")    # 2 MiB: above min_bytes, but reuse is off
+        assert len(pool) == 0 and a.nbytes == 1 << 21
+    with dask.config.set({"dask_broker.block-pool-bytes": "4MiB"}):
+        b = block_pool().empty((1 << 18,), "f8")
+        assert len(block_pool()) == 1 and block_pool().nbytes == 1 << 21
+        del b
+    block_pool().clear()
+    with dask.config.set({"dask_broker.block-pool-bytes": "lots"}):
+        with pytest.raises(ValueError, match="block-pool-bytes"):
+            block_pool()

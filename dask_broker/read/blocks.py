@@ -34,6 +34,8 @@ import threading
 
 import numpy as np
 
+from ..tunables import block_pool_bytes
+
 __all__ = ["BlockPool", "block_pool"]
 
 _REFCOUNTS = hasattr(sys, "getrefcount") and sys.implementation.name == "cpython"
@@ -49,37 +51,53 @@ class BlockPool:
         ``np.empty`` arrays.
     min_bytes
         Smaller blocks are never pooled.
+    max_bytes
+        Most bytes the pool keeps (in use or idle); None: no bound but
+        ``max_blocks``; 0: nothing is pooled.
     """
 
-    def __init__(self, max_blocks: int = 4, min_bytes: int = 1 << 20):
+    def __init__(self, max_blocks: int = 4, min_bytes: int = 1 << 20,
+                 max_bytes: int | None = None):
         self.max_blocks = max_blocks
         self.min_bytes = min_bytes
+        self.max_bytes = max_bytes
         self._blocks: list[np.ndarray] = []  # uint8 buffers the pool owns
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._blocks)
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the blocks the pool keeps (in use or idle)."""
+        return sum(b.nbytes for b in self._blocks)
+
     def empty(self, shape: tuple[int, ...], dtype) -> np.ndarray:
         """An uninitialized array of ``shape`` and ``dtype``: an idle block if one fits."""
         dtype = np.dtype(dtype)
         nbytes = math.prod(shape) * dtype.itemsize
-        if not _REFCOUNTS or nbytes < self.min_bytes or dtype.hasobject:
+        limit = self.max_bytes
+        if not _REFCOUNTS or nbytes < self.min_bytes or dtype.hasobject or \
+                (limit is not None and nbytes > limit):
             return np.empty(shape, dtype=dtype)
         with self._lock:
-            idle = None
+            idle = []
             for block in self._blocks:
                 # references: the list, this loop's name, getrefcount's argument
                 if sys.getrefcount(block) == 3:
                     if block.nbytes == nbytes:
                         return block.view(dtype).reshape(shape)
-                    idle = block
-            if len(self._blocks) >= self.max_blocks:
-                if idle is None:
-                    return np.empty(shape, dtype=dtype)
-                # make room: forget an idle block of another size
-                self._blocks = [b for b in self._blocks if b is not idle]
-                del idle
+                    idle.append(block)
+            # make room: forget idle blocks of other sizes while over a bound
+            while idle and (len(self._blocks) >= self.max_blocks or
+                            limit is not None and self.nbytes + nbytes > limit):
+                drop = idle.pop()
+                self._blocks = [b for b in self._blocks if b is not drop]
+                del drop
+            if len(self._blocks) >= self.max_blocks or \
+                    limit is not None and self.nbytes + nbytes > limit:
+                return np.empty(shape, dtype=dtype)  # the blocks kept are all in use
+            del idle
             block = np.empty(nbytes, dtype=np.uint8)
             self._blocks.append(block)
             return block.view(dtype).reshape(shape)
@@ -95,9 +113,10 @@ _pool_guard = threading.Lock()
 
 
 def block_pool() -> BlockPool:
-    """This process's pool of frame blocks."""
+    """This process's pool of blocks, bounded by ``dask_broker.block-pool-bytes``."""
     global _pool
     with _pool_guard:
         if _pool is None:
             _pool = BlockPool()
+        _pool.max_bytes = block_pool_bytes()
         return _pool
