@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from .connection import connect
+from .file import connect
 
 if TYPE_CHECKING:
     from .store import SQLiteStore

@@ -15,7 +15,8 @@ from ..base import EventPageColumns
 from ..pages import (SEAL_EVENTS, SEQ_RUN_COLUMNS, PageColumns, batches, decoded_pages,
                      seq_runs)
 from . import datum
-from .connection import SQL_VARS, chunks, damaged, marks
+from .connection import SQL_VARS, chunks, marks
+from .file import damaged
 
 __all__ = ["ReadMethods"]
 

@@ -35,7 +35,7 @@ from ..uid_hashes import uid_hashes
 from . import datum
 
 if TYPE_CHECKING:
-    from .connection import CatalogConnection
+    from .file import CatalogConnection
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -38,7 +38,8 @@ from typing import Any
 
 from ...errors import StoreURIError
 from ..base import Store
-from .connection import ConnectionMethods, Connections, writable
+from .connection import ConnectionMethods, Connections
+from .file import writable
 from .event_writes import EventWriteMethods, StoredUids
 from .reads import ReadMethods
 from .schema import (MIGRATIONS, SCHEMA, SCHEMA_VERSION, check_version, create_or_migrate,
