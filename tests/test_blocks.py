@@ -94,6 +94,9 @@ def test_bounded_by_bytes_evicting_idle_blocks_never_busy_ones():
     d = pool.empty((6,), "f8")             # a's idle 40 B make room for 48 B
     assert len(pool) == 2 and pool.nbytes == 96 and not np.shares_memory(d, b)
     assert pool.empty((20,), "f8").nbytes == 160 and pool.nbytes == 96  # larger than the bound
+    del d
+    e = pool.empty((7,), "f8")             # 56 B: busy b (48 B) + 56 B > 100 B, even with
+    assert pool.nbytes == 96 and not np.shares_memory(e, b)  # d's idle block dropped: kept
 
 
 def test_process_pool_follows_the_dask_config():

@@ -212,6 +212,19 @@ def test_a_refused_page_leaves_the_open_count_alone(tmp_path):
 
 
 # ---------------------------------------------------------------- compiled event checks
+def _xn_catalog(path) -> Broker:
+    """A catalog at ``path`` holding run "run-1" with descriptor "desc-1" of x and n."""
+    db = Broker.from_uri(f"sqlite:///{path}")
+    run = event_model.compose_run(uid="run-1", time=1.0)
+    desc = run.compose_descriptor(
+        name="primary", data_keys={"x": {"source": "x", "dtype": "number", "shape": []},
+                                   "n": {"source": "n", "dtype": "integer", "shape": []}},
+        uid="desc-1", time=1.0)
+    db.insert("start", run.start_doc)
+    db.insert("descriptor", desc.descriptor_doc)
+    return db
+
+
 def _odd_events(desc_uid="desc-1"):
     good = {"uid": "ev-1", "descriptor": desc_uid, "seq_num": 1, "time": 2.5,
             "data": {"x": 0.5, "n": 1}, "timestamps": {"x": 1.0, "n": 1.0}}
@@ -254,14 +267,7 @@ def test_compiled_event_check_decides_as_the_full_validation(tmp_path, monkeypat
     for fast in (True, False):
         if not fast:
             monkeypatch.setattr(EventCheck, "page", lambda self, doc: None)
-        db = Broker.from_uri(f"sqlite:///{tmp_path / f'{fast}.db'}")
-        run = event_model.compose_run(uid="run-1", time=1.0)
-        desc = run.compose_descriptor(
-            name="primary", data_keys={"x": {"source": "x", "dtype": "number", "shape": []},
-                                       "n": {"source": "n", "dtype": "integer", "shape": []}},
-            uid="desc-1", time=1.0)
-        db.insert("start", run.start_doc)
-        db.insert("descriptor", desc.descriptor_doc)
+        db = _xn_catalog(tmp_path / f"{fast}.db")
         event = copy.deepcopy(_odd_events()[case])
         try:
             db.insert("event", event)
@@ -319,14 +325,7 @@ def test_envelope_cache_decides_as_jsonschema(tmp_path, case):
     outcomes = []
     for warm in (False, True):
         insert_module._VALID_ENVELOPES.clear()
-        db = Broker.from_uri(f"sqlite:///{tmp_path / f'{warm}.db'}")
-        run = event_model.compose_run(uid="run-1", time=1.0)
-        desc = run.compose_descriptor(
-            name="primary", data_keys={"x": {"source": "x", "dtype": "number", "shape": []},
-                                       "n": {"source": "n", "dtype": "integer", "shape": []}},
-            uid="desc-1", time=1.0)
-        db.insert("start", run.start_doc)
-        db.insert("descriptor", desc.descriptor_doc)
+        db = _xn_catalog(tmp_path / f"{warm}.db")
         if warm:  # every shape of the cases seen valid once (in another run's seq_nums)
             for other in _page_cases().values():
                 warm_page = copy.deepcopy(other)

@@ -12,15 +12,8 @@ Modules, one job each:
 - :mod:`~dask_broker.fill.stream`: :class:`StreamFill`, the same for ``STREAM:`` keys
   (stream_resource / stream_datum: one bulk read per run of rows of a file).
 
-The lifetime of open files is :mod:`dask_broker.handlers.cache`'s.
-
-Examples
---------
->>> from dask_broker.fill import FillContext
->>> ctx = FillContext.from_store(store, descriptors, root_map={"/old": "/new"})  # doctest: +SKIP
->>> with ctx:                                                    # doctest: +SKIP
-...     filled = ctx.fill(event)
-...     table = ctx.fill_table(df)
+The lifetime of open files is :mod:`dask_broker.handlers.cache`'s; an example of
+a scoped :class:`FillContext` is in :mod:`dask_broker.fill.context`.
 """
 
 from __future__ import annotations

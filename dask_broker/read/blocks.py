@@ -88,16 +88,20 @@ class BlockPool:
                     if block.nbytes == nbytes:
                         return block.view(dtype).reshape(shape)
                     idle.append(block)
-            # make room: forget idle blocks of other sizes while over a bound
-            while idle and (len(self._blocks) >= self.max_blocks or
-                            limit is not None and self.nbytes + nbytes > limit):
+            busy = [b for b in self._blocks if not any(b is i for i in idle)]
+            if len(busy) >= self.max_blocks or \
+                    limit is not None and sum(b.nbytes for b in busy) + nbytes > limit:
+                return np.empty(shape, dtype=dtype)  # even without the idle blocks: no room
+
+            def over() -> bool:
+                return len(self._blocks) >= self.max_blocks or \
+                    limit is not None and self.nbytes + nbytes > limit
+
+            while over():  # make room: forget idle blocks of other sizes
                 drop = idle.pop()
                 self._blocks = [b for b in self._blocks if b is not drop]
                 del drop
-            if len(self._blocks) >= self.max_blocks or \
-                    limit is not None and self.nbytes + nbytes > limit:
-                return np.empty(shape, dtype=dtype)  # the blocks kept are all in use
-            del idle
+            del idle, busy
             block = np.empty(nbytes, dtype=np.uint8)
             self._blocks.append(block)
             return block.view(dtype).reshape(shape)
